@@ -1,0 +1,101 @@
+"""Command line: ``spikecut run [CONFIG.yaml] [--out DIR] [--set key=value ...]`` and friends.
+
+A configuration problem (missing file, unknown key, wrong type, unknown dataset) is one line
+on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spikecut",
+        description="Spiking neural networks with RCS training, QCFS conversion and cutoff.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run an experiment end to end (the built-in MNIST-5k default without CONFIG)",
+        description="Train, convert, calibrate, evaluate every cutoff rule and write a report.",
+    )
+    run.add_argument("config", nargs="?", help="experiment YAML (default: built-in MNIST-5k)")
+    run.add_argument("--out", help="output folder (default: results/<experiment name>)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    report = sub.add_parser("report", help="re-render report.md and plots from a results.json")
+    report.add_argument("results", help="path to results.json")
+    report.add_argument("--out", help="output folder (default: the results file's folder)")
+
+    show = sub.add_parser("config", help="print the validated configuration as YAML")
+    show.add_argument("config", nargs="?", help="experiment YAML (default: built-in)")
+    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .experiment import default_out_dir, run_experiment
+    from .report import summary_table
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else default_out_dir(cfg)
+    results = run_experiment(cfg, out, progress=not args.quiet)
+    print(summary_table(results))
+    print(f"\nwrote {out / 'results.json'}, {out / 'report.md'} and plots to {out}/")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import load_results, summary_table, write_report
+
+    path = Path(args.results)
+    results = load_results(path)
+    out = Path(args.out) if args.out else path.parent
+    write_report(results, out)
+    print(summary_table(results))
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config import config_to_dict
+
+    print(yaml.safe_dump(config_to_dict(load_config(args.config, args.overrides)), sort_keys=False))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``spikecut`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    commands = {"run": _cmd_run, "report": _cmd_report, "config": _cmd_config}
+    try:
+        return commands[args.command](args)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"spikecut: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("spikecut: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Typed experiment configuration: YAML in, validated dataclasses out.
+
+Every key is checked against the dataclass fields and their type hints: an unknown key, a
+value of the wrong type or an unreadable file is a :class:`ConfigError` whose one-line
+message names the key path, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .cutoff import DEFAULT_EPSILONS
+from .train import TrainConfig
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "CutoffConfig",
+    "ExperimentConfig",
+    "load_config",
+    "parse_config",
+    "apply_overrides",
+    "config_to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """An experiment configuration that cannot be used as written."""
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, where it lives, and dataset-specific options."""
+
+    name: str = "mnist5k"
+    root: str | None = None
+    augment: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """Which registered model, its QCFS settings and other constructor options."""
+
+    name: str = "mnist-cnn"
+    levels: int = 4
+    threshold: float = 8.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    """One training run of the experiment; runs differ in the RCS weight α."""
+
+    name: str
+    alpha: float = 0.0
+
+
+@dataclass
+class CutoffConfig:
+    """The exit rules to evaluate, their ε sweep, and the Top-K calibration settings."""
+
+    rules: list[str] = field(default_factory=lambda: ["topk", "softmax", "entropy"])
+    epsilons: list[float] = field(default_factory=lambda: list(DEFAULT_EPSILONS))
+    bins: int = 100
+    calibration_dropout: float = 0.3
+
+
+@dataclass
+class ExperimentConfig:
+    """One pass of data → train → convert → calibrate → evaluate → report."""
+
+    name: str = "mnist5k-qcfs"
+    seed: int = 0
+    T: int = 8
+    device: str = "cpu"
+    batch_size_eval: int = 500
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runs: list[RunConfig] = field(
+        default_factory=lambda: [
+            RunConfig(name="alpha=0", alpha=0.0),
+            RunConfig(name="rcs alpha=0.002", alpha=0.002),
+        ]
+    )
+    cutoff: CutoffConfig = field(default_factory=CutoffConfig)
+    out: str | None = None
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return f"a list of {_type_name(item)}"
+    if origin is dict:
+        return "a mapping"
+    if hint is type(None):
+        return "null"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _found(value: Any) -> str:
+    text = repr(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _convert(value: Any, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                return _convert(value, option, path)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(f"'{path}' must be {_type_name(hint)}, got {_found(value)}")
+    if hint is Any:
+        return value
+    if hint is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"'{path}' must be null, got {_found(value)}")
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"'{path}' must be {_type_name(hint)}, got {_found(value)}")
+        (item,) = typing.get_args(hint)
+        return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{path}' must be a mapping, got {_found(value)}")
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"'{path}' must be {_type_name(hint)}, got {_found(value)}")
+
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    if not isinstance(raw, dict):
+        where = f"'{path}'" if path else "the configuration"
+        raise ConfigError(f"{where} must be a mapping, got {_found(raw)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        key = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        raise ConfigError(f"unknown key '{key}' (expected one of: {', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        key = f"{path}.{name}" if path else name
+        if name in raw:
+            values[name] = _convert(raw[name], hints[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key '{key}'")
+    return cls(**values)
+
+
+def _check_values(cfg: ExperimentConfig) -> None:
+    from .cutoff import RULES
+    from .data import available_datasets
+    from .models import available_models
+
+    if cfg.data.name not in available_datasets():
+        raise ConfigError(
+            f"'data.name' is {cfg.data.name!r}; available: {', '.join(available_datasets())}"
+        )
+    if cfg.model.name not in available_models():
+        raise ConfigError(
+            f"'model.name' is {cfg.model.name!r}; available: {', '.join(available_models())}"
+        )
+
+    checks = [
+        (cfg.T >= 1, f"'T' must be >= 1, got {cfg.T}"),
+        (cfg.train.epochs >= 1, f"'train.epochs' must be >= 1, got {cfg.train.epochs}"),
+        (cfg.train.batch_size >= 1, f"'train.batch_size' must be >= 1, got {cfg.train.batch_size}"),
+        (cfg.train.lr > 0, f"'train.lr' must be > 0, got {cfg.train.lr}"),
+        (len(cfg.runs) >= 1, "'runs' must list at least one run"),
+        (cfg.cutoff.bins >= 1, f"'cutoff.bins' must be >= 1, got {cfg.cutoff.bins}"),
+        (
+            0.0 <= cfg.cutoff.calibration_dropout < 1.0,
+            f"'cutoff.calibration_dropout' must be in [0, 1), got {cfg.cutoff.calibration_dropout}",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    names = [r.name for r in cfg.runs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"'runs' names must be unique, got {names}")
+    for i, run in enumerate(cfg.runs):
+        if run.alpha < 0:
+            raise ConfigError(f"'runs[{i}].alpha' must be >= 0, got {run.alpha}")
+    for i, rule in enumerate(cfg.cutoff.rules):
+        if rule not in RULES:
+            raise ConfigError(
+                f"'cutoff.rules[{i}]' is {rule!r}; known rules: {', '.join(sorted(RULES))}"
+            )
+    for i, eps in enumerate(cfg.cutoff.epsilons):
+        if not 0.0 <= eps < 1.0:
+            raise ConfigError(f"'cutoff.epsilons[{i}]' must be in [0, 1), got {eps}")
+
+
+def parse_config(raw: dict | None) -> ExperimentConfig:
+    """Validate a raw mapping (e.g. parsed YAML) into an :class:`ExperimentConfig`."""
+    cfg = _build(ExperimentConfig, raw or {}, "")
+    _check_values(cfg)
+    return cfg
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a raw config mapping."""
+    raw = dict(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key}: cannot parse value {text!r}: {err}") from None
+        node = raw
+        parts = key.strip().split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {key}: '{where}' is not a mapping")
+            node[part] = child = dict(child)
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML experiment (or the built-in default when ``path`` is None) and validate it."""
+    raw: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConfigError(f"cannot parse {path} as YAML: {detail}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must hold a mapping at the top, got {_found(raw)}")
+    return parse_config(apply_overrides(raw, overrides or []))
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict:
+    """The configuration as plain data (for results.json and report.md)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,267 @@
+"""ANN-to-SNN conversion (SPEC §3): QCFS activations become IF neurons.
+
+``to_snn(ann)`` returns a new :class:`~spikecut.neurons.SpikingNetwork`; the caller's ANN is
+never modified. Modules are replaced by type. What cannot be converted faithfully (max
+pooling, activations other than QCFS/ReLU, activations called as functions inside
+``forward``) is refused with a message that names the offending part.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
+
+from .layers import QCFS
+from .neurons import IF, LIF, SpikingNetwork
+
+__all__ = ["to_snn", "ConversionError", "ConvertedNetwork"]
+
+
+class ConversionError(ValueError):
+    """The model cannot be turned into an equivalent spiking network."""
+
+
+_MAX_POOLS = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
+_OTHER_ACTIVATIONS = (
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softplus,
+)
+# Functions that, called inside a forward, are a nonlinearity the converter cannot see.
+_FUNCTIONAL_NONLINEARITIES = {
+    F.relu,
+    torch.relu,
+    torch.relu_,
+    F.relu_,
+    F.relu6,
+    F.leaky_relu,
+    F.gelu,
+    F.silu,
+    F.elu,
+    F.hardtanh,
+    torch.sigmoid,
+    torch.tanh,
+    F.max_pool1d,
+    F.max_pool2d,
+    F.max_pool3d,
+    torch.max_pool1d,
+    torch.max_pool2d,
+    torch.max_pool3d,
+    F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d,
+    F.adaptive_max_pool3d,
+}
+_METHOD_NONLINEARITIES = {"relu", "relu_", "sigmoid", "tanh", "sigmoid_", "tanh_"}
+
+
+def _function_name(fn: object) -> str:
+    module = getattr(fn, "__module__", None) or "torch"
+    return f"{module}.{getattr(fn, '__name__', repr(fn))}"
+
+
+class _ActivationLeafTracer(torch.fx.Tracer):
+    """An fx tracer that keeps QCFS and neurons as single calls (their insides are fine)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, (QCFS, LIF)) or super().is_leaf_module(m, module_qualified_name)
+
+
+def _inspect_forward(model: nn.Module) -> tuple[list[str], list[str]] | None:
+    """What ``model``'s forward does that module inspection cannot see.
+
+    Returns the functional activations/max-pools it calls and the activation modules it
+    calls more than once (one neuron would then share its state between two places).
+    Uses ``torch.fx`` tracing; returns ``None`` when the model cannot be traced (then the
+    functional check happens on the first forward call instead).
+    """
+    try:
+        graph = _ActivationLeafTracer().trace(model)
+    except Exception:
+        return None
+    traced = torch.fx.GraphModule(model, graph)
+    functional: list[str] = []
+    calls: dict[str, int] = {}
+    for node in traced.graph.nodes:
+        if node.op == "call_function" and node.target in _FUNCTIONAL_NONLINEARITIES:
+            functional.append(f"{_function_name(node.target)} (node {node.name!r})")
+        elif node.op == "call_method" and node.target in _METHOD_NONLINEARITIES:
+            functional.append(f"Tensor.{node.target} (node {node.name!r})")
+        elif node.op == "call_module":
+            module = traced.get_submodule(node.target)
+            if isinstance(module, (QCFS, nn.ReLU)):
+                calls[node.target] = calls.get(node.target, 0) + 1
+    reused = [f"{path!r} ({n} calls)" for path, n in calls.items() if n > 1]
+    return functional, reused
+
+
+class _FunctionalGuard(TorchFunctionMode):
+    """Records functional nonlinearities called while a converted network runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if func in _FUNCTIONAL_NONLINEARITIES or name in _METHOD_NONLINEARITIES:
+            self.calls.append(_function_name(func))
+        return func(*args, **(kwargs or {}))
+
+
+class ConvertedNetwork(SpikingNetwork):
+    """A :class:`SpikingNetwork` made by :func:`to_snn`.
+
+    When the ANN could not be traced at conversion time, the first forward call runs under
+    a guard that refuses functional activations the converter could not replace.
+    """
+
+    def __init__(self, body: nn.Module, verified: bool) -> None:
+        super().__init__(body)
+        self.verified = verified
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.verified:
+            return super().forward(x)
+        guard = _FunctionalGuard()
+        with guard:
+            y = super().forward(x)
+        if guard.calls:
+            raise ConversionError(_functional_message(type(self.body).__name__, guard.calls))
+        self.verified = True
+        return y
+
+
+def _functional_message(model_name: str, calls: Iterable[str]) -> str:
+    listed = ", ".join(sorted(set(calls)))
+    return (
+        f"cannot convert {model_name}: its forward calls {listed} as a function, so the "
+        "converter cannot replace it by a spiking neuron; use QCFS (or nn.ReLU) modules and "
+        "nn.AvgPool2d instead"
+    )
+
+
+def _relu_thresholds(
+    model: nn.Module, relus: list[nn.ReLU], data: Tensor, percentile: float
+) -> dict[nn.ReLU, float]:
+    """Per-ReLU thresholds: the ``percentile`` of its positive activations on ``data``."""
+    collected: dict[nn.ReLU, list[Tensor]] = {r: [] for r in relus}
+    handles = [
+        r.register_forward_hook(lambda mod, _inp, out: collected[mod].append(out.detach()))
+        for r in relus
+    ]
+    try:
+        with torch.no_grad():
+            model(data)
+    finally:
+        for h in handles:
+            h.remove()
+    thresholds = {}
+    for relu, outs in collected.items():
+        values = torch.cat([o.flatten() for o in outs])
+        values = values[values > 0]
+        if values.numel() == 0:
+            thresholds[relu] = 1.0
+            continue
+        k = max(1, int(round(percentile / 100.0 * values.numel())))
+        thresholds[relu] = float(values.float().kthvalue(min(k, values.numel())).values)
+    return thresholds
+
+
+def to_snn(
+    ann: nn.Module,
+    *,
+    data: Tensor | None = None,
+    percentile: float = 99.9,
+) -> ConvertedNetwork:
+    """Convert a QCFS-ANN (SPEC §3) into a spiking network; ``ann`` is left unchanged.
+
+    Every :class:`~spikecut.layers.QCFS` becomes an :class:`~spikecut.neurons.IF` neuron with
+    θ = the learned threshold, soft reset, ``v_init = θ/2`` and spike amplitude θ.
+    BatchNorm stays as its eval-mode affine; all stateless layers run on the ``[T*B, ...]``
+    fold of the input. The result maps ``[T, B, ...]`` to per-step logits ``[T, B, K]``.
+
+    Plain ``nn.ReLU`` modules are converted too when ``data`` (a batch of ANN inputs) is
+    given: each ReLU's θ is the ``percentile`` of its positive activations on that batch
+    (the classic data-based normalisation); without ``data`` they are refused.
+
+    Raises:
+        ConversionError: max pooling, an activation other than QCFS/ReLU, a functional
+            activation inside ``forward``, ReLUs without ``data``, or nothing to convert.
+    """
+    if not isinstance(ann, nn.Module):
+        raise TypeError(f"to_snn expects a torch.nn.Module, got {type(ann).__name__}")
+    name = type(ann).__name__
+    model = copy.deepcopy(ann).eval()
+
+    problems = []
+    qcfs, relus = [], []
+    for path, module in model.named_modules():
+        if isinstance(module, _MAX_POOLS):
+            problems.append(f"max pooling at {path!r} (use average pooling)")
+        elif isinstance(module, _OTHER_ACTIVATIONS):
+            problems.append(f"unsupported activation {type(module).__name__} at {path!r}")
+        elif isinstance(module, QCFS):
+            qcfs.append(module)
+        elif isinstance(module, nn.ReLU):
+            relus.append(module)
+    if problems:
+        raise ConversionError(f"cannot convert {name}: " + "; ".join(problems))
+
+    inspected = _inspect_forward(model)
+    if inspected is not None:
+        functional, reused = inspected
+        if functional:
+            raise ConversionError(_functional_message(name, functional))
+        if reused:
+            raise ConversionError(
+                f"cannot convert {name}: activation module(s) {', '.join(reused)} are called "
+                "more than once in forward; a spiking neuron keeps state per position, so give "
+                "each position its own module"
+            )
+    if not qcfs and not relus:
+        raise ConversionError(
+            f"cannot convert {name}: it has no QCFS or nn.ReLU modules, so there is nothing to "
+            "turn into spiking neurons (activations called as functions are invisible to the "
+            "converter)"
+        )
+    if relus and data is None:
+        raise ConversionError(
+            f"cannot convert {name}: it has {len(relus)} nn.ReLU module(s) and no thresholds for "
+            "them; train with QCFS activations, or pass data=<a batch of inputs> so their "
+            "thresholds are set from activation statistics"
+        )
+
+    thresholds = {q: float(q.threshold.detach()) for q in qcfs}
+    if relus:
+        thresholds.update(_relu_thresholds(model, relus, data, percentile))
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if child in thresholds:
+                theta = thresholds[child]
+                neuron = IF(threshold=theta, reset="soft", v_init=theta / 2, amplitude=theta)
+                setattr(parent, child_name, neuron)
+    return ConvertedNetwork(model, verified=inspected is not None).eval()

@@ -1,0 +1,130 @@
+"""The conversion experiment: data → QCFS-ANN training (per run α) → SNN → cutoff → report.
+
+One call of :func:`run_experiment` trains every run of the configuration, converts each
+trained ANN into an SNN, runs it for T steps on the test split and on the calibration split
+(training data without augmentation, calibration dropout on), evaluates every exit rule and
+writes ``results.json``, ``report.md`` and the plots. Each run's trained weights are saved
+(atomically) beside the report.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from ._io import atomic_write
+from .config import ExperimentConfig, config_to_dict
+from .convert import to_snn
+from .data import get_dataset
+from .evaluate import ann_accuracy, calibration_cum_logits, collect_cum_logits, evaluate_cutoff
+from .models import create
+from .report import write_report
+from .train import train_ann
+
+__all__ = ["run_experiment", "resolve_device", "default_out_dir"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` picks CUDA when present; an unavailable device is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was requested but CUDA is not available here")
+    return device
+
+
+def default_out_dir(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.out) if cfg.out else Path("results") / cfg.name
+
+
+def _datasets(cfg: ExperimentConfig):
+    data = cfg.data
+    opts = dict(data.options)
+    train = get_dataset(data.name, data.root, split="train", augment=data.augment, **opts)
+    calibration = get_dataset(data.name, data.root, split="train", augment=False, **opts)
+    test = get_dataset(data.name, data.root, split="test", augment=False, **opts)
+    return train, calibration, test
+
+
+def _save_weights(model: torch.nn.Module, path: Path) -> None:
+    atomic_write(path, lambda tmp: torch.save(model.state_dict(), tmp))
+
+
+def run_experiment(
+    cfg: ExperimentConfig, out_dir: str | Path | None = None, *, progress: bool = True
+) -> dict:
+    """Run every configured run end to end and write the report; return the results dict."""
+    start = time.perf_counter()
+    out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
+    device = resolve_device(cfg.device)
+    train_set, calibration_set, test_set = _datasets(cfg)
+    num_classes = train_set.num_classes
+    eval_kwargs = {"batch_size": cfg.batch_size_eval, "device": str(device), "progress": progress}
+
+    runs = []
+    for run in cfg.runs:
+        run_start = time.perf_counter()
+        model = create(
+            cfg.model.name,
+            num_classes=num_classes,
+            levels=cfg.model.levels,
+            threshold=cfg.model.threshold,
+            **cfg.model.options,
+        )
+        trained = train_ann(
+            model, train_set, cfg.train, alpha=run.alpha, seed=cfg.seed, device=device,
+            progress=progress,
+            desc=f"train {run.name}",
+        )
+        _save_weights(model, out / "weights" / f"{_slug(run.name)}.pt")
+        ann_acc = ann_accuracy(model, test_set, batch_size=cfg.batch_size_eval, device=str(device))
+
+        snn = to_snn(model)
+        test_logits, test_labels = collect_cum_logits(
+            snn, test_set, cfg.T, desc=f"snn {run.name}", **eval_kwargs
+        )
+        cal_logits, cal_labels = calibration_cum_logits(
+            snn, calibration_set, cfg.T, dropout=cfg.cutoff.calibration_dropout,
+            seed=cfg.seed, **eval_kwargs,
+        )
+        evaluated = evaluate_cutoff(
+            test_logits, test_labels, cal_logits, cal_labels,
+            rules=cfg.cutoff.rules, epsilons=cfg.cutoff.epsilons, bins=cfg.cutoff.bins,
+        )
+        runs.append(
+            {
+                "name": run.name,
+                "alpha": run.alpha,
+                "ann_accuracy": ann_acc,
+                **evaluated,
+                "thresholds": [float(n.threshold) for n in snn.neurons],
+                "train": trained.summary(),
+                "seconds": time.perf_counter() - run_start,
+            }
+        )
+
+    results = {
+        "experiment": cfg.name,
+        "T": cfg.T,
+        "config": config_to_dict(cfg),
+        "environment": {
+            "spikecut": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "seconds": time.perf_counter() - start,
+        },
+        "runs": runs,
+    }
+    write_report(results, out)
+    return results
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -1,0 +1,298 @@
+"""Spiking neurons (SPEC §2): one leaky integrate-and-fire family for conversion and training.
+
+Per step, with input current ``I(t)``::
+
+    u(t) = leak * v(t-1) + I(t)
+    s(t) = 1[u(t) > threshold]
+    v(t) = u(t) - threshold * s(t)        (soft reset)
+         = u(t) * (1 - s(t))              (hard reset)
+    out(t) = amplitude * s(t)
+
+A neuron takes a time-major sequence ``[T, B, ...]``. Inside a :class:`SpikingNetwork` the
+stateless layers run on the ``[T*B, ...]`` fold of the sequence; the network tells its neurons
+the number of steps in the fold, and the neurons unfold it for their recurrence. The membrane
+state stays on the module between calls until :func:`reset`, so running T steps at once or
+one step at a time gives identical outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Surrogate",
+    "Triangle",
+    "Sigmoid",
+    "ArcTan",
+    "LIF",
+    "IF",
+    "SpikingNetwork",
+    "reset",
+    "spiking_layers",
+]
+
+
+# --------------------------------------------------------------------------- surrogates
+
+
+class Surrogate:
+    """Heaviside spike ``s = 1[x > 0]`` with a smooth stand-in for its derivative.
+
+    ``x`` is ``u - threshold``. Subclasses define :meth:`derivative`; calling the object
+    applies the spike function with that surrogate gradient.
+    """
+
+    name = "surrogate"
+
+    def derivative(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return _SpikeFunction.apply(x, self)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({params})"
+
+
+class _SpikeFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, surrogate: Surrogate) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.surrogate = surrogate
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        (x,) = ctx.saved_tensors
+        return grad_output * ctx.surrogate.derivative(x), None
+
+
+class Triangle(Surrogate):
+    """Triangle surrogate ``(1/γ²)·max(0, γ − |x|)`` (SPEC §2; paper default γ = 1)."""
+
+    name = "triangle"
+
+    def __init__(self, gamma: float = 1.0) -> None:
+        if gamma <= 0:
+            raise ValueError(f"Triangle surrogate needs gamma > 0, got {gamma}")
+        self.gamma = float(gamma)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return (self.gamma - x.abs()).clamp_min(0.0) / (self.gamma * self.gamma)
+
+
+class Sigmoid(Surrogate):
+    """Derivative of ``sigmoid(alpha·x)``: ``alpha·σ(αx)·(1 − σ(αx))``."""
+
+    name = "sigmoid"
+
+    def __init__(self, alpha: float = 4.0) -> None:
+        self.alpha = float(alpha)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        sig = torch.sigmoid(self.alpha * x)
+        return self.alpha * sig * (1.0 - sig)
+
+
+class ArcTan(Surrogate):
+    """Derivative of ``arctan(π/2·αx)/π + 1/2``: ``(α/2) / (1 + (π/2·αx)²)``."""
+
+    name = "arctan"
+
+    def __init__(self, alpha: float = 2.0) -> None:
+        self.alpha = float(alpha)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return (self.alpha / 2.0) / (1.0 + (math.pi / 2.0 * self.alpha * x) ** 2)
+
+
+# --------------------------------------------------------------------------- neurons
+
+
+class LIF(nn.Module):
+    """Leaky integrate-and-fire neuron over a time-major sequence ``[T, B, ...]``.
+
+    Defaults are the paper's directly trained neuron: θ = 1, λ = 0.5, hard reset,
+    v_init = 0, amplitude 1, triangle surrogate with γ = 1.
+
+    Args:
+        threshold: firing threshold θ (a float; converted nets pass the learned QCFS θ).
+        leak: λ, the factor applied to the membrane each step (1.0 = no leak).
+        reset: ``"hard"`` (membrane to 0 after a spike) or ``"soft"`` (subtract θ).
+        v_init: membrane value before the first step after a reset.
+        amplitude: value of an emitted spike (θ for converted nets, 1 for trained SNNs).
+        surrogate: the surrogate gradient used in training.
+    """
+
+    def __init__(
+        self,
+        threshold: float = 1.0,
+        leak: float = 0.5,
+        reset: str = "hard",
+        v_init: float = 0.0,
+        amplitude: float = 1.0,
+        surrogate: Surrogate | None = None,
+    ) -> None:
+        super().__init__()
+        if reset not in ("hard", "soft"):
+            raise ValueError(f"reset must be 'hard' or 'soft', got {reset!r}")
+        if not threshold > 0:
+            raise ValueError(f"threshold must be > 0, got {threshold}")
+        if not 0.0 <= leak <= 1.0:
+            raise ValueError(f"leak must be in [0, 1], got {leak}")
+        self.threshold = float(threshold)
+        self.leak = float(leak)
+        self.reset_mode = reset
+        self.v_init = float(v_init)
+        self.amplitude = float(amplitude)
+        self.surrogate = surrogate if surrogate is not None else Triangle(1.0)
+        self.v: Tensor | None = None
+        # Set by SpikingNetwork while it runs the body on a [T*B, ...] fold.
+        self.folded_steps: int | None = None
+        # While a list, every step's membrane (after reset) is appended here (RCS-SNN).
+        self.membrane_record: list[Tensor] | None = None
+
+    def extra_repr(self) -> str:
+        return (
+            f"threshold={self.threshold:g}, leak={self.leak:g}, reset={self.reset_mode!r}, "
+            f"v_init={self.v_init:g}, amplitude={self.amplitude:g}, surrogate={self.surrogate}"
+        )
+
+    def reset(self) -> None:
+        """Forget the membrane state; the next call starts from ``v_init``."""
+        self.v = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        steps = self.folded_steps
+        if steps is None:
+            if x.dim() < 2:
+                raise ValueError(
+                    f"{type(self).__name__} expects a time-major input [T, B, ...], "
+                    f"got shape {tuple(x.shape)}"
+                )
+            seq = x
+        else:
+            if x.shape[0] % steps != 0:
+                raise ValueError(
+                    f"folded input of {x.shape[0]} rows is not divisible by T={steps}"
+                )
+            seq = x.reshape(steps, x.shape[0] // steps, *x.shape[1:])
+        out = self._run(seq)
+        return out.reshape(x.shape)
+
+    def _initial_state(self, like: Tensor) -> Tensor:
+        if self.v is None:
+            return torch.full_like(like, self.v_init)
+        if self.v.shape != like.shape:
+            raise ValueError(
+                f"neuron state has shape {tuple(self.v.shape)} but the input step has shape "
+                f"{tuple(like.shape)}; call spikecut.neurons.reset(model) between batches"
+            )
+        return self.v
+
+    def _run(self, seq: Tensor) -> Tensor:
+        v = self._initial_state(seq[0])
+        theta = self.threshold
+        spikes = []
+        for x_t in seq:
+            u = v * self.leak + x_t if self.leak != 1.0 else v + x_t
+            s = self.surrogate(u - theta)
+            v = u - theta * s if self.reset_mode == "soft" else u * (1.0 - s)
+            if self.membrane_record is not None:
+                self.membrane_record.append(v)
+            spikes.append(s)
+        # Keep the state out of any autograd graph of a finished call only in inference;
+        # in training, truncating here would cut BPTT across chunks.
+        self.v = v if torch.is_grad_enabled() else v.detach()
+        out = torch.stack(spikes)
+        return out * self.amplitude if self.amplitude != 1.0 else out
+
+
+class IF(LIF):
+    """Integrate-and-fire neuron: :class:`LIF` with leak 1.0.
+
+    Its defaults are those of a converted network's neuron apart from θ: soft reset.
+    ``to_snn`` sets θ, ``v_init = θ/2`` and ``amplitude = θ`` from each QCFS layer.
+    """
+
+    def __init__(
+        self,
+        threshold: float = 1.0,
+        reset: str = "soft",
+        v_init: float = 0.0,
+        amplitude: float = 1.0,
+        surrogate: Surrogate | None = None,
+    ) -> None:
+        super().__init__(
+            threshold=threshold,
+            leak=1.0,
+            reset=reset,
+            v_init=v_init,
+            amplitude=amplitude,
+            surrogate=surrogate,
+        )
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def spiking_layers(model: nn.Module) -> list[LIF]:
+    """All neurons of ``model`` in module order."""
+    return [m for m in model.modules() if isinstance(m, LIF)]
+
+
+def reset(model: nn.Module) -> None:
+    """Reset the state of every neuron in ``model`` (and of nothing outside it)."""
+    for module in model.modules():
+        if isinstance(module, LIF):
+            module.reset()
+
+
+@contextmanager
+def _folded(neurons: list[LIF], steps: int) -> Iterator[None]:
+    previous = [n.folded_steps for n in neurons]
+    for n in neurons:
+        n.folded_steps = steps
+    try:
+        yield
+    finally:
+        for n, p in zip(neurons, previous, strict=True):
+            n.folded_steps = p
+
+
+class SpikingNetwork(nn.Module):
+    """Runs an ordinary network body on a time-major sequence.
+
+    ``forward(x)`` takes ``[T, B, ...]``, runs ``body`` on the ``[T*B, ...]`` fold (so conv,
+    linear, BatchNorm and pooling see one big batch) while its neurons unfold time for their
+    recurrence, and returns per-step outputs ``[T, B, ...]`` (per-step logits for a
+    classifier). Call :func:`reset` (or :meth:`reset`) before each new input.
+    """
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    @property
+    def neurons(self) -> list[LIF]:
+        return spiking_layers(self.body)
+
+    def reset(self) -> None:
+        reset(self.body)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 2:
+            raise ValueError(
+                f"SpikingNetwork expects a time-major input [T, B, ...], got shape "
+                f"{tuple(x.shape)}"
+            )
+        steps, batch = x.shape[0], x.shape[1]
+        with _folded(self.neurons, steps):
+            y = self.body(x.reshape(steps * batch, *x.shape[2:]))
+        return y.reshape(steps, batch, *y.shape[1:])

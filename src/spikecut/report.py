@@ -1,0 +1,693 @@
+"""Experiment reports: results.json, report.md tables and PNG plots.
+
+Everything here is a pure function of a *results dict* (its schema is what
+``validate_results`` checks), so a report can be re-rendered later from ``results.json`` alone.
+Files are written atomically; ``write_report`` renders everything in memory before it touches
+the disk, so an invalid or unrenderable result leaves the output folder as it was.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from spikecut._io import atomic_write, atomic_write_json, atomic_write_text
+
+__all__ = [
+    "load_results",
+    "plot_accuracy_vs_timestep",
+    "plot_beta",
+    "plot_exit_histograms",
+    "render_markdown",
+    "summary_table",
+    "validate_results",
+    "write_report",
+]
+
+_TOL = 1e-9
+_DASH = "—"
+_RULE_MARKERS = {"topk": "*", "softmax": "o", "entropy": "s", "fixed": "D"}
+_SPARE_MARKERS = ("^", "v", "P", "X", "h", "<", ">")
+_DPI = 110
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def validate_results(results: dict) -> None:
+    """Check the results dict before anything is rendered or written.
+
+    Raises ``ValueError`` naming the offending field's path (``runs[1].rules[3].accuracy``)
+    with what was expected and what was found.
+    """
+    if not isinstance(results, dict):
+        raise ValueError(f"results: expected a dict, found {_describe(results)}")
+    _require_str(results, "experiment", "")
+    T = _require(results, "T", "", "an integer >= 1")
+    if not _is_int(T) or T < 1:
+        raise ValueError(f"T: expected an integer >= 1, found {_describe(T)}")
+    runs = _require(results, "runs", "", "a non-empty list of runs")
+    if not isinstance(runs, list) or not runs:
+        raise ValueError(f"runs: expected a non-empty list of runs, found {_describe(runs)}")
+    for key in ("config", "environment"):
+        if key in results and not isinstance(results[key], dict):
+            raise ValueError(f"{key}: expected a dict, found {_describe(results[key])}")
+    for i, run in enumerate(runs):
+        _validate_run(run, f"runs[{i}]", T)
+    _check_json(results, "")
+
+
+def _validate_run(run: Any, path: str, T: int) -> None:
+    if not isinstance(run, dict):
+        raise ValueError(f"{path}: expected a dict, found {_describe(run)}")
+    _require_str(run, "name", path)
+    _require_number(run, "alpha", path)
+    _require_number(run, "ann_accuracy", path, 0.0, 1.0)
+    _require_series(run, "snn_accuracy_per_t", path, T, "a number in [0, 1]", _is_fraction)
+    _require_number(run, "oct_mean", path, 1.0, float(T))
+    if "oct_histogram" in run:
+        _require_series(run, "oct_histogram", path, T, "an integer >= 0", _is_count)
+    if run.get("beta") is not None:
+        _require_series(run, "beta", path, T, "a finite number", _is_number)
+    if "train" in run and not isinstance(run["train"], dict):
+        raise ValueError(
+            f"{_join(path, 'train')}: expected a dict, found {_describe(run['train'])}"
+        )
+    rules = _require(run, "rules", path, "a list of rule results")
+    if not isinstance(rules, list):
+        raise ValueError(f"{_join(path, 'rules')}: expected a list, found {_describe(rules)}")
+    for j, rule in enumerate(rules):
+        _validate_rule(rule, f"{path}.rules[{j}]", T)
+
+
+def _validate_rule(rule: Any, path: str, T: int) -> None:
+    if not isinstance(rule, dict):
+        raise ValueError(f"{path}: expected a dict, found {_describe(rule)}")
+    _require_str(rule, "rule", path)
+    _require_number(rule, "epsilon", path, 0.0, None)
+    _require_number(rule, "accuracy", path, 0.0, 1.0)
+    _require_number(rule, "mean_exit", path, 1.0, float(T))
+    for key in ("speedup", "accuracy_delta"):
+        if key in rule:
+            _require_number(rule, key, path)
+    if "exit_histogram" in rule:
+        _require_series(rule, "exit_histogram", path, T, "an integer >= 0", _is_count)
+
+
+def _require(obj: dict, key: str, path: str, expected: str) -> Any:
+    if key not in obj:
+        raise ValueError(f"{_join(path, key)}: missing required key (expected {expected})")
+    return obj[key]
+
+
+def _require_str(obj: dict, key: str, path: str) -> None:
+    value = _require(obj, key, path, "a string")
+    if not isinstance(value, str):
+        raise ValueError(f"{_join(path, key)}: expected a string, found {_describe(value)}")
+
+
+def _require_number(
+    obj: dict, key: str, path: str, lo: float | None = None, hi: float | None = None
+) -> None:
+    expected = _range_text(lo, hi)
+    value = _require(obj, key, path, expected)
+    ok = _is_number(value)
+    if ok and lo is not None:
+        ok = value >= lo - _TOL
+    if ok and hi is not None:
+        ok = value <= hi + _TOL
+    if not ok:
+        raise ValueError(f"{_join(path, key)}: expected {expected}, found {_describe(value)}")
+
+
+def _require_series(
+    obj: dict, key: str, path: str, T: int, item: str, check: Callable[[Any], bool]
+) -> None:
+    field = _join(path, key)
+    value = _require(obj, key, path, f"a list of length T={T}")
+    if not isinstance(value, list):
+        raise ValueError(f"{field}: expected a list of length T={T}, found {_describe(value)}")
+    if len(value) != T:
+        raise ValueError(f"{field}: expected a list of length T={T}, found length {len(value)}")
+    for t, x in enumerate(value):
+        if not check(x):
+            raise ValueError(f"{field}[{t}]: expected {item}, found {_describe(x)}")
+
+
+def _check_json(value: Any, path: str) -> None:
+    """Reject anything ``results.json`` could not hold (NaN, numpy scalars, sets, ...)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{path or 'results'}: expected a finite number, found {value!r}")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{path or 'results'}: expected string keys, found {key!r}")
+            _check_json(item, _join(path, key))
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(item, f"{path}[{i}]")
+        return
+    raise ValueError(f"{path or 'results'}: expected a JSON value, found {_describe(value)}")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_fraction(x: Any) -> bool:
+    return _is_number(x) and -_TOL <= x <= 1 + _TOL
+
+
+def _is_count(x: Any) -> bool:
+    return _is_int(x) and x >= 0
+
+
+def _range_text(lo: float | None, hi: float | None) -> str:
+    if lo is None and hi is None:
+        return "a finite number"
+    if hi is None:
+        return f"a number >= {lo:g}"
+    return f"a number in [{lo:g}, {hi:g}]"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (list, tuple, dict)):
+        return f"{type(value).__name__} of length {len(value)}"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})" if not isinstance(value, (int, float)) else text
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def _pct(x: float | None) -> str:
+    return _DASH if x is None else f"{100.0 * x:.2f}"
+
+
+def _steps(x: float | None) -> str:
+    return _DASH if x is None else f"{x:.2f}"
+
+
+def _speedup(T: int, mean_exit: float | None) -> str:
+    return _DASH if mean_exit is None else f"{T / mean_exit:.2f}×"
+
+
+def _points(delta: float | None) -> str:
+    """Accuracy change in percentage points, signed; never prints ``-0.00``."""
+    if delta is None:
+        return _DASH
+    return f"{round(100.0 * delta, 2) + 0.0:+.2f}"
+
+
+def _eps(eps: float) -> str:
+    return f"{eps:.2f}" if abs(round(eps, 2) - eps) < _TOL else f"{eps:g}"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", r"\|").replace("\n", " ")
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric_from: int = 1) -> str:
+    """Markdown table; columns from ``numeric_from`` on are right-aligned."""
+    align = ["---" if i < numeric_from else "---:" for i in range(len(header))]
+    lines = [_row(header), _row(align)]
+    lines += [_row(r) for r in rows]
+    return "\n".join(lines)
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def _base_rules(run: dict) -> list[dict]:
+    """One entry per rule, in first-seen order: the one with the smallest ε (ε = 0 in a sweep)."""
+    best: dict[str, dict] = {}
+    for entry in run["rules"]:
+        name = entry["rule"]
+        if name not in best or entry["epsilon"] < best[name]["epsilon"]:
+            best[name] = entry
+    return list(best.values())
+
+
+def _topk(run: dict) -> dict | None:
+    return next((r for r in _base_rules(run) if r["rule"] == "topk"), None)
+
+
+def _topk_sweep(run: dict) -> list[dict]:
+    return sorted((r for r in run["rules"] if r["rule"] == "topk"), key=lambda r: r["epsilon"])
+
+
+def _rule_names(results: dict) -> list[str]:
+    names: dict[str, None] = {}
+    for run in results["runs"]:
+        names.update((r["rule"], None) for r in _base_rules(run))
+    return list(names)
+
+
+def _final_acc(run: dict) -> float:
+    return run["snn_accuracy_per_t"][-1]
+
+
+# ----------------------------------------------------------------------------- markdown
+
+
+def summary_table(results: dict) -> str:
+    """The one-row-per-run summary table (markdown), as the README and the CLI print it."""
+    validate_results(results)
+    return _summary_table(results)
+
+
+def _summary_table(results: dict) -> str:
+    T = results["T"]
+    header = [
+        "Run",
+        "α",
+        "ANN acc %",
+        f"SNN acc @T={T} %",
+        "Mean OCT",
+        "OCT speed-up",
+        "Top-K acc %",
+        "Top-K exit",
+        "Top-K speed-up",
+        "Δacc (pts)",
+    ]
+    rows = [_summary_row(run, T) for run in results["runs"]]
+    return _table(header, rows)
+
+
+def _summary_row(run: dict, T: int) -> list[str]:
+    acc_T = _final_acc(run)
+    row = [
+        run["name"],
+        f"{run['alpha']:g}",
+        _pct(run["ann_accuracy"]),
+        _pct(acc_T),
+        _steps(run["oct_mean"]),
+        _speedup(T, run["oct_mean"]),
+    ]
+    top = _topk(run)
+    if top is None:
+        return row + [_DASH] * 4
+    return row + [
+        _pct(top["accuracy"]),
+        _steps(top["mean_exit"]),
+        _speedup(T, top["mean_exit"]),
+        _points(top["accuracy"] - acc_T),
+    ]
+
+
+def render_markdown(results: dict) -> str:
+    """The full human-readable report (markdown); optional parts are omitted when absent."""
+    validate_results(results)
+    return _render_markdown(results)
+
+
+def _render_markdown(results: dict) -> str:
+    T, runs = results["T"], results["runs"]
+    parts = [
+        f"# spikecut report: {results['experiment']}",
+        _intro(results),
+        "## Summary",
+        _summary_table(results),
+    ]
+    for run in runs:
+        parts += [f"## Rules at ε = 0: {run['name']}", _rules_table(run, T)]
+    if any(_topk_sweep(run) for run in runs):
+        parts += ["## Top-K ε sweep", _sweep_table(runs)]
+    parts += ["## Accuracy per timestep (fixed cutoff)", _per_t_table(runs, T)]
+    if any(run.get("beta") is not None for run in runs):
+        parts += ["## Top-K thresholds β_t", _beta_list(runs)]
+    if any("train" in run for run in runs):
+        parts += ["## Training", _train_table(runs)]
+    if "config" in results:
+        parts += ["## Config", _config_block(results["config"])]
+    return "\n\n".join(parts) + "\n"
+
+
+def _intro(results: dict) -> str:
+    T, n = results["T"], len(results["runs"])
+    lines = [
+        f"T = {T} timesteps, {n} run{'s' if n != 1 else ''}. Accuracies in %, exits in "
+        "timesteps (1..T); speed-up = T / mean exit step; Δacc = accuracy − SNN accuracy at T, "
+        "in percentage points. OCT is the label-reading oracle (a lower bound on the exit step)."
+    ]
+    env = results.get("environment")
+    if env:
+        bits = [f"{k} {env[k]}" for k in ("spikecut", "torch", "device") if k in env]
+        if _is_number(env.get("seconds")):
+            bits.append(f"{env['seconds']:.1f} s")
+        bits += [
+            f"{k} {v}"
+            for k, v in env.items()
+            if k not in {"spikecut", "torch", "device", "seconds"}
+        ]
+        lines.append("Environment: " + ", ".join(bits) + ".")
+    return "\n\n".join(lines)
+
+
+def _rules_table(run: dict, T: int) -> str:
+    acc_T = _final_acc(run)
+    rows = [
+        _rule_row(r["rule"], _eps(r["epsilon"]), r["accuracy"], r["mean_exit"], acc_T, T)
+        for r in _base_rules(run)
+    ]
+    rows.append(_rule_row("OCT (oracle)", _DASH, acc_T, run["oct_mean"], acc_T, T))
+    return _table(["Rule", "ε", "Acc %", "Mean exit", "Speed-up", "Δacc (pts)"], rows)
+
+
+def _rule_row(label: str, eps: str, acc: float, mean_exit: float, acc_T: float, T: int) -> list:
+    return [
+        label,
+        eps,
+        _pct(acc),
+        _steps(mean_exit),
+        _speedup(T, mean_exit),
+        _points(acc - acc_T),
+    ]
+
+
+def _sweep_table(runs: list[dict]) -> str:
+    by_run = [{round(r["epsilon"], 9): r for r in _topk_sweep(run)} for run in runs]
+    eps_values = sorted(set().union(*by_run))
+    header = ["ε"]
+    for run in runs:
+        header += [f"{run['name']} acc %", f"{run['name']} exit"]
+    rows = []
+    for eps in eps_values:
+        row = [_eps(eps)]
+        for sweep in by_run:
+            entry = sweep.get(eps)
+            row += [_pct(entry["accuracy"]), _steps(entry["mean_exit"])] if entry else [_DASH] * 2
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _per_t_table(runs: list[dict], T: int) -> str:
+    rows = [[str(t + 1)] + [_pct(run["snn_accuracy_per_t"][t]) for run in runs] for t in range(T)]
+    return _table(["t"] + [f"{run['name']} acc %" for run in runs], rows)
+
+
+def _beta_list(runs: list[dict]) -> str:
+    lines = []
+    for run in runs:
+        beta = run.get("beta")
+        values = "none" if beta is None else "[" + ", ".join(f"{b:.4g}" for b in beta) + "]"
+        lines.append(f"- **{run['name']}**: {values}")
+    return "\n".join(lines)
+
+
+def _train_table(runs: list[dict]) -> str:
+    def num(train: dict, key: str, fmt: str) -> str:
+        value = train.get(key)
+        return format(value, fmt) if _is_number(value) else _DASH
+
+    rows = []
+    for run in runs:
+        train = run.get("train", {})
+        rows.append(
+            [
+                run["name"],
+                num(train, "epochs", "g"),
+                num(train, "final_loss", ".4f"),
+                num(train, "final_rcs", ".4f"),
+                num(train, "seconds", ".1f"),
+            ]
+        )
+    return _table(["Run", "Epochs", "Final loss", "Final RCS", "Seconds"], rows)
+
+
+def _config_block(config: dict) -> str:
+    text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True).rstrip()
+    return f"```yaml\n{text}\n```"
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def plot_accuracy_vs_timestep(results: dict, path: str | os.PathLike) -> Path:
+    """Accuracy vs timestep per run: fixed-t curve, rule points at ε = 0, Top-K sweep, mean OCT."""
+    validate_results(results)
+    return _save_png(_accuracy_figure(results), path)
+
+
+def plot_exit_histograms(results: dict, path: str | os.PathLike) -> Path:
+    """Grid of exit-step histograms: one row per run, one column per rule at ε = 0 and OCT."""
+    validate_results(results)
+    return _save_png(_histogram_figure(results), path)
+
+
+def plot_beta(results: dict, path: str | os.PathLike) -> Path:
+    """Calibrated Top-K thresholds β_t vs t, one line per run that has them."""
+    validate_results(results)
+    return _save_png(_beta_figure(results), path)
+
+
+def _grid_shape(n: int, max_cols: int = 3) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+def _rule_styles(names: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """A stable (marker, colour) per rule name, shared across panels."""
+    spare = iter(_SPARE_MARKERS * 4)
+    styles = {}
+    for i, name in enumerate(names):
+        marker = _RULE_MARKERS.get(name) or next(spare)
+        styles[name] = (marker, f"C{(i + 1) % 10}")
+    return styles
+
+
+def _rule_label(name: str) -> str:
+    return "fixed (t = T)" if name == "fixed" else f"{name} (ε=0)"
+
+
+def _accuracy_figure(results: dict) -> Figure:
+    T, runs = results["T"], results["runs"]
+    rows, cols = _grid_shape(len(runs))
+    fig = Figure(figsize=(4.6 * cols, 3.6 * rows + 0.9), dpi=_DPI, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True).ravel()
+    styles = _rule_styles(_rule_names(results))
+    ts = list(range(1, T + 1))
+    for ax, run in zip(axes[: len(runs)], runs, strict=True):
+        acc = [100.0 * a for a in run["snn_accuracy_per_t"]]
+        ax.plot(ts, acc, "-", color="C0", lw=1.8, label="fixed timestep t")
+        sweep = _topk_sweep(run)
+        if len(sweep) > 1:
+            ax.plot(
+                [r["mean_exit"] for r in sweep],
+                [100.0 * r["accuracy"] for r in sweep],
+                "--",
+                color=styles["topk"][1],
+                lw=1.2,
+                label="Top-K ε sweep",
+            )
+        for r in _base_rules(run):
+            marker, color = styles[r["rule"]]
+            size = 13 if marker == "*" else 8
+            ax.plot(
+                r["mean_exit"],
+                100.0 * r["accuracy"],
+                marker,
+                color=color,
+                ms=size,
+                mec="black",
+                mew=0.6,
+                ls="none",
+                label=_rule_label(r["rule"]),
+            )
+        ax.axvline(run["oct_mean"], color="0.35", ls=":", lw=1.5, label="mean OCT (oracle)")
+        ax.set_title(f"{run['name']} (α={run['alpha']:g}, OCT {run['oct_mean']:.2f})", fontsize=10)
+        ax.set_xlabel("timestep t / mean exit step")
+        ax.set_xlim(0.7, T + 0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in axes[::cols]:
+        ax.set_ylabel("accuracy (%)")
+    for ax in axes[len(runs) :]:
+        ax.set_visible(False)
+    _figure_legend(fig, axes[: len(runs)])
+    fig.suptitle(f"{results['experiment']}: accuracy vs timestep (T={T})")
+    return fig
+
+
+def _figure_legend(fig: Figure, axes: Iterable) -> None:
+    """One legend below all panels, so it never covers data."""
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    if seen:
+        fig.legend(
+            seen.values(),
+            seen.keys(),
+            loc="outside lower center",
+            ncols=min(len(seen), 4),
+            fontsize=9,
+            frameon=False,
+        )
+
+
+def _histogram_figure(results: dict) -> Figure:
+    T, runs = results["T"], results["runs"]
+    columns = ["OCT (oracle)"] + _rule_names(results)
+    styles = _rule_styles(_rule_names(results))
+    nrows, ncols = len(runs), len(columns)
+    fig = Figure(figsize=(2.7 * ncols + 0.4, 2.1 * nrows + 0.6), dpi=_DPI, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
+    ts = list(range(1, T + 1))
+    for i, run in enumerate(runs):
+        base = {r["rule"]: r for r in _base_rules(run)}
+        for j, column in enumerate(columns):
+            ax = axes[i, j]
+            if j == 0:
+                counts, mean, color = run.get("oct_histogram"), run["oct_mean"], "0.45"
+            else:
+                entry = base.get(column)
+                counts = entry.get("exit_histogram") if entry else None
+                mean, color = (entry["mean_exit"] if entry else None), styles[column][1]
+            _histogram_panel(ax, ts, counts, mean, color)
+            if i == 0:
+                ax.set_title(column if j == 0 else _rule_label(column), fontsize=10)
+            if j == 0:
+                ax.set_ylabel(f"{run['name']}\nsamples", fontsize=9)
+            if i == nrows - 1:
+                ax.set_xlabel("exit step")
+    fig.suptitle(f"{results['experiment']}: exit steps (T={T})")
+    return fig
+
+
+def _histogram_panel(ax, ts: list[int], counts: list[int] | None, mean, color: str) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.tick_params(labelsize=8)
+    if counts is None:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="0.5")
+        ax.set_yticks([])
+        return
+    ax.bar(ts, counts, color=color, width=0.8)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if mean is not None:
+        ax.axvline(mean, color="black", ls=":", lw=1)
+        left = mean > (ts[0] + ts[-1]) / 2  # write the label on the side away from the line
+        ax.text(
+            0.03 if left else 0.97,
+            0.96,
+            f"mean {mean:.2f}",
+            ha="left" if left else "right",
+            va="top",
+            fontsize=8,
+            transform=ax.transAxes,
+        )
+    ax.set_ylim(0, max(max(counts), 1) * 1.2)
+
+
+def _beta_figure(results: dict) -> Figure:
+    T = results["T"]
+    fig = Figure(figsize=(6.0, 4.0), dpi=_DPI, layout="constrained")
+    ax = fig.subplots()
+    with_beta = [run for run in results["runs"] if run.get("beta") is not None]
+    if not with_beta:
+        ax.text(
+            0.5,
+            0.5,
+            "No Top-K thresholds (β) in these results",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+        ax.set_axis_off()
+    else:
+        ts = list(range(1, T + 1))
+        for run in with_beta:
+            ax.plot(ts, run["beta"], "o-", ms=4, label=run["name"])
+        ax.set_xlabel("timestep t")
+        ax.set_ylabel(r"$\beta_t$ (Top-1 − Top-2 logit gap)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9, loc="best")
+    ax.set_title(f"{results['experiment']}: Top-K thresholds at ε = 0 (T={T})")
+    return fig
+
+
+def _png_bytes(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _save_png(fig: Figure, path: str | os.PathLike) -> Path:
+    data = _png_bytes(fig)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def write_report(results: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Validate, render everything in memory, then write the five report files atomically.
+
+    Returns the written paths by name: ``results``, ``report``, ``accuracy_vs_timestep``,
+    ``exit_histograms``, ``beta``. Nothing is written if validation or rendering fails.
+    """
+    validate_results(results)
+    markdown = _render_markdown(results)
+    pngs = {
+        "accuracy_vs_timestep": _png_bytes(_accuracy_figure(results)),
+        "exit_histograms": _png_bytes(_histogram_figure(results)),
+        "beta": _png_bytes(_beta_figure(results)),
+    }
+    out = Path(out_dir)
+    paths = {
+        "results": atomic_write_json(out / "results.json", results),
+        "report": atomic_write_text(out / "report.md", markdown),
+    }
+    for name, data in pngs.items():
+        paths[name] = atomic_write(out / f"{name}.png", lambda tmp, d=data: tmp.write_bytes(d))
+    return paths
+
+
+def load_results(path: str | os.PathLike) -> dict:
+    """Read and validate a ``results.json``; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"results file not found: {path}") from None
+    try:
+        results = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
+            "the file may be truncated or corrupt"
+        ) from err
+    try:
+        validate_results(results)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+    return results
