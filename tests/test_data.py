@@ -300,7 +300,9 @@ def test_stratified_split_uneven_classes_and_bounds():
 
 def test_registry_lists_and_registers(monkeypatch):
     assert {"mnist5k", "digits"} <= set(available_datasets())
-    monkeypatch.setattr(registry_module, "_FACTORIES", dict(registry_module._FACTORIES))
+    monkeypatch.setattr(
+        registry_module.DATASETS, "_factories", dict(registry_module.DATASETS._factories)
+    )
 
     @register_dataset("toy")
     def toy(root=None, split="train", *, size: int = 3):

@@ -67,7 +67,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .report import load_results, summary_table, write_report
 
     path = Path(args.results)
-    results = load_results(path)
+    try:
+        results = load_results(path)
+    except ValueError as err:  # corrupt or invalid results: bad input, not a crash
+        raise ConfigError(str(err)) from None
     out = Path(args.out) if args.out else path.parent
     write_report(results, out)
     print(summary_table(results))

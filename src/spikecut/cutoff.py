@@ -356,11 +356,12 @@ class EntropyCutoff(ExitRule):
     With ``threshold=None`` the threshold is fitted by ``calibrate``: among candidate
     values (0 and ``candidates`` evenly spaced quantiles of all observed entropies), the
     largest ``h`` such that at least a fraction ``1 - epsilon`` of the calibration samples
-    exit *safely* under ``h``. A sample exits safely iff ``stable(exit step)``; a sample
-    that reaches the forced exit at T therefore counts as safe iff it is correct at T, and
-    a sample wrong at T never counts. The safe fraction can only shrink as ``h`` grows
-    (earlier exits), so this is a threshold search; if even ``h = 0`` (never exit early:
-    safe fraction = accuracy at T) misses the target, ``h = 0`` is chosen.
+    that are correct at T exit *safely* under ``h``, i.e. at a step from which their
+    prediction stays correct. Like Top-K's confidence target, ε is then the share of
+    answers the early exit may lose against running all T steps; samples wrong at T
+    cannot be lost and are not counted. The safe fraction can only shrink as ``h`` grows
+    (earlier exits), so this is a threshold search; ``h = 0`` (never exit early) is always
+    safe.
     A threshold given to ``__init__`` is kept as is by ``calibrate``.
     """
 
@@ -387,20 +388,20 @@ class EntropyCutoff(ExitRule):
         stable = _stable(_correct(cum_logits, labels))
         first_stable = _oct_from_stable(stable)  # only meaningful where stable[-1]
         # A sample exits before its first stable step s iff some H(t) < h with t < s, i.e.
-        # iff h > min_{t<s} H(t) =: critical. So it exits safely iff correct at T and
-        # h <= critical (critical = +inf when s = 1).
+        # iff h > min_{t<s} H(t) =: critical. A sample correct at T exits safely iff
+        # h <= critical (critical = +inf when s = 1); samples wrong at T are not counted.
+        correct_at_T = stable[-1]
         before_stable = torch.arange(1, T + 1, device=stable.device).unsqueeze(1) < first_stable
-        critical = entropy.masked_fill(~before_stable, math.inf).amin(dim=0)
-        critical = critical.masked_fill(~stable[-1], -math.inf)
+        critical = entropy.masked_fill(~before_stable, math.inf).amin(dim=0)[correct_at_T]
 
         q = torch.linspace(0, 1, self.candidates, dtype=torch.float64, device=entropy.device)
         observed = entropy.flatten().sort().values
         picks = observed[(q * (observed.numel() - 1)).round().long()]
         hs = torch.cat([picks.new_zeros(1), picks]).unique()  # sorted ascending
-        # safe(h) = #{critical >= h} / N, counted by binary search on the sorted criticals.
+        # safe(h) = #{critical >= h} / #{correct at T}, by binary search on sorted criticals.
         n_unsafe = torch.searchsorted(critical.sort().values, hs, right=False)
-        safe = (critical.numel() - n_unsafe).double() / critical.numel()
-        ok = safe >= 1.0 - self.epsilon - _RATIO_TOL
+        safe = (critical.numel() - n_unsafe).double() / max(1, critical.numel())
+        ok = (safe >= 1.0 - self.epsilon - _RATIO_TOL) | (critical.numel() == 0)
         self.threshold = float(hs[ok].max()) if bool(ok.any()) else 0.0
         return self
 

@@ -23,7 +23,7 @@ from .data import get_dataset
 from .evaluate import ann_accuracy, calibration_cum_logits, collect_cum_logits, evaluate_cutoff
 from .models import create
 from .report import write_report
-from .train import train_ann
+from .train import seed_everything, train_ann
 
 __all__ = ["run_experiment", "resolve_device", "default_out_dir"]
 
@@ -69,6 +69,7 @@ def run_experiment(
     runs = []
     for run in cfg.runs:
         run_start = time.perf_counter()
+        seed_everything(cfg.seed)  # same initial weights for every run: only α differs
         model = create(
             cfg.model.name,
             num_classes=num_classes,
@@ -77,7 +78,12 @@ def run_experiment(
             **cfg.model.options,
         )
         trained = train_ann(
-            model, train_set, cfg.train, alpha=run.alpha, seed=cfg.seed, device=device,
+            model,
+            train_set,
+            cfg.train,
+            alpha=run.alpha,
+            seed=cfg.seed,
+            device=device,
             progress=progress,
             desc=f"train {run.name}",
         )
@@ -89,12 +95,21 @@ def run_experiment(
             snn, test_set, cfg.T, desc=f"snn {run.name}", **eval_kwargs
         )
         cal_logits, cal_labels = calibration_cum_logits(
-            snn, calibration_set, cfg.T, dropout=cfg.cutoff.calibration_dropout,
-            seed=cfg.seed, **eval_kwargs,
+            snn,
+            calibration_set,
+            cfg.T,
+            dropout=cfg.cutoff.calibration_dropout,
+            seed=cfg.seed,
+            **eval_kwargs,
         )
         evaluated = evaluate_cutoff(
-            test_logits, test_labels, cal_logits, cal_labels,
-            rules=cfg.cutoff.rules, epsilons=cfg.cutoff.epsilons, bins=cfg.cutoff.bins,
+            test_logits,
+            test_labels,
+            cal_logits,
+            cal_labels,
+            rules=cfg.cutoff.rules,
+            epsilons=cfg.cutoff.epsilons,
+            bins=cfg.cutoff.bins,
         )
         runs.append(
             {

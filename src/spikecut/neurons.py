@@ -179,9 +179,7 @@ class LIF(nn.Module):
             seq = x
         else:
             if x.shape[0] % steps != 0:
-                raise ValueError(
-                    f"folded input of {x.shape[0]} rows is not divisible by T={steps}"
-                )
+                raise ValueError(f"folded input of {x.shape[0]} rows is not divisible by T={steps}")
             seq = x.reshape(steps, x.shape[0] // steps, *x.shape[1:])
         out = self._run(seq)
         return out.reshape(x.shape)
@@ -289,8 +287,7 @@ class SpikingNetwork(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 2:
             raise ValueError(
-                f"SpikingNetwork expects a time-major input [T, B, ...], got shape "
-                f"{tuple(x.shape)}"
+                f"SpikingNetwork expects a time-major input [T, B, ...], got shape {tuple(x.shape)}"
             )
         steps, batch = x.shape[0], x.shape[1]
         with _folded(self.neurons, steps):

@@ -26,7 +26,7 @@ __all__ = ["TrainConfig", "EpochLog", "train_ann", "seed_everything"]
 class TrainConfig:
     """Optimiser and schedule; defaults are the paper's values scaled to the small default."""
 
-    epochs: int = 12
+    epochs: int = 30
     batch_size: int = 64
     lr: float = 0.05
     momentum: float = 0.9
@@ -143,7 +143,9 @@ def train_ann(
                 sums["correct"] += int((logits.argmax(1) == y).sum())
                 sums["seen"] += n
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", rcs=f"{rcs_loss.item():.2f}")
+                bar.set_postfix(
+                    epoch=epoch, loss=f"{loss.item():.3f}", rcs=f"{rcs_loss.item():.2f}"
+                )
             seen = sums["seen"]
             result.history.append(
                 EpochLog(

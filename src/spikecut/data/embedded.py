@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .registry import TensorImageDataset, register_dataset
+from .base import TensorImageDataset
+from .registry import register_dataset
 from .splits import stratified_split
 from .transforms import Normalize, RandomTranslate
 

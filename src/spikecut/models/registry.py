@@ -6,32 +6,32 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ..registry import Registry
+
 __all__ = ["register_model", "create", "available_models"]
 
-_FACTORIES: dict[str, Callable[..., nn.Module]] = {}
+ModelFactory = Callable[..., nn.Module]
+MODELS: Registry[ModelFactory] = Registry("model")
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     """Register a factory ``f(num_classes, **options) -> nn.Module`` under ``name``."""
-
-    def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _FACTORIES:
-            raise ValueError(f"model {name!r} is already registered")
-        _FACTORIES[name] = factory
-        return factory
-
-    return decorator
+    return MODELS.register(name)
 
 
 def available_models() -> list[str]:
     """Names accepted by :func:`create`."""
-    return sorted(_FACTORIES)
+    return MODELS.names()
 
 
 def create(name: str, num_classes: int, **options) -> nn.Module:
-    """Build the model registered as ``name`` with ``num_classes`` outputs."""
-    if name not in _FACTORIES:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+    """Build the model registered as ``name`` with ``num_classes`` outputs.
+
+    ``options`` are the factory's keyword parameters; an unknown one is a TypeError that
+    lists the accepted ones.
+    """
+    factory = MODELS.get(name)
     if int(num_classes) != num_classes or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    return _FACTORIES[name](num_classes=int(num_classes), **options)
+    MODELS.check_options(name, options, fixed=("self", "num_classes"))
+    return factory(num_classes=int(num_classes), **options)

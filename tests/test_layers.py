@@ -1,0 +1,74 @@
+"""QCFS quantisation, its straight-through gradients, and calibration dropout."""
+
+import pytest
+import torch
+from torch import nn
+
+from spikecut.layers import QCFS, CalibrationDropout, calibration_dropout
+from spikecut.neurons import IF, SpikingNetwork
+
+
+def test_qcfs_levels_on_hand_computed_inputs():
+    q = QCFS(levels=4, threshold=2.0)
+    z = torch.tensor([-1.0, 0.2, 0.3, 0.9, 1.3, 5.0])
+    # L*relu(z)/θ + 1/2 = 0.5, 0.9, 1.1, 2.3, 3.1, 10.5 -> floor 0,0,1,2,3,10 -> /4, clip, ×θ
+    assert q(z).tolist() == pytest.approx([0.0, 0.0, 0.5, 1.0, 1.5, 2.0])
+
+
+def test_qcfs_has_exactly_levels_plus_one_output_values():
+    q = QCFS(levels=8, threshold=3.0)
+    values = torch.unique(q(torch.linspace(-2, 6, 10001)))
+    assert values.numel() == 9
+    assert values.tolist() == pytest.approx([3.0 * k / 8 for k in range(9)])
+
+
+def test_qcfs_gradients_reach_input_and_threshold():
+    q = QCFS(levels=4, threshold=2.0)
+    z = torch.tensor([-1.0, 0.9, 5.0], requires_grad=True)
+    q(z).sum().backward()
+    # straight-through: d/dz = 1 inside the clip range, 0 below zero and above θ
+    assert z.grad.tolist() == pytest.approx([0.0, 1.0, 0.0])
+    # d/dθ = q - relu(z)/θ inside the range (0.5 - 0.45), 1 when clipped, 0 below zero
+    assert q.threshold.grad.item() == pytest.approx(0.05 + 1.0 + 0.0, abs=1e-6)
+
+
+def test_qcfs_records_its_input_only_while_asked():
+    q = QCFS()
+    q(torch.ones(2))
+    assert q.input_record is None
+    q.input_record = []
+    z = torch.randn(3)
+    q(z)
+    assert len(q.input_record) == 1 and q.input_record[0] is z
+
+
+def test_qcfs_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="levels"):
+        QCFS(levels=0)
+    with pytest.raises(ValueError, match="threshold"):
+        QCFS(threshold=-1.0)
+
+
+def test_calibration_dropout_is_active_in_eval_mode_and_removed_afterwards():
+    neuron = IF(threshold=1.0)
+    snn = SpikingNetwork(nn.Sequential(nn.Identity(), neuron, nn.Identity())).eval()
+    x = torch.full((4, 256, 10), 2.0)
+    with calibration_dropout(snn, p=0.3):
+        assert isinstance(snn.body[1], nn.Sequential)
+        assert snn.body[1][0] is neuron
+        assert isinstance(snn.body[1][1], CalibrationDropout)
+        out = snn(x)
+        zero_fraction = (out == 0).float().mean().item()
+        assert 0.25 < zero_fraction < 0.35
+        assert out.max().item() == pytest.approx(1.0 / 0.7)
+    assert snn.body[1] is neuron
+    snn.reset()
+    assert torch.all(snn(x) == 1.0)
+
+
+def test_calibration_dropout_restores_model_after_an_error():
+    neuron = IF()
+    model = nn.Sequential(neuron)
+    with pytest.raises(RuntimeError), calibration_dropout(model, 0.3):
+        raise RuntimeError("boom")
+    assert model[0] is neuron
