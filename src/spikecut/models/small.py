@@ -66,7 +66,7 @@ def small_cnn(
 @register_model("mnist-cnn")
 def mnist_cnn(
     num_classes: int = 10,
-    width: int = 16,
+    width: int = 32,
     hidden: int = 128,
     activation: str = "qcfs",
     levels: int = 4,
