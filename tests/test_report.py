@@ -311,3 +311,14 @@ def test_load_results_invalid_content_names_file_and_field(tmp_path):
     path.write_text(json.dumps(results))
     with pytest.raises(ValueError, match=r"r\.json: runs\[0\]\.ann_accuracy: expected a number"):
         report.load_results(path)
+
+
+def test_every_swept_rule_gets_its_own_sweep_table():
+    results = make_results()
+    a = results["runs"][0]["snn_accuracy_per_t"][-1]
+    results["runs"][0]["rules"].append(_rule("softmax", 0.05, 0.96, 1.25, [80, 10, 5, 5], a))
+    md = report.render_markdown(results)
+    section = md.split("## Softmax confidence ε sweep")[1].split("##")[0]
+    assert "| 0.00 | 98.00 | 2.50 |" in section
+    assert "| 0.05 | 96.00 | 1.25 | — | — |" in section
+    assert "## Entropy ε sweep" not in md  # a single ε is no sweep

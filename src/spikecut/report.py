@@ -260,8 +260,15 @@ def _topk(run: dict) -> dict | None:
     return next((r for r in _base_rules(run) if r["rule"] == "topk"), None)
 
 
+def _sweep(run: dict, rule: str) -> list[dict]:
+    return sorted((r for r in run["rules"] if r["rule"] == rule), key=lambda r: r["epsilon"])
+
+
 def _topk_sweep(run: dict) -> list[dict]:
-    return sorted((r for r in run["rules"] if r["rule"] == "topk"), key=lambda r: r["epsilon"])
+    return _sweep(run, "topk")
+
+
+_RULE_TITLES = {"topk": "Top-K", "softmax": "Softmax confidence", "entropy": "Entropy"}
 
 
 def _rule_names(results: dict) -> list[str]:
@@ -339,8 +346,10 @@ def _render_markdown(results: dict) -> str:
     ]
     for run in runs:
         parts += [f"## Rules at ε = 0: {run['name']}", _rules_table(run, T)]
-    if any(_topk_sweep(run) for run in runs):
-        parts += ["## Top-K ε sweep", _sweep_table(runs)]
+    for rule in _rule_names(results):
+        if any(len(_sweep(run, rule)) > 1 for run in runs):
+            title = _RULE_TITLES.get(rule, rule)
+            parts += [f"## {title} ε sweep", _sweep_table(runs, rule)]
     parts += ["## Accuracy per timestep (fixed cutoff)", _per_t_table(runs, T)]
     if any(run.get("beta") is not None for run in runs):
         parts += ["## Top-K thresholds β_t", _beta_list(runs)]
@@ -393,8 +402,8 @@ def _rule_row(label: str, eps: str, acc: float, mean_exit: float, acc_T: float, 
     ]
 
 
-def _sweep_table(runs: list[dict]) -> str:
-    by_run = [{round(r["epsilon"], 9): r for r in _topk_sweep(run)} for run in runs]
+def _sweep_table(runs: list[dict], rule: str) -> str:
+    by_run = [{round(r["epsilon"], 9): r for r in _sweep(run, rule)} for run in runs]
     eps_values = sorted(set().union(*by_run))
     header = ["ε"]
     for run in runs:
