@@ -45,7 +45,7 @@ def test_integers_are_accepted_for_floats_but_not_the_reverse():
 @pytest.mark.parametrize(
     "raw, message",
     [
-        ({"trian": {}}, r"unknown key 'trian' \(expected one of: name, seed, T"),
+        ({"trian": {}}, r"unknown key 'trian' \(expected one of: name, seed, seeds, T"),
         ({"train": {"lrr": 0.1}}, r"unknown key 'train.lrr'"),
         ({"train": {"epochs": "ten"}}, r"'train.epochs' must be int, got str 'ten'"),
         ({"runs": [{"alpha": 0.1}]}, r"missing required key 'runs\[0\].name'"),
@@ -57,6 +57,7 @@ def test_integers_are_accepted_for_floats_but_not_the_reverse():
         ({"data": {"augment": "yes"}}, r"'data.augment' must be bool"),
         ({"runs": [{"name": "a"}, {"name": "a"}]}, r"names must be unique"),
         ({"data": 3}, r"'data' must be a mapping, got int 3"),
+        ({"seeds": [1, 1]}, r"'seeds' must not repeat a seed"),
     ],
 )
 def test_bad_configs_name_the_key_and_the_problem(raw, message):

@@ -84,3 +84,21 @@ def test_cli_run_and_report(tmp_path, capsys):
     (out / "report.md").unlink()
     assert main(["report", str(out / "results.json")]) == 0
     assert (out / "report.md").read_text().startswith("#")
+
+
+def test_seeds_repeat_every_run_and_differ(tmp_path):
+    cfg = load_config(
+        CONFIGS / "digits-qcfs.yaml",
+        [
+            "train.epochs=1",
+            "seeds=[0, 1]",
+            "runs=[{name: base, alpha: 0.0}]",
+            "cutoff.epsilons=[0.0]",
+        ],
+    )
+    results = run_experiment(cfg, tmp_path, progress=False)
+    assert [r["name"] for r in results["runs"]] == ["base seed=0", "base seed=1"]
+    assert [r["seed"] for r in results["runs"]] == [0, 1]
+    assert {r["group"] for r in results["runs"]} == {"base"}
+    assert results["runs"][0]["train"]["history"] != results["runs"][1]["train"]["history"]
+    assert "## Mean ± std over seeds" in (tmp_path / "report.md").read_text()

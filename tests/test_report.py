@@ -322,3 +322,21 @@ def test_every_swept_rule_gets_its_own_sweep_table():
     assert "| 0.00 | 98.00 | 2.50 |" in section
     assert "| 0.05 | 96.00 | 1.25 | — | — |" in section
     assert "## Entropy ε sweep" not in md  # a single ε is no sweep
+
+
+def test_runs_repeated_over_seeds_get_mean_and_sample_std():
+    results = make_results()
+    for run, group in zip(results["runs"], ("rcs", "rcs"), strict=True):
+        run["group"] = group
+    # ANN 0.99 and 0.95 -> mean 97.00, sample std 2.83; OCT 1.6 and its twin's
+    oct_b = results["runs"][1]["oct_mean"]
+    mean = (1.6 + oct_b) / 2
+    std = abs(1.6 - oct_b) / 2**0.5
+    md = report.render_markdown(results)
+    section = md.split("## Mean ± std over seeds")[1].split("##")[0]
+    assert "| rcs | 0.5 | 2 | 97.00 ± 2.83 |" in section
+    assert f"{mean:.2f} ± {std:.2f}" in section
+    assert "Mean ± std over seeds" in report.summary_table(results)
+    results["runs"][0]["group"] = 3
+    with pytest.raises(ValueError, match=r"runs\[0\]\.group"):
+        report.validate_results(results)

@@ -86,6 +86,9 @@ class ExperimentConfig:
 
     name: str = "mnist5k-qcfs"
     seed: int = 0
+    # Repeat every run for each of these seeds (the report adds mean ± std per run);
+    # empty: one repetition with ``seed``.
+    seeds: list[int] = field(default_factory=list)
     T: int = 8
     device: str = "cpu"
     batch_size_eval: int = 500
@@ -217,6 +220,8 @@ def _check_values(cfg: ExperimentConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"'seeds' must not repeat a seed, got {cfg.seeds}")
     names = [r.name for r in cfg.runs]
     if len(set(names)) != len(names):
         raise ConfigError(f"'runs' names must be unique, got {names}")

@@ -17,7 +17,7 @@ import torch
 
 from . import __version__
 from ._io import atomic_write
-from .config import ExperimentConfig, config_to_dict
+from .config import ExperimentConfig, RunConfig, config_to_dict
 from .convert import to_snn
 from .data import get_dataset
 from .evaluate import ann_accuracy, calibration_cum_logits, collect_cum_logits, evaluate_cutoff
@@ -63,65 +63,25 @@ def run_experiment(
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     device = resolve_device(cfg.device)
     train_set, calibration_set, test_set = _datasets(cfg)
-    num_classes = train_set.num_classes
-    eval_kwargs = {"batch_size": cfg.batch_size_eval, "device": str(device), "progress": progress}
 
+    seeds = cfg.seeds or [cfg.seed]
     runs = []
-    for run in cfg.runs:
-        run_start = time.perf_counter()
-        seed_everything(cfg.seed)  # same initial weights for every run: only α differs
-        model = create(
-            cfg.model.name,
-            num_classes=num_classes,
-            levels=cfg.model.levels,
-            threshold=cfg.model.threshold,
-            **cfg.model.options,
-        )
-        trained = train_ann(
-            model,
-            train_set,
-            cfg.train,
-            alpha=run.alpha,
-            seed=cfg.seed,
-            device=device,
-            progress=progress,
-            desc=f"train {run.name}",
-        )
-        _save_weights(model, out / "weights" / f"{_slug(run.name)}.pt")
-        ann_acc = ann_accuracy(model, test_set, batch_size=cfg.batch_size_eval, device=str(device))
-
-        snn = to_snn(model)
-        test_logits, test_labels = collect_cum_logits(
-            snn, test_set, cfg.T, desc=f"snn {run.name}", **eval_kwargs
-        )
-        cal_logits, cal_labels = calibration_cum_logits(
-            snn,
-            calibration_set,
-            cfg.T,
-            dropout=cfg.cutoff.calibration_dropout,
-            seed=cfg.seed,
-            **eval_kwargs,
-        )
-        evaluated = evaluate_cutoff(
-            test_logits,
-            test_labels,
-            cal_logits,
-            cal_labels,
-            rules=cfg.cutoff.rules,
-            epsilons=cfg.cutoff.epsilons,
-            bins=cfg.cutoff.bins,
-        )
-        runs.append(
-            {
-                "name": run.name,
-                "alpha": run.alpha,
-                "ann_accuracy": ann_acc,
-                **evaluated,
-                "thresholds": [float(n.threshold) for n in snn.neurons],
-                "train": trained.summary(),
-                "seconds": time.perf_counter() - run_start,
-            }
-        )
+    for seed in seeds:
+        for run in cfg.runs:
+            name = run.name if len(seeds) == 1 else f"{run.name} seed={seed}"
+            entry = _train_and_evaluate(
+                cfg,
+                run,
+                seed,
+                name,
+                (train_set, calibration_set, test_set),
+                out,
+                device,
+                progress,
+            )
+            if len(seeds) > 1:
+                entry["group"] = run.name
+            runs.append(entry)
 
     results = {
         "experiment": cfg.name,
@@ -139,6 +99,74 @@ def run_experiment(
     }
     write_report(results, out)
     return results
+
+
+def _train_and_evaluate(
+    cfg: ExperimentConfig,
+    run: RunConfig,
+    seed: int,
+    name: str,
+    datasets: tuple,
+    out: Path,
+    device: torch.device,
+    progress: bool,
+) -> dict:
+    """One run: train the QCFS-ANN with the run's α, convert, evaluate every rule."""
+    train_set, calibration_set, test_set = datasets
+    run_start = time.perf_counter()
+    eval_kwargs = {"batch_size": cfg.batch_size_eval, "device": str(device), "progress": progress}
+    seed_everything(seed)  # same initial weights for every run of a seed: only α differs
+    model = create(
+        cfg.model.name,
+        num_classes=train_set.num_classes,
+        levels=cfg.model.levels,
+        threshold=cfg.model.threshold,
+        **cfg.model.options,
+    )
+    trained = train_ann(
+        model,
+        train_set,
+        cfg.train,
+        alpha=run.alpha,
+        seed=seed,
+        device=device,
+        progress=progress,
+        desc=f"train {name}",
+    )
+    _save_weights(model, out / "weights" / f"{_slug(name)}.pt")
+    ann_acc = ann_accuracy(model, test_set, batch_size=cfg.batch_size_eval, device=str(device))
+
+    snn = to_snn(model)
+    test_logits, test_labels = collect_cum_logits(
+        snn, test_set, cfg.T, desc=f"snn {name}", **eval_kwargs
+    )
+    cal_logits, cal_labels = calibration_cum_logits(
+        snn,
+        calibration_set,
+        cfg.T,
+        dropout=cfg.cutoff.calibration_dropout,
+        seed=seed,
+        **eval_kwargs,
+    )
+    evaluated = evaluate_cutoff(
+        test_logits,
+        test_labels,
+        cal_logits,
+        cal_labels,
+        rules=cfg.cutoff.rules,
+        epsilons=cfg.cutoff.epsilons,
+        bins=cfg.cutoff.bins,
+    )
+    return {
+        "name": name,
+        "alpha": run.alpha,
+        "seed": seed,
+        "ann_accuracy": ann_acc,
+        **evaluated,
+        "thresholds": [float(n.threshold) for n in snn.neurons],
+        "train": trained.summary(),
+        "seconds": time.perf_counter() - run_start,
+    }
 
 
 def _slug(name: str) -> str:

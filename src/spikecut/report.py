@@ -78,6 +78,8 @@ def _validate_run(run: Any, path: str, T: int) -> None:
         _require_series(run, "oct_histogram", path, T, "an integer >= 0", _is_count)
     if run.get("beta") is not None:
         _require_series(run, "beta", path, T, "a finite number", _is_number)
+    if "group" in run:
+        _require_str(run, "group", path)
     if "train" in run and not isinstance(run["train"], dict):
         raise ValueError(
             f"{_join(path, 'train')}: expected a dict, found {_describe(run['train'])}"
@@ -286,9 +288,65 @@ def _final_acc(run: dict) -> float:
 
 
 def summary_table(results: dict) -> str:
-    """The one-row-per-run summary table (markdown), as the README and the CLI print it."""
+    """The one-row-per-run summary table (markdown), as the README and the CLI print it;
+    followed by the mean ± std table when runs were repeated over seeds."""
     validate_results(results)
-    return _summary_table(results)
+    seeds = _seed_table(results)
+    return _summary_table(results) + (f"\n\nMean ± std over seeds:\n\n{seeds}" if seeds else "")
+
+
+def _groups(results: dict) -> dict[str, list[dict]]:
+    """Runs repeated over seeds, by their ``group`` (the run's name without the seed)."""
+    groups: dict[str, list[dict]] = {}
+    for run in results["runs"]:
+        if "group" in run:
+            groups.setdefault(run["group"], []).append(run)
+    return groups
+
+
+def _mean_std(values: Sequence[float], scale: float = 1.0) -> str:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return f"{scale * mean:.2f} ± {scale * std:.2f}"
+
+
+def _seed_table(results: dict) -> str:
+    """Mean ± sample std per group of seed repetitions; empty when nothing was repeated."""
+    groups = _groups(results)
+    if not groups:
+        return ""
+    T = results["T"]
+    header = [
+        "Run",
+        "α",
+        "Seeds",
+        "ANN acc %",
+        f"SNN acc @T={T} %",
+        "Mean OCT",
+        "Top-K acc %",
+        "Top-K exit",
+    ]
+    rows = []
+    for name, runs in groups.items():
+        tops = [_topk(run) for run in runs]
+        row = [
+            name,
+            f"{runs[0]['alpha']:g}",
+            str(len(runs)),
+            _mean_std([r["ann_accuracy"] for r in runs], 100.0),
+            _mean_std([_final_acc(r) for r in runs], 100.0),
+            _mean_std([r["oct_mean"] for r in runs]),
+        ]
+        if all(t is not None for t in tops):
+            row += [
+                _mean_std([t["accuracy"] for t in tops], 100.0),
+                _mean_std([t["mean_exit"] for t in tops]),
+            ]
+        else:
+            row += [_DASH, _DASH]
+        rows.append(row)
+    return _table(header, rows)
 
 
 def _summary_table(results: dict) -> str:
@@ -344,6 +402,9 @@ def _render_markdown(results: dict) -> str:
         "## Summary",
         _summary_table(results),
     ]
+    seeds = _seed_table(results)
+    if seeds:
+        parts += ["## Mean ± std over seeds", seeds]
     for run in runs:
         parts += [f"## Rules at ε = 0: {run['name']}", _rules_table(run, T)]
     for rule in _rule_names(results):
