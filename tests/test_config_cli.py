@@ -58,6 +58,9 @@ def test_integers_are_accepted_for_floats_but_not_the_reverse():
         ({"runs": [{"name": "a"}, {"name": "a"}]}, r"names must be unique"),
         ({"data": 3}, r"'data' must be a mapping, got int 3"),
         ({"seeds": [1, 1]}, r"'seeds' must not repeat a seed"),
+        ({"model": {"options": {"widht": 8}}}, r"'model.options': .*'widht'.*accepted.*width"),
+        ({"model": {"options": {"levels": 8}}}, r"use 'model.levels' instead"),
+        ({"data": {"options": {"tset_size": 9}}}, r"'data.options': .*'tset_size'.*test_size"),
     ],
 )
 def test_bad_configs_name_the_key_and_the_problem(raw, message):

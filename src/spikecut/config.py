@@ -194,7 +194,9 @@ def _build(cls: type, raw: Any, path: str) -> Any:
 def _check_values(cfg: ExperimentConfig) -> None:
     from .cutoff import RULES
     from .data import available_datasets
+    from .data.registry import DATASETS
     from .models import available_models
+    from .models.registry import MODELS
 
     if cfg.data.name not in available_datasets():
         raise ConfigError(
@@ -204,6 +206,16 @@ def _check_values(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"'model.name' is {cfg.model.name!r}; available: {', '.join(available_models())}"
         )
+    _check_options(
+        "data.options", DATASETS, cfg.data.name, cfg.data.options, ("root", "split", "augment")
+    )
+    _check_options(
+        "model.options",
+        MODELS,
+        cfg.model.name,
+        cfg.model.options,
+        ("num_classes", "levels", "threshold"),
+    )
 
     checks = [
         (cfg.T >= 1, f"'T' must be >= 1, got {cfg.T}"),
@@ -236,6 +248,20 @@ def _check_values(cfg: ExperimentConfig) -> None:
     for i, eps in enumerate(cfg.cutoff.epsilons):
         if not 0.0 <= eps < 1.0:
             raise ConfigError(f"'cutoff.epsilons[{i}]' must be in [0, 1), got {eps}")
+
+
+def _check_options(key: str, registry: Any, name: str, options: dict, own_keys: tuple) -> None:
+    """Options must be ones the factory takes, and not ones the config sets elsewhere."""
+    clash = sorted(set(options) & set(own_keys))
+    if clash:
+        parent = key.rsplit(".", 1)[0]
+        raise ConfigError(
+            f"'{key}' must not set {', '.join(clash)}: use '{parent}.{clash[0]}' instead"
+        )
+    try:
+        registry.check_options(name, options, fixed=own_keys)
+    except TypeError as err:
+        raise ConfigError(f"'{key}': {err}") from None
 
 
 def parse_config(raw: dict | None) -> ExperimentConfig:
