@@ -113,9 +113,16 @@ def evaluate_cutoff(
     steps = test_logits.shape[0]
     oct_steps = cutoff.oct_steps(test_logits, test_labels)
 
+    calibrated: dict[tuple[str, float], cutoff.ExitRule] = {}
+
     def make(name: str):
         params = {"bins": bins} if name == "topk" else {}
-        return lambda eps: cutoff.make_rule(name, eps, **params)
+
+        def build(eps: float) -> cutoff.ExitRule:
+            calibrated[(name, eps)] = rule = cutoff.make_rule(name, eps, **params)
+            return rule
+
+        return build
 
     rule_rows = [cutoff.evaluate_rule(cutoff.FixedTimestep(steps), test_logits, test_labels)]
     for name in rules:
@@ -124,7 +131,10 @@ def evaluate_cutoff(
         )
     beta = None
     if "topk" in rules:
-        topk = cutoff.TopKCutoff(epsilon=0.0, bins=bins).calibrate(cal_logits, cal_labels)
+        # The sweep already calibrated Top-K at ε = 0 when 0 is among its epsilons.
+        topk = calibrated.get(("topk", 0.0))
+        if topk is None:
+            topk = cutoff.TopKCutoff(epsilon=0.0, bins=bins).calibrate(cal_logits, cal_labels)
         beta = [float(b) for b in topk.beta]
     return {
         "snn_accuracy_per_t": cutoff.accuracy_per_step(test_logits, test_labels),
