@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "TemporalModule",
     "Surrogate",
     "Triangle",
     "Sigmoid",
@@ -34,6 +35,7 @@ __all__ = [
     "SpikingNetwork",
     "reset",
     "spiking_layers",
+    "temporal_modules",
 ]
 
 
@@ -115,7 +117,38 @@ class ArcTan(Surrogate):
 # --------------------------------------------------------------------------- neurons
 
 
-class LIF(nn.Module):
+class TemporalModule(nn.Module):
+    """A module that needs to know time: spiking neurons and time-aware normalisation.
+
+    Inside a :class:`SpikingNetwork` the body runs on the ``[T*B, ...]`` fold of the
+    sequence; the network sets ``folded_steps`` to T for the duration of the call so that
+    the module can unfold time. Outside a network the module sees ``[T, B, ...]`` directly.
+    :meth:`reset` forgets any state carried between calls.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folded_steps: int | None = None
+
+    def reset(self) -> None:  # pragma: no cover - overridden
+        """Forget state carried between calls."""
+
+    def unfold(self, x: Tensor) -> Tensor:
+        """View ``x`` as a time-major sequence ``[T, B, ...]``."""
+        steps = self.folded_steps
+        if steps is None:
+            if x.dim() < 2:
+                raise ValueError(
+                    f"{type(self).__name__} expects a time-major input [T, B, ...], "
+                    f"got shape {tuple(x.shape)}"
+                )
+            return x
+        if x.shape[0] % steps != 0:
+            raise ValueError(f"folded input of {x.shape[0]} rows is not divisible by T={steps}")
+        return x.reshape(steps, x.shape[0] // steps, *x.shape[1:])
+
+
+class LIF(TemporalModule):
     """Leaky integrate-and-fire neuron over a time-major sequence ``[T, B, ...]``.
 
     Defaults are the paper's directly trained neuron: θ = 1, λ = 0.5, hard reset,
@@ -153,8 +186,6 @@ class LIF(nn.Module):
         self.amplitude = float(amplitude)
         self.surrogate = surrogate if surrogate is not None else Triangle(1.0)
         self.v: Tensor | None = None
-        # Set by SpikingNetwork while it runs the body on a [T*B, ...] fold.
-        self.folded_steps: int | None = None
         # While a list, every step's membrane (after reset) is appended here (RCS-SNN).
         self.membrane_record: list[Tensor] | None = None
 
@@ -169,19 +200,7 @@ class LIF(nn.Module):
         self.v = None
 
     def forward(self, x: Tensor) -> Tensor:
-        steps = self.folded_steps
-        if steps is None:
-            if x.dim() < 2:
-                raise ValueError(
-                    f"{type(self).__name__} expects a time-major input [T, B, ...], "
-                    f"got shape {tuple(x.shape)}"
-                )
-            seq = x
-        else:
-            if x.shape[0] % steps != 0:
-                raise ValueError(f"folded input of {x.shape[0]} rows is not divisible by T={steps}")
-            seq = x.reshape(steps, x.shape[0] // steps, *x.shape[1:])
-        out = self._run(seq)
+        out = self._run(self.unfold(x))
         return out.reshape(x.shape)
 
     def _initial_state(self, like: Tensor) -> Tensor:
@@ -245,23 +264,27 @@ def spiking_layers(model: nn.Module) -> list[LIF]:
     return [m for m in model.modules() if isinstance(m, LIF)]
 
 
+def temporal_modules(model: nn.Module) -> list[TemporalModule]:
+    """All time-aware modules of ``model`` (neurons, TEBN, ...) in module order."""
+    return [m for m in model.modules() if isinstance(m, TemporalModule)]
+
+
 def reset(model: nn.Module) -> None:
-    """Reset the state of every neuron in ``model`` (and of nothing outside it)."""
-    for module in model.modules():
-        if isinstance(module, LIF):
-            module.reset()
+    """Reset the state of every neuron (and time-aware layer) in ``model``, nothing outside it."""
+    for module in temporal_modules(model):
+        module.reset()
 
 
 @contextmanager
-def _folded(neurons: list[LIF], steps: int) -> Iterator[None]:
-    previous = [n.folded_steps for n in neurons]
-    for n in neurons:
-        n.folded_steps = steps
+def _folded(modules: list[TemporalModule], steps: int) -> Iterator[None]:
+    previous = [m.folded_steps for m in modules]
+    for m in modules:
+        m.folded_steps = steps
     try:
         yield
     finally:
-        for n, p in zip(neurons, previous, strict=True):
-            n.folded_steps = p
+        for m, p in zip(modules, previous, strict=True):
+            m.folded_steps = p
 
 
 class SpikingNetwork(nn.Module):
@@ -290,6 +313,6 @@ class SpikingNetwork(nn.Module):
                 f"SpikingNetwork expects a time-major input [T, B, ...], got shape {tuple(x.shape)}"
             )
         steps, batch = x.shape[0], x.shape[1]
-        with _folded(self.neurons, steps):
+        with _folded(temporal_modules(self.body), steps):
             y = self.body(x.reshape(steps * batch, *x.shape[2:]))
         return y.reshape(steps, batch, *y.shape[1:])
