@@ -45,7 +45,7 @@ def test_integers_are_accepted_for_floats_but_not_the_reverse():
 @pytest.mark.parametrize(
     "raw, message",
     [
-        ({"trian": {}}, r"unknown key 'trian' \(expected one of: name, seed, seeds, T"),
+        ({"trian": {}}, r"unknown key 'trian' \(expected one of: name, method, seed, seeds, T"),
         ({"train": {"lrr": 0.1}}, r"unknown key 'train.lrr'"),
         ({"train": {"epochs": "ten"}}, r"'train.epochs' must be int, got str 'ten'"),
         ({"runs": [{"alpha": 0.1}]}, r"missing required key 'runs\[0\].name'"),

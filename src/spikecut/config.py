@@ -24,6 +24,7 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "RunConfig",
+    "DirectConfig",
     "CutoffConfig",
     "ExperimentConfig",
     "load_config",
@@ -71,6 +72,26 @@ class RunConfig:
 
 
 @dataclass
+class DirectConfig:
+    """Direct training of the SNN (``method: direct``, SPEC §4): loss, TEBN and the neuron.
+
+    The defaults are the paper's: TET with λ = 1e-3, LIF with θ = 1, λ = 0.5, hard reset and
+    the triangle surrogate (γ = 1); RCS windows ρ = ρ' = 0.3.
+    """
+
+    loss: str = "tet"
+    tet_lambda: float = 1e-3
+    tebn: bool = False
+    threshold: float = 1.0
+    leak: float = 0.5
+    reset: str = "hard"
+    surrogate: str = "triangle"
+    surrogate_width: float = 1.0
+    rcs_rho: float = 0.3
+    mask_rho: float = 0.3
+
+
+@dataclass
 class CutoffConfig:
     """The exit rules to evaluate, their ε sweep, and the Top-K calibration settings."""
 
@@ -85,6 +106,8 @@ class ExperimentConfig:
     """One pass of data → train → convert → calibrate → evaluate → report."""
 
     name: str = "mnist5k-qcfs"
+    # "conversion": train a QCFS-ANN and convert it; "direct": train the SNN itself.
+    method: str = "conversion"
     seed: int = 0
     # Repeat every run for each of these seeds (the report adds mean ± std per run);
     # empty: one repetition with ``seed``.
@@ -95,6 +118,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    direct: DirectConfig = field(default_factory=DirectConfig)
     runs: list[RunConfig] = field(
         default_factory=lambda: [
             RunConfig(name="alpha=0", alpha=0.0),
@@ -214,7 +238,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
         MODELS,
         cfg.model.name,
         cfg.model.options,
-        ("num_classes", "levels", "threshold"),
+        ("num_classes", "levels", "threshold", "activation"),
     )
 
     checks = [
@@ -240,6 +264,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
     for i, run in enumerate(cfg.runs):
         if run.alpha < 0:
             raise ConfigError(f"'runs[{i}].alpha' must be >= 0, got {run.alpha}")
+    _check_direct(cfg)
     for i, rule in enumerate(cfg.cutoff.rules):
         if rule not in RULES:
             raise ConfigError(
@@ -248,6 +273,36 @@ def _check_values(cfg: ExperimentConfig) -> None:
     for i, eps in enumerate(cfg.cutoff.epsilons):
         if not 0.0 <= eps < 1.0:
             raise ConfigError(f"'cutoff.epsilons[{i}]' must be in [0, 1), got {eps}")
+
+
+METHODS = ("conversion", "direct")
+
+
+def _check_direct(cfg: ExperimentConfig) -> None:
+    from .losses import LOSSES
+    from .neurons import SURROGATES
+
+    d = cfg.direct
+    choices = [
+        ("method", cfg.method, METHODS),
+        ("direct.loss", d.loss, tuple(LOSSES)),
+        ("direct.reset", d.reset, ("hard", "soft")),
+        ("direct.surrogate", d.surrogate, tuple(SURROGATES)),
+    ]
+    for key, value, allowed in choices:
+        if value not in allowed:
+            raise ConfigError(f"'{key}' is {value!r}; expected one of: {', '.join(allowed)}")
+    checks = [
+        (d.threshold > 0, f"'direct.threshold' must be > 0, got {d.threshold}"),
+        (0.0 <= d.leak <= 1.0, f"'direct.leak' must be in [0, 1], got {d.leak}"),
+        (d.surrogate_width > 0, f"'direct.surrogate_width' must be > 0, got {d.surrogate_width}"),
+        (0.0 <= d.tet_lambda <= 1.0, f"'direct.tet_lambda' must be in [0, 1], got {d.tet_lambda}"),
+        (0.0 < d.rcs_rho <= 1.0, f"'direct.rcs_rho' must be in (0, 1], got {d.rcs_rho}"),
+        (0.0 < d.mask_rho <= 1.0, f"'direct.mask_rho' must be in (0, 1], got {d.mask_rho}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def _check_options(key: str, registry: Any, name: str, options: dict, own_keys: tuple) -> None:

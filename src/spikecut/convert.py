@@ -1,7 +1,9 @@
-"""ANN-to-SNN conversion (SPEC §3): QCFS activations become IF neurons.
+"""From ANNs to SNNs: QCFS conversion (SPEC §3) and trainable SNNs for direct training (§4).
 
-``to_snn(ann)`` returns a new :class:`~spikecut.neurons.SpikingNetwork`; the caller's ANN is
-never modified. Modules are replaced by type. What cannot be converted faithfully (max
+``to_snn(ann)`` turns a trained QCFS-ANN into an IF network; ``to_trainable_snn(ann)`` turns a
+plain ReLU network into a LIF network to be trained with surrogate gradients. Both return a
+new :class:`~spikecut.neurons.SpikingNetwork`; the caller's ANN is never modified. Modules
+are replaced by type. What cannot be converted faithfully (max
 pooling, activations other than QCFS/ReLU, activations called as functions inside
 ``forward``) is refused with a message that names the offending part.
 """
@@ -16,10 +18,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
-from .layers import QCFS
+from .layers import QCFS, TEBN
 from .neurons import IF, LIF, SpikingNetwork
 
-__all__ = ["to_snn", "ConversionError", "ConvertedNetwork"]
+__all__ = ["to_snn", "to_trainable_snn", "ConversionError", "ConvertedNetwork"]
 
 
 class ConversionError(ValueError):
@@ -133,7 +135,7 @@ class _FunctionalGuard(TorchFunctionMode):
 
 
 class ConvertedNetwork(SpikingNetwork):
-    """A :class:`SpikingNetwork` made by :func:`to_snn`.
+    """A :class:`SpikingNetwork` made by :func:`to_snn` or :func:`to_trainable_snn`.
 
     When the ANN could not be traced at conversion time, the first forward call runs under
     a guard that refuses functional activations the converter could not replace.
@@ -265,3 +267,76 @@ def to_snn(
                 neuron = IF(threshold=theta, reset="soft", v_init=theta / 2, amplitude=theta)
                 setattr(parent, child_name, neuron)
     return ConvertedNetwork(model, verified=inspected is not None).eval()
+
+
+def _replace_children(model: nn.Module, replacement: dict[nn.Module, nn.Module]) -> None:
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if child in replacement:
+                setattr(parent, child_name, replacement[child])
+
+
+def to_trainable_snn(
+    ann: nn.Module,
+    *,
+    neuron: LIF | None = None,
+    tebn: bool = False,
+    steps: int | None = None,
+) -> ConvertedNetwork:
+    """Turn a plain ReLU network into a spiking network for direct training (SPEC §4).
+
+    Every ``nn.ReLU`` becomes its own copy of ``neuron`` (default: the paper's LIF, θ = 1,
+    λ = 0.5, hard reset, triangle surrogate). With ``tebn=True`` every ``BatchNorm2d``
+    becomes a :class:`~spikecut.layers.TEBN` with ``steps`` per-step scales (its affine and
+    running statistics are kept). Conv, linear, BN and pooling run on the ``[T*B, ...]`` fold,
+    so BN statistics pool over time and batch. The result maps ``[T, B, ...]`` to per-step
+    logits ``[T, B, K]``; ``ann`` is left unchanged. Max pooling is allowed here (spikes are
+    trained through it).
+
+    Raises:
+        ConversionError: no ReLU modules, QCFS activations (convert those with
+            :func:`to_snn`), other activations, a functional activation in ``forward``, or a
+            ReLU module called at two places.
+    """
+    if not isinstance(ann, nn.Module):
+        raise TypeError(f"to_trainable_snn expects a torch.nn.Module, got {type(ann).__name__}")
+    if neuron is not None and not isinstance(neuron, LIF):
+        raise TypeError(f"neuron must be a spikecut LIF/IF module, got {type(neuron).__name__}")
+    if tebn and (steps is None or steps < 1):
+        raise ValueError(f"tebn=True needs the number of timesteps: steps >= 1, got {steps}")
+    name = type(ann).__name__
+    model = copy.deepcopy(ann)
+    template = neuron if neuron is not None else LIF()
+
+    problems, relus, norms = [], [], []
+    for path, module in model.named_modules():
+        if isinstance(module, QCFS):
+            problems.append(f"QCFS activation at {path!r} (convert QCFS-ANNs with to_snn)")
+        elif isinstance(module, _OTHER_ACTIVATIONS):
+            problems.append(f"unsupported activation {type(module).__name__} at {path!r}")
+        elif isinstance(module, nn.ReLU):
+            relus.append(module)
+        elif tebn and type(module) is nn.BatchNorm2d:
+            norms.append(module)
+    if problems:
+        raise ConversionError(f"cannot make a trainable SNN of {name}: " + "; ".join(problems))
+    if not relus:
+        raise ConversionError(
+            f"cannot make a trainable SNN of {name}: it has no nn.ReLU modules to turn into "
+            "spiking neurons (activations called as functions are invisible to the converter)"
+        )
+    inspected = _inspect_forward(model)
+    if inspected is not None:
+        functional, reused = inspected
+        if functional:
+            raise ConversionError(_functional_message(name, functional))
+        if reused:
+            raise ConversionError(
+                f"cannot make a trainable SNN of {name}: activation module(s) "
+                f"{', '.join(reused)} are called more than once in forward; a spiking neuron "
+                "keeps state per position, so give each position its own module"
+            )
+    replacement: dict[nn.Module, nn.Module] = {r: copy.deepcopy(template) for r in relus}
+    replacement.update({bn: TEBN.from_batchnorm(bn, steps) for bn in norms})
+    _replace_children(model, replacement)
+    return ConvertedNetwork(model, verified=inspected is not None).train(ann.training)

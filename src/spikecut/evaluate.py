@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from . import cutoff
 from .layers import calibration_dropout
 from .neurons import reset
+from .train import as_time_major
 
 __all__ = [
     "ann_accuracy",
@@ -44,14 +45,6 @@ def ann_accuracy(
     return correct / seen
 
 
-def _as_sequence(x: Tensor, steps: int, repeat: bool) -> Tensor:
-    if repeat:
-        return x.unsqueeze(0).expand(steps, *x.shape)
-    if x.shape[1] != steps:
-        raise ValueError(f"expected frames [B, T={steps}, ...], got shape {tuple(x.shape)}")
-    return x.transpose(0, 1)
-
-
 @torch.inference_mode()
 def collect_cum_logits(
     snn: nn.Module,
@@ -73,7 +66,7 @@ def collect_cum_logits(
     outputs, labels = [], []
     for x, y in tqdm(_loader(dataset, batch_size), desc=desc, disable=not progress, leave=False):
         reset(snn)
-        per_step = snn(_as_sequence(x.to(device), steps, repeat))
+        per_step = snn(as_time_major(x.to(device), steps, repeat))
         outputs.append(per_step.float().cumsum(0).cpu())
         labels.append(y)
     reset(snn)

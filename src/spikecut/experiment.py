@@ -1,10 +1,11 @@
-"""The conversion experiment: data → QCFS-ANN training (per run α) → SNN → cutoff → report.
+"""An experiment: data → training (per run α) → SNN → cutoff → report.
 
-One call of :func:`run_experiment` trains every run of the configuration, converts each
-trained ANN into an SNN, runs it for T steps on the test split and on the calibration split
-(training data without augmentation, calibration dropout on), evaluates every exit rule and
-writes ``results.json``, ``report.md`` and the plots. Each run's trained weights are saved
-(atomically) beside the report.
+With ``method: conversion`` each run trains a QCFS-ANN and converts it into an IF network;
+with ``method: direct`` each run trains the spiking network itself (LIF neurons, TET or mean
+loss, optional TEBN). Either way the SNN is then run for T steps on the test split and on the
+calibration split (training data without augmentation, calibration dropout on), every exit
+rule is evaluated, and ``results.json``, ``report.md`` and the plots are written. Each run's
+trained weights are saved (atomically) beside the report.
 """
 
 from __future__ import annotations
@@ -17,15 +18,26 @@ import torch
 
 from . import __version__
 from ._io import atomic_write
-from .config import ExperimentConfig, RunConfig, config_to_dict
-from .convert import to_snn
+from .config import ConfigError, ExperimentConfig, RunConfig, config_to_dict
+from .convert import to_snn, to_trainable_snn
 from .data import get_dataset
+from .data.registry import DATASETS
 from .evaluate import ann_accuracy, calibration_cum_logits, collect_cum_logits, evaluate_cutoff
 from .models import create
+from .models.registry import MODELS
+from .neurons import LIF, SURROGATES
+from .registry import option_names
 from .report import write_report
-from .train import seed_everything, train_ann
+from .train import seed_everything, train_ann, train_snn
 
-__all__ = ["run_experiment", "resolve_device", "default_out_dir"]
+__all__ = [
+    "run_experiment",
+    "resolve_device",
+    "default_out_dir",
+    "build_model",
+    "build_trainable_snn",
+    "is_frame_dataset",
+]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,6 +57,13 @@ def default_out_dir(cfg: ExperimentConfig) -> Path:
 def _datasets(cfg: ExperimentConfig):
     data = cfg.data
     opts = dict(data.options)
+    # Frame datasets take the number of steps from the experiment's T.
+    takes_steps = "steps" in (option_names(DATASETS.get(data.name)) or [])
+    if takes_steps and opts.setdefault("steps", cfg.T) != cfg.T:
+        raise ConfigError(
+            f"'data.options.steps' is {opts['steps']} but 'T' is {cfg.T}; the frames per "
+            "sample must equal T (set T instead)"
+        )
     train = get_dataset(data.name, data.root, split="train", augment=data.augment, **opts)
     calibration = get_dataset(data.name, data.root, split="train", augment=False, **opts)
     test = get_dataset(data.name, data.root, split="test", augment=False, **opts)
@@ -63,6 +82,7 @@ def run_experiment(
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     device = resolve_device(cfg.device)
     train_set, calibration_set, test_set = _datasets(cfg)
+    repeat = not is_frame_dataset(train_set)
 
     seeds = cfg.seeds or [cfg.seed]
     runs = []
@@ -78,6 +98,7 @@ def run_experiment(
                 out,
                 device,
                 progress,
+                repeat,
             )
             if len(seeds) > 1:
                 entry["group"] = run.name
@@ -85,6 +106,7 @@ def run_experiment(
 
     results = {
         "experiment": cfg.name,
+        "method": cfg.method,
         "T": cfg.T,
         "config": config_to_dict(cfg),
         "environment": {
@@ -101,6 +123,40 @@ def run_experiment(
     return results
 
 
+def is_frame_dataset(dataset) -> bool:
+    """True when items are frame sequences ``[T, C, H, W]`` rather than static ``[C, H, W]``."""
+    flag = getattr(dataset, "frames", None)
+    if flag is not None:
+        return bool(flag)
+    x, _ = dataset[0]
+    return x.dim() == 4
+
+
+def build_model(cfg: ExperimentConfig, num_classes: int) -> torch.nn.Module:
+    """The configured ANN: QCFS activations for conversion, ReLUs for direct training."""
+    options = dict(cfg.model.options)
+    accepted = option_names(MODELS.get(cfg.model.name)) or []
+    if cfg.method == "conversion":
+        options.update(levels=cfg.model.levels, threshold=cfg.model.threshold)
+        if "activation" in accepted:
+            options["activation"] = "qcfs"
+    elif "activation" in accepted:
+        options["activation"] = "relu"
+    return create(cfg.model.name, num_classes=num_classes, **options)
+
+
+def build_trainable_snn(cfg: ExperimentConfig, ann: torch.nn.Module) -> torch.nn.Module:
+    """The ANN with every ReLU replaced by the configured LIF (and BN by TEBN if asked)."""
+    d = cfg.direct
+    neuron = LIF(
+        threshold=d.threshold,
+        leak=d.leak,
+        reset=d.reset,
+        surrogate=SURROGATES[d.surrogate](d.surrogate_width),
+    )
+    return to_trainable_snn(ann, neuron=neuron, tebn=d.tebn, steps=cfg.T)
+
+
 def _train_and_evaluate(
     cfg: ExperimentConfig,
     run: RunConfig,
@@ -110,33 +166,49 @@ def _train_and_evaluate(
     out: Path,
     device: torch.device,
     progress: bool,
+    repeat: bool,
 ) -> dict:
-    """One run: train the QCFS-ANN with the run's α, convert, evaluate every rule."""
+    """One run: train with the run's α (an ANN to convert, or the SNN), evaluate every rule."""
     train_set, calibration_set, test_set = datasets
     run_start = time.perf_counter()
-    eval_kwargs = {"batch_size": cfg.batch_size_eval, "device": str(device), "progress": progress}
+    eval_kwargs = {
+        "batch_size": cfg.batch_size_eval,
+        "device": str(device),
+        "progress": progress,
+        "repeat": repeat,
+    }
     seed_everything(seed)  # same initial weights for every run of a seed: only α differs
-    model = create(
-        cfg.model.name,
-        num_classes=train_set.num_classes,
-        levels=cfg.model.levels,
-        threshold=cfg.model.threshold,
-        **cfg.model.options,
-    )
-    trained = train_ann(
-        model,
-        train_set,
-        cfg.train,
-        alpha=run.alpha,
-        seed=seed,
-        device=device,
-        progress=progress,
-        desc=f"train {name}",
-    )
-    _save_weights(model, out / "weights" / f"{_slug(name)}.pt")
-    ann_acc = ann_accuracy(model, test_set, batch_size=cfg.batch_size_eval, device=str(device))
+    model = build_model(cfg, train_set.num_classes)
+    train_kwargs = {"alpha": run.alpha, "seed": seed, "device": device, "progress": progress}
+    if cfg.method == "conversion":
+        if not repeat:
+            raise ConfigError(
+                "method 'conversion' trains an ANN on static images, but dataset "
+                f"{cfg.data.name!r} gives frame sequences; use method 'direct'"
+            )
+        trained = train_ann(model, train_set, cfg.train, desc=f"train {name}", **train_kwargs)
+        _save_weights(model, out / "weights" / f"{_slug(name)}.pt")
+        ann_acc = ann_accuracy(model, test_set, batch_size=cfg.batch_size_eval, device=str(device))
+        snn = to_snn(model)
+    else:
+        d = cfg.direct
+        snn = build_trainable_snn(cfg, model)
+        trained = train_snn(
+            snn,
+            train_set,
+            cfg.train,
+            steps=cfg.T,
+            loss=d.loss,
+            tet_lambda=d.tet_lambda,
+            repeat=repeat,
+            rho=d.rcs_rho,
+            mask_rho=d.mask_rho,
+            desc=f"train {name}",
+            **train_kwargs,
+        )
+        _save_weights(snn, out / "weights" / f"{_slug(name)}.pt")
+        ann_acc = None
 
-    snn = to_snn(model)
     test_logits, test_labels = collect_cum_logits(
         snn, test_set, cfg.T, desc=f"snn {name}", **eval_kwargs
     )

@@ -1,4 +1,4 @@
-"""Layers the method adds to ordinary networks: the QCFS activation and calibration dropout."""
+"""Layers the method adds to ordinary networks: QCFS, TEBN and calibration dropout."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .neurons import LIF
+from .neurons import LIF, TemporalModule
 
-__all__ = ["QCFS", "CalibrationDropout", "calibration_dropout", "floor_ste"]
+__all__ = ["QCFS", "TEBN", "CalibrationDropout", "calibration_dropout", "floor_ste"]
 
 
 class _FloorSTE(torch.autograd.Function):
@@ -61,6 +61,61 @@ class QCFS(nn.Module):
         theta = self.threshold
         q = floor_ste(F.relu(z) / theta * self.levels + 0.5) / self.levels
         return q.clamp(0.0, 1.0) * theta
+
+
+class TEBN(TemporalModule):
+    """Temporal effective batch normalisation (SPEC §4): BN pooled over time, a scale per step.
+
+    The statistics pool over batch, time and space (one ``BatchNorm2d`` on the ``[T*B, C, H,
+    W]`` fold), then step t's output is multiplied by a learnable scalar ``p_t`` (initial 1,
+    no per-step bias). The layer counts the steps it has seen since the last :meth:`reset`, so
+    running one step at a time uses the same ``p_t`` as running the whole sequence.
+
+    Args:
+        num_features: channels C.
+        steps: the number of timesteps T the layer has scales for.
+    """
+
+    def __init__(
+        self, num_features: int, steps: int, *, eps: float = 1e-5, momentum: float = 0.1
+    ) -> None:
+        super().__init__()
+        if steps < 1:
+            raise ValueError(f"TEBN needs steps >= 1, got {steps}")
+        self.bn = nn.BatchNorm2d(num_features, eps=eps, momentum=momentum)
+        self.scale = nn.Parameter(torch.ones(steps))
+        self.step = 0
+
+    @classmethod
+    def from_batchnorm(cls, bn: nn.BatchNorm2d, steps: int) -> TEBN:
+        """A TEBN that starts from ``bn``'s affine parameters and running statistics."""
+        layer = cls(bn.num_features, steps, eps=bn.eps, momentum=bn.momentum or 0.1)
+        layer.bn.load_state_dict(bn.state_dict())
+        return layer.to(bn.weight.device if bn.weight is not None else "cpu")
+
+    @property
+    def steps(self) -> int:
+        return self.scale.shape[0]
+
+    def extra_repr(self) -> str:
+        return f"{self.bn.num_features}, steps={self.steps}"
+
+    def reset(self) -> None:
+        self.step = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        seq = self.unfold(x)
+        steps = seq.shape[0]
+        if self.step + steps > self.steps:
+            raise ValueError(
+                f"TEBN has per-step scales for {self.steps} steps but was asked for steps "
+                f"{self.step + 1}..{self.step + steps}; reset the network between inputs or "
+                f"build it with steps >= {self.step + steps}"
+            )
+        y = self.bn(seq.flatten(0, 1)).reshape(seq.shape)
+        scale = self.scale[self.step : self.step + steps].view(steps, *([1] * (seq.dim() - 1)))
+        self.step += steps
+        return (y * scale).reshape(x.shape)
 
 
 class CalibrationDropout(nn.Module):

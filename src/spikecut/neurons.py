@@ -114,6 +114,14 @@ class ArcTan(Surrogate):
         return (self.alpha / 2.0) / (1.0 + (math.pi / 2.0 * self.alpha * x) ** 2)
 
 
+SURROGATES: dict[str, type[Surrogate]] = {
+    "triangle": Triangle,
+    "sigmoid": Sigmoid,
+    "arctan": ArcTan,
+}
+"""Surrogates by name; each takes its width/sharpness as the one constructor argument."""
+
+
 # --------------------------------------------------------------------------- neurons
 
 

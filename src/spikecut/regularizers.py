@@ -1,30 +1,53 @@
 """RCS regularisation (SPEC §5): train networks whose answer settles early.
 
 The ANN version scores, per QCFS layer ``l`` and sample ``n``, how peaked the layer's input
-is relative to the batch maximum; the aggregate penalises the worst correctly classified
-sample of each layer. Activations are collected by flagging this model's own QCFS modules
-(no global hooks), only inside a ``with RCSRegularizer(model)`` block.
+is relative to the batch maximum. The SNN version scores how far each step's response
+``s(t) + ReLU(v(t)/θ)`` points away from the response of the last steps (an inverse mean
+cosine similarity): a layer whose activity already looks like its final activity early on
+lets the output settle early. Both aggregate by penalising the worst correctly classified
+sample of each layer. Activations are recorded by flagging this model's own QCFS/LIF modules
+(no global hooks), only inside a ``with RCSRegularizer(model)`` block, so plain inference
+pays nothing.
 """
 
 from __future__ import annotations
 
+import math
 from types import TracebackType
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.utils.hooks import RemovableHandle
 
 from .layers import QCFS
+from .neurons import LIF, spiking_layers
 
 __all__ = [
     "EPS",
+    "RHO",
+    "window",
     "rcs_ann_scores",
+    "rcs_snn_scores",
     "ann_correct_mask",
+    "snn_correct_mask",
     "aggregate_rcs",
     "RCSRegularizer",
 ]
 
 EPS = 1e-5
+RHO = 0.3
+
+
+def window(steps: int, rho: float = RHO) -> int:
+    """``K = max(1, ⌊ρ·T⌋)``: how many final steps form the reference (or the mask).
+
+    (SPEC deviation: the authors' code takes all T steps when ⌊ρT⌋ = 0; one step is the
+    reading that matches "the last K steps".)
+    """
+    if steps < 1:
+        raise ValueError(f"the number of steps must be >= 1, got {steps}")
+    return max(1, math.floor(rho * steps + 1e-9))
 
 
 def rcs_ann_scores(z: Tensor) -> Tensor:
@@ -36,6 +59,42 @@ def rcs_ann_scores(z: Tensor) -> Tensor:
         raise ValueError(f"expected a batch of activations [B, ...], got shape {tuple(z.shape)}")
     r = F.relu(z).flatten(1)
     return r.max() / torch.sqrt(r.pow(2).mean(dim=1) + EPS)
+
+
+def rcs_snn_scores(
+    spikes: Tensor, membranes: Tensor, threshold: float = 1.0, rho: float = RHO
+) -> Tensor:
+    """Per-sample RCS-SNN score of one layer → ``[B]``.
+
+    ``spikes`` and ``membranes`` (after reset) are ``[T, B, ...]``. With the response
+    ``r(t) = s(t) + ReLU(v(t)/θ)`` over the layer's neurons and the reference ``r_d`` = the
+    mean response of the last ``K = max(1, ⌊ρT⌋)`` steps (not differentiated)::
+
+        cs(t) = <r(t), r_d> / (sqrt(|r(t)|² + 1e-5) · sqrt(|r_d|² + 1e-5))
+        R     = 1 / (mean_t cs(t) + 1e-5)
+    """
+    if spikes.shape != membranes.shape or spikes.dim() < 2:
+        raise ValueError(
+            "expected spikes and membranes of the same shape [T, B, ...], got "
+            f"{tuple(spikes.shape)} and {tuple(membranes.shape)}"
+        )
+    steps = spikes.shape[0]
+    response = (spikes + F.relu(membranes / threshold)).flatten(2)  # [T, B, N]
+    reference = response[-window(steps, rho) :].mean(0).detach()  # [B, N]
+    dot = (response * reference).sum(-1)  # [T, B]
+    norms = torch.sqrt(response.pow(2).sum(-1) + EPS) * torch.sqrt(reference.pow(2).sum(-1) + EPS)
+    return 1.0 / ((dot / norms).mean(0) + EPS)
+
+
+def snn_correct_mask(outputs: Tensor, labels: Tensor, rho: float = RHO) -> Tensor:
+    """``m_n = 1`` iff ``argmax o_n(t)`` is correct at each of the last ``max(1, ⌊ρT⌋)`` steps.
+
+    ``outputs`` are per-step logits ``[T, B, K]``; the mask is not differentiated.
+    """
+    if outputs.dim() != 3:
+        raise ValueError(f"expected per-step logits [T, B, K], got shape {tuple(outputs.shape)}")
+    last = outputs.detach()[-window(outputs.shape[0], rho) :].argmax(-1)  # [K', B]
+    return (last == labels).all(dim=0).to(outputs.dtype)
 
 
 def ann_correct_mask(logits: Tensor, labels: Tensor) -> Tensor:
@@ -53,29 +112,48 @@ def aggregate_rcs(layer_scores: list[Tensor], mask: Tensor) -> Tensor:
 
 
 class RCSRegularizer:
-    """Collects each QCFS layer's input during a forward pass and turns it into ``L_RCS``.
+    """Records each layer's activity during a forward pass and turns it into ``L_RCS``.
 
-    Use as a context manager around training::
+    For an SNN (a model with spikecut neurons) it uses the SNN version on every neuron
+    layer; otherwise the ANN version on every QCFS layer. Use as a context manager around
+    training::
 
         with RCSRegularizer(model) as rcs:
-            logits = model(x)
-            loss = F.cross_entropy(logits, y) + alpha * rcs.loss(logits, y)
+            out = model(x)                  # ANN: [B, K]; SNN: per-step logits [T, B, K]
+            loss = task_loss(out, y) + alpha * rcs.loss(out, y)
 
     ``loss`` consumes what was recorded since the last call, so each batch starts clean.
+
+    Args:
+        model: the network being trained.
+        rho: reference window fraction ρ of the SNN version.
+        mask_rho: mask window fraction ρ' of the SNN version.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, rho: float = RHO, mask_rho: float = RHO) -> None:
+        self.neurons: list[LIF] = spiking_layers(model)
         self.layers = [m for m in model.modules() if isinstance(m, QCFS)]
-        if not self.layers:
+        self.snn = bool(self.neurons)
+        if not self.snn and not self.layers:
             raise ValueError(
-                f"RCSRegularizer found no QCFS layers in {type(model).__name__}; the ANN "
-                "version of RCS reads the input of each QCFS activation"
+                f"RCSRegularizer found neither spiking neurons nor QCFS layers in "
+                f"{type(model).__name__}; RCS reads the membranes of an SNN's neurons or the "
+                "input of each QCFS activation of an ANN"
             )
+        self.rho, self.mask_rho = rho, mask_rho
+        self._spikes: dict[LIF, list[Tensor]] = {}
+        self._handles: list[RemovableHandle] = []
         self._active = False
 
     def __enter__(self) -> RCSRegularizer:
-        for layer in self.layers:
-            layer.input_record = []
+        if self.snn:
+            for neuron in self.neurons:
+                neuron.membrane_record = []
+                self._spikes[neuron] = []
+                self._handles.append(neuron.register_forward_hook(self._record_spikes))
+        else:
+            for layer in self.layers:
+                layer.input_record = []
         self._active = True
         return self
 
@@ -85,28 +163,61 @@ class RCSRegularizer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._spikes.clear()
+        for neuron in self.neurons:
+            neuron.membrane_record = None
         for layer in self.layers:
             layer.input_record = None
         self._active = False
 
+    def _record_spikes(self, neuron: nn.Module, _inputs: tuple, output: Tensor) -> None:
+        seq = neuron.unfold(output)  # [T, B, ...] whether folded or not
+        self._spikes[neuron].append(seq / neuron.amplitude)
+
     def clear(self) -> None:
         """Drop what was recorded (e.g. after an evaluation pass inside the block)."""
+        for spikes in self._spikes.values():
+            spikes.clear()
+        for neuron in self.neurons:
+            if neuron.membrane_record is not None:
+                neuron.membrane_record.clear()
         for layer in self.layers:
             if layer.input_record is not None:
                 layer.input_record.clear()
 
-    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """``L_RCS`` of the forward pass that produced ``logits``; clears the record."""
+    def loss(self, outputs: Tensor, labels: Tensor) -> Tensor:
+        """``L_RCS`` of the forward pass that produced ``outputs``; clears the record."""
         if not self._active:
             raise RuntimeError("RCSRegularizer.loss called outside its `with` block")
-        scores = []
-        for index, layer in enumerate(self.layers):
-            record = layer.input_record or []
-            if len(record) != 1:
-                raise RuntimeError(
-                    f"QCFS layer {index} recorded {len(record)} inputs since the last loss; "
-                    "expected exactly one forward pass per loss call"
-                )
-            scores.append(rcs_ann_scores(record[0]))
-        self.clear()
-        return aggregate_rcs(scores, ann_correct_mask(logits, labels))
+        try:
+            if self.snn:
+                scores = [self._snn_layer_scores(i, n) for i, n in enumerate(self.neurons)]
+                mask = snn_correct_mask(outputs, labels, self.mask_rho)
+            else:
+                scores = [self._ann_layer_scores(i, q) for i, q in enumerate(self.layers)]
+                mask = ann_correct_mask(outputs, labels)
+        finally:
+            self.clear()
+        return aggregate_rcs(scores, mask)
+
+    def _ann_layer_scores(self, index: int, layer: QCFS) -> Tensor:
+        record = layer.input_record or []
+        if len(record) != 1:
+            raise RuntimeError(
+                f"QCFS layer {index} recorded {len(record)} inputs since the last loss; "
+                "expected exactly one forward pass per loss call"
+            )
+        return rcs_ann_scores(record[0])
+
+    def _snn_layer_scores(self, index: int, neuron: LIF) -> Tensor:
+        spikes = self._spikes.get(neuron, [])
+        if len(spikes) != 1:
+            raise RuntimeError(
+                f"spiking layer {index} recorded {len(spikes)} forward calls since the last "
+                "loss; expected one whole-sequence forward pass per loss call"
+            )
+        membranes = torch.stack(neuron.membrane_record or [])
+        return rcs_snn_scores(spikes[0], membranes, neuron.threshold, self.rho)

@@ -71,7 +71,8 @@ def _validate_run(run: Any, path: str, T: int) -> None:
         raise ValueError(f"{path}: expected a dict, found {_describe(run)}")
     _require_str(run, "name", path)
     _require_number(run, "alpha", path)
-    _require_number(run, "ann_accuracy", path, 0.0, 1.0)
+    if _require(run, "ann_accuracy", path, "a number in [0, 1] or null") is not None:
+        _require_number(run, "ann_accuracy", path, 0.0, 1.0)
     _require_series(run, "snn_accuracy_per_t", path, T, "a number in [0, 1]", _is_fraction)
     _require_number(run, "oct_mean", path, 1.0, float(T))
     if "oct_histogram" in run:
@@ -304,7 +305,9 @@ def _groups(results: dict) -> dict[str, list[dict]]:
     return groups
 
 
-def _mean_std(values: Sequence[float], scale: float = 1.0) -> str:
+def _mean_std(values: Sequence[float | None], scale: float = 1.0) -> str:
+    if any(v is None for v in values):
+        return _DASH
     n = len(values)
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
