@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -272,3 +273,18 @@ def test_event_source_dataset_caches_only_with_source_id(tmp_path: Path) -> None
     named[0]
     named[0]
     assert (cache.builds, cache.hits) == (1, 1)
+
+
+def test_datasets_pickle_for_spawned_workers(tmp_path: Path) -> None:
+    write_cifar10_dvs(tmp_path / "c10")
+    write_gesture_aedat(tmp_path / "gesture" / "DvsGesture")
+    write_ncaltech101(tmp_path / "caltech", {"a": 10, "b": 10})
+    for name, sub in (
+        ("cifar10-dvs", "c10"),
+        ("dvs128-gesture", "gesture"),
+        ("ncaltech101", "caltech"),
+    ):
+        ds = get_dataset(name, str(tmp_path / sub), "test", steps=3)
+        copy = pickle.loads(pickle.dumps(ds))
+        torch.testing.assert_close(copy[1][0], ds[1][0])
+        assert copy[1][1] == ds[1][1]

@@ -256,12 +256,7 @@ def cifar10_dvs(
     )
     idx = _split_per_class(labels, split, test_fraction, seed)
 
-    def prepare(events: np.ndarray) -> np.ndarray:
-        if mirror:
-            events = events.copy()
-            events["x"] = 127 - events["x"]
-        return events
-
+    prepare = functools.partial(_mirror_x, width=128) if mirror else None
     samples = [_file_sample(files[i], prepare, mirror=mirror) for i in idx]
     framing = Framing((128, 128), steps, slicing, None, _opt_pair(size))
     return _dataset(
@@ -295,11 +290,7 @@ def ncaltech101(
     bases = [root_path / "Caltech101", root_path / "NCALTECH101" / "Caltech101", root_path]
     files, labels, classes = _class_folders("ncaltech101", bases, (".bin",))
     idx = _split_per_class(labels, split, test_fraction, seed)
-    height, width = NCALTECH101_SENSOR
-
-    def prepare(events: np.ndarray) -> np.ndarray:
-        return events[(events["x"] < width) & (events["y"] < height)]
-
+    prepare = functools.partial(_crop, sensor_size=NCALTECH101_SENSOR)
     samples = [_file_sample(files[i], prepare, format="atis") for i in idx]
     framing = Framing(NCALTECH101_SENSOR, steps, slicing, None, _opt_pair(size))
     return _dataset(samples, labels[idx], classes, framing, cache, augment, split, "ncaltech101")
@@ -513,11 +504,34 @@ def _file_sample(
     format: str | None = None,
     **options: Any,
 ) -> EventSample:
-    def load() -> np.ndarray:
-        events = read_events(path, format)
-        return prepare(events) if prepare is not None else events
+    """A sample reading ``path``; ``options`` (e.g. ``mirror``) join its cache key.
 
+    Built from module-level functions so that datasets pickle (DataLoader workers that
+    spawn rather than fork need that).
+    """
+    load = functools.partial(_load_file, str(path), format, prepare)
     return EventSample(load, {**source_key(path), **options})
+
+
+def _load_file(
+    path: str, format: str | None, prepare: Callable[[np.ndarray], np.ndarray] | None
+) -> np.ndarray:
+    events = read_events(path, format)
+    return prepare(events) if prepare is not None else events
+
+
+def _mirror_x(events: np.ndarray, width: int) -> np.ndarray:
+    """Flip the x axis: ``x -> width - 1 - x``."""
+    events = events.copy()
+    events["x"] = width - 1 - events["x"]
+    return events
+
+
+def _crop(events: np.ndarray, sensor_size: tuple[int, int]) -> np.ndarray:
+    """Drop the events outside ``sensor_size = (H, W)``."""
+    height, width = sensor_size
+    keep = (events["x"] >= 0) & (events["x"] < width) & (events["y"] >= 0) & (events["y"] < height)
+    return events[keep]
 
 
 def _int_name(text: str, path: Path) -> int:
