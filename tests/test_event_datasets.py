@@ -31,7 +31,7 @@ def write_cifar10_dvs(root: Path, per_class: int = 10) -> None:
             (folder / f"cifar10_{name}_{i}.aedat").write_bytes(encode_aedat2(events))
 
 
-def test_cifar10_dvs_split_labels_shapes_and_mirror(tmp_path: Path) -> None:
+def test_cifar10_dvs_split_labels_shapes_and_orientation(tmp_path: Path) -> None:
     write_cifar10_dvs(tmp_path)
     train = get_dataset("cifar10-dvs", str(tmp_path), "train")
     test = get_dataset("cifar10-dvs", str(tmp_path), "test")
@@ -48,11 +48,11 @@ def test_cifar10_dvs_split_labels_shapes_and_mirror(tmp_path: Path) -> None:
 
     frames, label = test[0]
     assert frames.dtype == torch.float32 and frames.shape == (10, 2, 128, 128)
-    # Class `label` puts its events at stored x = label; mirrored to 127 - label.
-    on = frames[:, 1].sum(0)
-    assert on[:, 127 - label].sum() == frames.sum() > 0
-    raw, _ = get_dataset("cifar10-dvs", str(tmp_path), "test", mirror=False)[0]
-    assert raw[:, 1].sum(0)[:, label].sum() == frames.sum()
+    # Class `label` stores its ON events at x = label; re-oriented they land at
+    # row 127 - label (y' = 127 - x) in the OFF channel (p' = 1 - p).
+    assert frames[:, 0, 127 - label].sum() == frames.sum() > 0
+    raw, _ = get_dataset("cifar10-dvs", str(tmp_path), "test", reorient=False)[0]
+    assert raw[:, 1, :, label].sum() == frames.sum()
 
 
 def test_cifar10_dvs_options_reach_the_framing(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .events import as_events, read_dvs_gesture, read_events, read_gesture_labels
+from .events import as_events, make_events, read_dvs_gesture, read_events, read_gesture_labels
 from .framing import FrameCache, Framing, source_key
 from .registry import register_dataset
 from .splits import stratified_split
@@ -239,14 +239,18 @@ def cifar10_dvs(
     cache: CacheArg = None,
     test_fraction: float = 0.1,
     seed: int = 0,
-    mirror: bool = True,
+    reorient: bool = True,
 ) -> EventFrameDataset:
     """CIFAR10-DVS, 10 classes, 2×128×128 frames, a seeded 90/10 split within each class.
 
     Layouts: ``root/<class>/*.aedat`` (the published AEDAT 2.0 release; also under
     ``root/CIFAR10DVS/`` or SpikingJelly's ``root/extract/``) or Tonic's AEDAT4 tree
-    ``root/CIFAR10DVS[/CIFAR10DVS]/<class>/*.aedat4``. ``mirror`` flips x (``127 - x``), as
-    SpikingJelly does, because the recordings are stored mirrored.
+    ``root/CIFAR10DVS[/CIFAR10DVS]/<class>/*.aedat4``.
+
+    ``reorient`` maps the AEDAT 2.0 events as SpikingJelly does (``x' = 127 - y``,
+    ``y' = 127 - x``, ``p' = 1 - p``; see jackd/events-tfds pull request 1): with the
+    published bit layout decoded literally, the images come out transposed and mirrored
+    and the polarities inverted. AEDAT4 files are used as stored.
     """
     root_path = _need_root(root, "cifar10-dvs")
     bases = [root_path, root_path / "CIFAR10DVS", root_path / "CIFAR10DVS" / "CIFAR10DVS"]
@@ -256,8 +260,10 @@ def cifar10_dvs(
     )
     idx = _split_per_class(labels, split, test_fraction, seed)
 
-    prepare = functools.partial(_mirror_x, width=128) if mirror else None
-    samples = [_file_sample(files[i], prepare, mirror=mirror) for i in idx]
+    samples = []
+    for i in idx:
+        fix = reorient and files[i].suffix.lower() == ".aedat"
+        samples.append(_file_sample(files[i], _reorient_cifar10_dvs if fix else None, reorient=fix))
     framing = Framing((128, 128), steps, slicing, None, _opt_pair(size))
     return _dataset(
         samples, labels[idx], CIFAR10_DVS_CLASSES, framing, cache, augment, split, "cifar10-dvs"
@@ -504,7 +510,7 @@ def _file_sample(
     format: str | None = None,
     **options: Any,
 ) -> EventSample:
-    """A sample reading ``path``; ``options`` (e.g. ``mirror``) join its cache key.
+    """A sample reading ``path``; ``options`` (e.g. ``reorient``) join its cache key.
 
     Built from module-level functions so that datasets pickle (DataLoader workers that
     spawn rather than fork need that).
@@ -520,11 +526,9 @@ def _load_file(
     return prepare(events) if prepare is not None else events
 
 
-def _mirror_x(events: np.ndarray, width: int) -> np.ndarray:
-    """Flip the x axis: ``x -> width - 1 - x``."""
-    events = events.copy()
-    events["x"] = width - 1 - events["x"]
-    return events
+def _reorient_cifar10_dvs(events: np.ndarray) -> np.ndarray:
+    """CIFAR10-DVS AEDAT 2.0 as SpikingJelly reads it: ``(127 - y, 127 - x)``, ``1 - p``."""
+    return make_events(127 - events["y"], 127 - events["x"], events["t"], 1 - events["p"])
 
 
 def _crop(events: np.ndarray, sensor_size: tuple[int, int]) -> np.ndarray:
