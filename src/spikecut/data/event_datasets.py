@@ -356,7 +356,8 @@ def dvs128_gesture(
 ) -> EventFrameDataset:
     """DVS128 Gesture, 11 classes, 2×128×128 frames, the official train/test trials.
 
-    Layouts, tried in order: the published ``root[/DvsGesture]/`` with ``*.aedat``,
+    Layouts, tried in order: the published ``root[/DvsGesture]/`` (SpikingJelly:
+    ``root/extract/DvsGesture/``) with ``*.aedat``,
     ``*_labels.csv`` and ``trials_to_train.txt`` / ``trials_to_test.txt`` (each recording is
     cut into one sample per labelled gesture, label = class - 1); Tonic's ``.npy``
     re-encoding ``root[/DVSGesture]/ibmGestureTrain|ibmGestureTest/<recording>/<label>.npy``;
@@ -365,7 +366,7 @@ def dvs128_gesture(
     root_path = _need_root(root, "dvs128-gesture")
     trials = f"trials_to_{split}.txt"
     tonic_folder = "ibmGestureTrain" if split == "train" else "ibmGestureTest"
-    aedat_bases = [root_path, root_path / "DvsGesture"]
+    aedat_bases = [root_path, root_path / "DvsGesture", root_path / "extract" / "DvsGesture"]
     tonic_bases = [root_path / tonic_folder, root_path / "DVSGesture" / tonic_folder]
     folder_bases = [root_path / split]
 
@@ -375,7 +376,7 @@ def dvs128_gesture(
     if base is not None:
         samples, labels = _gesture_aedat_samples(base, trials)
     elif (base := next((b for b in tonic_bases if b.is_dir()), None)) is not None:
-        files = sorted(p for p in base.glob("*/*.npy"))
+        files = sorted(base.glob("*/*.npy"))
         labels = [_int_name(p.stem, p) for p in files]
         samples = [_file_sample(p, None, format="gesture-npy") for p in files]
     elif (base := next((b for b in folder_bases if b.is_dir()), None)) is not None:
