@@ -54,12 +54,14 @@ def default_out_dir(cfg: ExperimentConfig) -> Path:
     return Path(cfg.out) if cfg.out else Path("results") / cfg.name
 
 
-def _datasets(cfg: ExperimentConfig):
+def _datasets(cfg: ExperimentConfig, progress: bool = True):
     data = cfg.data
     opts = dict(data.options)
+    accepted = option_names(DATASETS.get(data.name)) or []
+    if "progress" in accepted:  # e.g. the emulated event data shows its one-off conversion
+        opts.setdefault("progress", progress)
     # Frame datasets take the number of steps from the experiment's T.
-    takes_steps = "steps" in (option_names(DATASETS.get(data.name)) or [])
-    if takes_steps and opts.setdefault("steps", cfg.T) != cfg.T:
+    if "steps" in accepted and opts.setdefault("steps", cfg.T) != cfg.T:
         raise ConfigError(
             f"'data.options.steps' is {opts['steps']} but 'T' is {cfg.T}; the frames per "
             "sample must equal T (set T instead)"
@@ -81,7 +83,7 @@ def run_experiment(
     start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     device = resolve_device(cfg.device)
-    train_set, calibration_set, test_set = _datasets(cfg)
+    train_set, calibration_set, test_set = _datasets(cfg, progress)
     repeat = not is_frame_dataset(train_set)
 
     seeds = cfg.seeds or [cfg.seed]
@@ -125,9 +127,6 @@ def run_experiment(
 
 def is_frame_dataset(dataset) -> bool:
     """True when items are frame sequences ``[T, C, H, W]`` rather than static ``[C, H, W]``."""
-    flag = getattr(dataset, "frames", None)
-    if flag is not None:
-        return bool(flag)
     x, _ = dataset[0]
     return x.dim() == 4
 

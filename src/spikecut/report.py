@@ -424,10 +424,17 @@ def _render_markdown(results: dict) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+_METHODS = {
+    "conversion": "QCFS-ANN converted to an SNN. ",
+    "direct": "SNN trained directly (surrogate gradients); no ANN accuracy. ",
+}
+
+
 def _intro(results: dict) -> str:
     T, n = results["T"], len(results["runs"])
+    method = _METHODS.get(results.get("method", ""), "")
     lines = [
-        f"T = {T} timesteps, {n} run{'s' if n != 1 else ''}. Accuracies in %, exits in "
+        f"{method}T = {T} timesteps, {n} run{'s' if n != 1 else ''}. Accuracies in %, exits in "
         "timesteps (1..T); speed-up = T / mean exit step; Δacc = accuracy − SNN accuracy at T, "
         "in percentage points. OCT is the label-reading oracle (a lower bound on the exit step)."
     ]

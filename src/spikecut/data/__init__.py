@@ -7,9 +7,12 @@ int label)`` items (event datasets: ``(float32 [T, 2, H, W], int label)``);
 """
 
 from . import embedded as _embedded  # noqa: F401  (registers mnist5k and digits)
+from . import emulated as _emulated  # noqa: F401  (registers mnist5k-dvs)
 from . import event_datasets as _event_datasets  # noqa: F401  (registers the event datasets)
 from .base import TensorImageDataset
 from .embedded import MNIST_MEAN, MNIST_STD, load_mnist5k, locate_mnist5k
+from .emulated import FrameTensorDataset
+from .emulator import DVSEmulator, image_to_events, saccade_frames
 from .event_datasets import EventFrameDataset, EventSample, EventSourceDataset
 from .events import EVENT_DTYPE, EventFileError, make_events, read_dvs_gesture, read_events
 from .framing import FrameCache, Framing, source_key, to_frames
@@ -18,6 +21,10 @@ from .splits import stratified_split
 from .transforms import Compose, Normalize, RandomTranslate, translate
 
 __all__ = [
+    "DVSEmulator",
+    "FrameTensorDataset",
+    "image_to_events",
+    "saccade_frames",
     "EVENT_DTYPE",
     "EventFileError",
     "EventFrameDataset",
