@@ -25,7 +25,7 @@ from .models import create
 from .report import write_report
 from .train import seed_everything, train_ann
 
-__all__ = ["run_experiment", "resolve_device", "default_out_dir"]
+__all__ = ["run_experiment", "resolve_device", "default_out_dir", "load_run_snn"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -171,3 +171,48 @@ def _train_and_evaluate(
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def load_run_snn(
+    out_dir: str | Path, run_name: str, *, num_classes: int | None = None
+) -> tuple[torch.nn.Module, dict, ExperimentConfig]:
+    """Rebuild the SNN of a finished run from its results folder, without retraining.
+
+    Reads ``results.json`` (its ``config`` and the run entry named ``run_name``) and the
+    run's weights ``weights/<slug>.pt``, and converts the QCFS-ANN again. ``num_classes``
+    defaults to that of the configured test split. Returns ``(snn, run_entry, config)``; a
+    Top-K rule can be rebuilt from ``run_entry["beta"]`` without calibrating again.
+    """
+    from .config import parse_config
+    from .report import load_results
+
+    out = Path(out_dir)
+    results = load_results(out / "results.json")
+    if "config" not in results:
+        raise ValueError(f"{out / 'results.json'}: has no 'config', cannot rebuild the model")
+    cfg = parse_config(results["config"])
+    runs = {run["name"]: run for run in results["runs"]}
+    if run_name not in runs:
+        raise ValueError(
+            f"{out / 'results.json'}: no run named {run_name!r}; runs: {', '.join(map(repr, runs))}"
+        )
+    weights = out / "weights" / f"{_slug(run_name)}.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"weights of run {run_name!r} not found: {weights}")
+    if num_classes is None:
+        data = cfg.data
+        test = get_dataset(data.name, data.root, split="test", augment=False, **data.options)
+        num_classes = test.num_classes
+    model = create(
+        cfg.model.name,
+        num_classes=num_classes,
+        levels=cfg.model.levels,
+        threshold=cfg.model.threshold,
+        **cfg.model.options,
+    )
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as err:
+        raise ValueError(f"{weights}: cannot load the weights of run {run_name!r}: {err}") from err
+    return to_snn(model), runs[run_name], cfg
