@@ -190,3 +190,49 @@ def test_ann_macs_by_hooks_equal_the_snns_dense_macs():
     # conv: 4 out x 2 in x (sum of the 6x6 fan-out map = (6·3 - 2)^2 = 256); linear: 36·5
     assert per_layer == {"0": 4 * 2 * 256, "4": 36 * 5}
     assert ann_macs(ann, torch.randn(1, 2, 6, 6)) == 2048 + 180
+
+
+def test_evaluate_cutoff_adds_operations_that_report_validates_and_renders():
+    from spikecut.cutoff import TopKCutoff
+    from spikecut.evaluate import collect_cum_logits, evaluate_cutoff
+    from spikecut.report import render_markdown, validate_results
+
+    torch.manual_seed(0)
+    net = two_layer_net()
+    with torch.no_grad():
+        net.body[2].weight.copy_(torch.tensor([[1.0, -1.0, 0.5, 2.0], [-1.0, 1.5, 0.0, -2.0]]))
+    x = torch.rand(40, 3, dtype=torch.float64) * 2
+    data = torch.utils.data.TensorDataset(x, torch.zeros(40, dtype=torch.long))
+    with OpCounter(net) as counter:
+        cum, _ = collect_cum_logits(net, data, 4, batch_size=16, progress=False)
+    counts = counter.pop()
+    y = cum[-1].argmax(-1)  # labels: the SNN's own answers, so early exits are safe
+    fields = evaluate_cutoff(cum, y, cum, y, rules=["topk"], epsilons=[0.0, 0.2], ops=counts)
+    assert fields["ann_macs"] == 20
+    assert fields["firing_rates"]["body.1"] == pytest.approx(counts.firing_rates()["body.1"])
+    fixed, top0, top5 = fields["rules"]
+    assert fixed["mean_sops"] == pytest.approx(float(counts.total_sops().sum(0).double().mean()))
+    exits = TopKCutoff(epsilon=0.0).calibrate(cum, y).exit_steps(cum)
+    assert top0["mean_sops"] == pytest.approx(
+        float(until_exit(counts.total_sops(), exits).double().mean())
+    )
+    # exiting early costs fewer operations, so less energy
+    assert top0["mean_exit"] < fixed["mean_exit"] and top5["mean_exit"] <= top0["mean_exit"]
+    assert top5["mean_sops"] <= top0["mean_sops"] < fixed["mean_sops"]
+    assert top0["energy_ratio"] > fixed["energy_ratio"] > 0
+
+    run = {"name": "r", "alpha": 0.0, "ann_accuracy": 0.5, **fields}
+    results = {"experiment": "ops", "T": 4, "runs": [run]}
+    validate_results(results)
+    text = render_markdown(results)
+    assert "## Operations" in text and "E_ANN / E_SNN" in text
+    assert f"{fixed['mean_sops']:,.0f}" in text and "## Firing rates" in text
+    run["rules"][1]["mean_sops"] = -1.0
+    with pytest.raises(ValueError, match=r"runs\[0\]\.rules\[1\]\.mean_sops"):
+        validate_results(results)
+    run["rules"][1]["mean_sops"] = 1.0
+    run["firing_rates"]["body.1"] = [0.1, 0.2]
+    with pytest.raises(ValueError, match=r"firing_rates\.body\.1: expected a list of length T=4"):
+        validate_results(results)
+    with pytest.raises(ValueError, match="counted 4 steps x 40 samples"):
+        evaluate_cutoff(cum[:3], y, cum[:3], y, rules=["topk"], ops=counts)

@@ -22,6 +22,7 @@ from .convert import to_snn
 from .data import get_dataset
 from .evaluate import ann_accuracy, calibration_cum_logits, collect_cum_logits, evaluate_cutoff
 from .models import create
+from .ops import OpCounter
 from .report import write_report
 from .train import seed_everything, train_ann
 
@@ -137,9 +138,10 @@ def _train_and_evaluate(
     ann_acc = ann_accuracy(model, test_set, batch_size=cfg.batch_size_eval, device=str(device))
 
     snn = to_snn(model)
-    test_logits, test_labels = collect_cum_logits(
-        snn, test_set, cfg.T, desc=f"snn {name}", **eval_kwargs
-    )
+    with OpCounter(snn) as counter:  # spikes and SOPs of the test pass (spikecut.ops)
+        test_logits, test_labels = collect_cum_logits(
+            snn, test_set, cfg.T, desc=f"snn {name}", **eval_kwargs
+        )
     cal_logits, cal_labels = calibration_cum_logits(
         snn,
         calibration_set,
@@ -156,6 +158,7 @@ def _train_and_evaluate(
         rules=cfg.cutoff.rules,
         epsilons=cfg.cutoff.epsilons,
         bins=cfg.cutoff.bins,
+        ops=counter.pop(),
     )
     return {
         "name": name,
