@@ -386,3 +386,81 @@ def test_framing_turns_event_chunks_into_frames():
         want += by_frames.feed(0, rec[start:stop])
         got += by_events.feed(0, (to_events(rec[start:stop], start), start, stop - start))
     assert got == want and len(got) == 1
+
+
+# ----------------------------------------------------------------------------- wall-clock bench
+
+
+def test_measure_anytime_reports_speedups_from_the_engines_exits():
+    from spikecut.bench.anytime import measure_anytime
+
+    snn = trained_snn()
+    rule = make_rule("topk", snn)
+    x = inputs(21, 40)
+    data = TensorDataset(x, torch.zeros(40, dtype=torch.long))
+    got = measure_anytime(snn, data, rule, T, batch_size=16, repeats=1, warmup=0)
+    steps = rule.exit_steps(offline(snn, x))
+    assert got["samples"] == 40 and got["batch_size"] == 16 and got["device"] == "cpu"
+    assert got["mean_exit"] == pytest.approx(steps.double().mean().item())
+    assert got["steps_speedup"] == pytest.approx(T / steps.double().mean().item())
+    assert got["agreement"] == 1.0
+    assert got["full_seconds"] > 0 and got["anytime_seconds"] > 0
+    assert got["ratio"] == pytest.approx(got["wall_speedup"] / got["steps_speedup"])
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        measure_anytime(snn, data, rule, T, repeats=0)
+
+
+def test_bench_driver_rebuilds_a_finished_run_with_its_saved_thresholds(tmp_path):
+    from spikecut._io import atomic_write_json
+    from spikecut.bench.anytime import run_anytime_bench
+    from spikecut.config import config_to_dict, parse_config
+    from spikecut.data import get_dataset
+    from spikecut.experiment import load_run_snn
+    from spikecut.models import create
+
+    cfg = parse_config({"name": "tiny", "T": 4, "data": {"name": "digits"}})
+    cfg.model.name, cfg.model.options = "digits-cnn", {"width": 4, "hidden": 8}
+    torch.manual_seed(0)
+    ann = create("digits-cnn", num_classes=10, levels=4, threshold=1.0, width=4, hidden=8)
+    (tmp_path / "weights").mkdir()
+    torch.save(ann.state_dict(), tmp_path / "weights" / "run_a.pt")
+    beta = [0.5, 0.25, 0.125, 0.0]
+    run = {
+        "name": "run a",
+        "alpha": 0.0,
+        "seed": 0,
+        "ann_accuracy": 0.1,
+        "snn_accuracy_per_t": [0.1] * 4,
+        "oct_mean": 2.0,
+        "beta": beta,
+        "rules": [],
+    }
+    atomic_write_json(
+        tmp_path / "results.json",
+        {"experiment": "tiny", "T": 4, "config": config_to_dict(cfg), "runs": [run]},
+    )
+    snn, entry, loaded = load_run_snn(tmp_path, "run a")
+    assert entry["beta"] == beta and loaded.T == 4
+    x = torch.rand(3, 1, 8, 8)
+    with torch.inference_mode():
+        expected = to_snn(ann)(x.unsqueeze(0).expand(4, *x.shape))
+        torch.testing.assert_close(snn(x.unsqueeze(0).expand(4, *x.shape)), expected)
+    with pytest.raises(ValueError, match="no run named 'run b'; runs: 'run a'"):
+        load_run_snn(tmp_path, "run b")
+
+    rows = run_anytime_bench([tmp_path], repeats=1, log=lambda _: None)
+    (row,) = rows
+    assert {k: row[k] for k in ("experiment", "run", "rule", "epsilon")} == {
+        "experiment": "tiny",
+        "run": "run a",
+        "rule": "topk",
+        "epsilon": 0.0,
+    }
+    assert row["samples"] == 360 and row["agreement"] == 1.0
+    # the rule is Top-K with the saved β, applied to the rebuilt SNN on the test split
+    test = get_dataset("digits", split="test", augment=False)
+    cum, _ = collect_cum_logits(snn, test, 4, progress=False)
+    saved = TopKCutoff()
+    saved.beta = torch.tensor(beta)
+    assert row["mean_exit"] == pytest.approx(saved.exit_steps(cum).double().mean().item())
+    assert row["mean_exit"] < 4.0
