@@ -373,7 +373,7 @@ def test_framing_turns_event_chunks_into_frames():
 
     def framing(chunk):
         events, first_step, n = chunk
-        out = np.zeros((n, *SHAPE), dtype=np.float64)
+        out = np.zeros((n, *SHAPE), dtype=np.int64)  # counts: cast to the SNN float type
         np.add.at(out, (events[:, 0] - first_step, events[:, 1], events[:, 2], events[:, 3]), 1)
         return out
 

@@ -113,7 +113,8 @@ class _Accumulator:
     """The running sum ``Y(t)`` of per-step logits of the rows still running.
 
     It keeps the per-step outputs and takes ``cumsum`` over them, the operation offline
-    evaluation uses, so ``Y(t)`` is bit-for-bit the offline value on every device.
+    evaluation uses, so ``Y(t)`` is bit for bit the offline value (tested on CPU; CUDA
+    runs the same per-column scan).
     """
 
     def __init__(self, steps: int) -> None:
@@ -470,8 +471,9 @@ class StreamingClassifier:
                 f"{tuple(chunk.shape) if isinstance(chunk, Tensor) else type(chunk).__name__}"
             )
         device = _model_device(self.snn, chunk.device)
-        if not chunk.is_floating_point():
-            chunk = chunk.float()
+        if not chunk.is_floating_point():  # e.g. event counts: use the network's float type
+            dtype = next((p.dtype for p in self.snn.parameters() if p.is_floating_point()), None)
+            chunk = chunk.to(dtype or torch.get_default_dtype())
         return chunk.to(device)
 
     def _advance(self, sids: list[Hashable], x: Tensor, t: int) -> list[Decision]:
