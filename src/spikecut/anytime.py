@@ -131,6 +131,32 @@ class _Accumulator:
         self.buffer = self.buffer.index_select(1, index)
 
 
+class _OpTally:
+    """Operations per sample: running totals of the active rows, final ones at exit."""
+
+    def __init__(self, counter: OpCounter, batch: int, device: torch.device) -> None:
+        self.counter = counter
+        self.sops = torch.zeros(batch, dtype=torch.long, device=device)
+        self.macs = torch.zeros(batch, dtype=torch.long, device=device)
+        self.running_sops = torch.zeros(batch, dtype=torch.long, device=device)
+        self.running_macs = torch.zeros(batch, dtype=torch.long, device=device)
+
+    def step(self) -> None:
+        """Add the counts of the step just run (one call of one step)."""
+        counts = self.counter.pop()
+        self.running_sops += counts.total_sops()[0]
+        self.running_macs += counts.total_analogue_macs()[0]
+
+    def leave(self, rows: Tensor, leaving: Tensor) -> None:
+        """Samples ``rows`` (original indices) exit; ``leaving`` are their active positions."""
+        self.sops[rows] = self.running_sops[leaving]
+        self.macs[rows] = self.running_macs[leaving]
+
+    def keep(self, keep: Tensor) -> None:
+        self.running_sops = self.running_sops[keep]
+        self.running_macs = self.running_macs[keep]
+
+
 # --------------------------------------------------------------------------- engine
 
 
@@ -225,14 +251,9 @@ class AnytimeClassifier:
         active = torch.arange(batch, device=device)  # original index of every running row
         compacted = False
         accumulator = _Accumulator(T)
+        tally = _OpTally(counter, batch, device) if counter is not None else None
         exit_steps = torch.full((batch,), T, dtype=torch.long, device=device)
         logits: Tensor | None = None
-        sops = macs = None
-        if counter is not None:
-            sops = torch.zeros(batch, dtype=torch.long, device=device)
-            macs = torch.zeros(batch, dtype=torch.long, device=device)
-            run_sops = torch.zeros(batch, dtype=torch.long, device=device)
-            run_macs = torch.zeros(batch, dtype=torch.long, device=device)
         static = x
         for t in range(1, T + 1):
             if frames:
@@ -243,20 +264,17 @@ class AnytimeClassifier:
             if logits is None:
                 logits = out.new_zeros(batch, *out.shape[1:])
             y = accumulator.add(t, out)
-            if counter is not None:
-                counts = counter.pop()
-                run_sops += counts.total_sops()[0]
-                run_macs += counts.total_analogue_macs()[0]
+            if tally is not None:
+                tally.step()
             fire = self.rule.fires(y, t, T)
-            leaving = fire.nonzero().squeeze(1)  # the one host sync of the step
+            leaving = fire.nonzero().squeeze(1)  # host sync: which rows leave decides the rest
             if leaving.numel() == 0:
                 continue
             rows = active[leaving]
             exit_steps[rows] = t
             logits[rows] = y[leaving]
-            if counter is not None:
-                sops[rows] = run_sops[leaving]
-                macs[rows] = run_macs[leaving]
+            if tally is not None:
+                tally.leave(rows, leaving)
             if leaving.numel() == active.numel():
                 break
             keep = (~fire).nonzero().squeeze(1)
@@ -266,14 +284,14 @@ class AnytimeClassifier:
             compacted = True
             if not frames:
                 static = static.index_select(0, keep)
-            if counter is not None:
-                run_sops, run_macs = run_sops[keep], run_macs[keep]
+            if tally is not None:
+                tally.keep(keep)
         return AnytimeResult(
             predictions=logits.argmax(dim=-1),
             exit_steps=exit_steps,
             logits=logits,
-            sops=sops,
-            analogue_macs=macs,
+            sops=None if tally is None else tally.sops,
+            analogue_macs=None if tally is None else tally.macs,
         )
 
     def evaluate(
