@@ -406,6 +406,9 @@ def test_measure_anytime_reports_speedups_from_the_engines_exits():
     assert got["agreement"] == 1.0
     assert got["full_seconds"] > 0 and got["anytime_seconds"] > 0
     assert got["ratio"] == pytest.approx(got["wall_speedup"] / got["steps_speedup"])
+    assert got["stepwise_speedup"] == pytest.approx(
+        got["stepwise_seconds"] / got["anytime_seconds"]
+    )
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         measure_anytime(snn, data, rule, T, repeats=0)
 
