@@ -135,7 +135,7 @@ def test_trainable_snn_with_tebn_swaps_batchnorm2d_only():
     tebn = next(m for m in snn.modules() if isinstance(m, TEBN))
     assert tebn.scale.grad is not None
     reset(snn)
-    assert tebn.step == 0
+    assert tebn.steps_seen == 0
     with pytest.raises(ValueError, match="steps"):
         to_trainable_snn(_ann(), tebn=True)
 

@@ -8,6 +8,7 @@ augmentation, with dropout after every spiking layer (SPEC §6).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 from . import cutoff
 from .layers import calibration_dropout
 from .neurons import reset
+from .ops import OpCounts
 from .train import as_time_major
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "collect_cum_logits",
     "calibration_cum_logits",
     "evaluate_cutoff",
+    "operations",
 ]
 
 
@@ -101,23 +104,31 @@ def evaluate_cutoff(
     rules: Sequence[str] = ("topk", "softmax", "entropy"),
     epsilons: Sequence[float] = cutoff.DEFAULT_EPSILONS,
     bins: int = 100,
+    ops: OpCounts | None = None,
 ) -> dict:
-    """Per-step accuracy, OCT, and every rule's ε sweep, as the fields of a run's results."""
+    """Per-step accuracy, OCT, and every rule's ε sweep, as the fields of a run's results.
+
+    With ``ops`` (the :class:`~spikecut.ops.OpCounts` of the test pass) every rule row also
+    gets ``mean_sops`` and ``energy_ratio`` up to its exits, and the run ``ann_macs`` and
+    per-layer ``firing_rates`` (see :func:`operations`).
+    """
     steps = test_logits.shape[0]
     oct_steps = cutoff.oct_steps(test_logits, test_labels)
 
     calibrated: dict[tuple[str, float], cutoff.ExitRule] = {}
+    applied: list[cutoff.ExitRule] = [cutoff.FixedTimestep(steps)]  # one per rule row
 
     def make(name: str):
         params = {"bins": bins} if name == "topk" else {}
 
         def build(eps: float) -> cutoff.ExitRule:
             calibrated[(name, eps)] = rule = cutoff.make_rule(name, eps, **params)
+            applied.append(rule)
             return rule
 
         return build
 
-    rule_rows = [cutoff.evaluate_rule(cutoff.FixedTimestep(steps), test_logits, test_labels)]
+    rule_rows = [cutoff.evaluate_rule(applied[0], test_logits, test_labels)]
     for name in rules:
         rule_rows += cutoff.sweep_epsilon(
             make(name), cal_logits, cal_labels, test_logits, test_labels, epsilons
@@ -136,4 +147,31 @@ def evaluate_cutoff(
         "calibration_accuracy_per_t": cutoff.accuracy_per_step(cal_logits, cal_labels),
         "beta": beta,
         "rules": rule_rows,
+        **({} if ops is None else operations(ops, test_logits, rule_rows, applied)),
     }
+
+
+def operations(
+    ops: OpCounts,
+    test_logits: Tensor,
+    rule_rows: Sequence[dict] = (),
+    rules: Sequence[cutoff.ExitRule] = (),
+) -> dict:
+    """Operation counts for a run's results (see :mod:`spikecut.ops`).
+
+    Adds ``mean_sops`` (synaptic operations per sample up to its exit) and ``energy_ratio``
+    (E_ann / E_snn) to each row of ``rule_rows`` from the exits of the matching rule in
+    ``rules``; returns the run's ``ann_macs`` (MACs of the equivalent ANN per sample) and
+    ``firing_rates`` (per spiking layer, the mean spikes per neuron at each step).
+    """
+    if ops.samples != test_logits.shape[1] or ops.steps != test_logits.shape[0]:
+        raise ValueError(
+            f"ops: counted {ops.steps} steps x {ops.samples} samples, but the test logits "
+            f"have {test_logits.shape[0]} x {test_logits.shape[1]}"
+        )
+    for row, rule in zip(rule_rows, rules, strict=True):
+        summary = ops.summary(rule.exit_steps(test_logits))
+        row["mean_sops"] = summary["mean_sops"]
+        if math.isfinite(summary["energy_ratio"]):
+            row["energy_ratio"] = summary["energy_ratio"]
+    return {"ann_macs": ops.ann_macs, "firing_rates": ops.firing_rates()}

@@ -26,6 +26,7 @@ from .evaluate import ann_accuracy, calibration_cum_logits, collect_cum_logits, 
 from .models import create
 from .models.registry import MODELS
 from .neurons import LIF, SURROGATES
+from .ops import OpCounter
 from .registry import option_names
 from .report import write_report
 from .train import seed_everything, train_ann, train_snn
@@ -37,6 +38,7 @@ __all__ = [
     "build_model",
     "build_trainable_snn",
     "is_frame_dataset",
+    "load_run_snn",
 ]
 
 
@@ -54,7 +56,8 @@ def default_out_dir(cfg: ExperimentConfig) -> Path:
     return Path(cfg.out) if cfg.out else Path("results") / cfg.name
 
 
-def _datasets(cfg: ExperimentConfig, progress: bool = True):
+def dataset_options(cfg: ExperimentConfig, progress: bool = True) -> dict:
+    """The configured dataset options, plus T for frame datasets and the progress switch."""
     data = cfg.data
     opts = dict(data.options)
     accepted = option_names(DATASETS.get(data.name)) or []
@@ -66,6 +69,11 @@ def _datasets(cfg: ExperimentConfig, progress: bool = True):
             f"'data.options.steps' is {opts['steps']} but 'T' is {cfg.T}; the frames per "
             "sample must equal T (set T instead)"
         )
+    return opts
+
+
+def _datasets(cfg: ExperimentConfig, progress: bool = True):
+    data, opts = cfg.data, dataset_options(cfg, progress)
     train = get_dataset(data.name, data.root, split="train", augment=data.augment, **opts)
     calibration = get_dataset(data.name, data.root, split="train", augment=False, **opts)
     test = get_dataset(data.name, data.root, split="test", augment=False, **opts)
@@ -208,9 +216,10 @@ def _train_and_evaluate(
         _save_weights(snn, out / "weights" / f"{_slug(name)}.pt")
         ann_acc = None
 
-    test_logits, test_labels = collect_cum_logits(
-        snn, test_set, cfg.T, desc=f"snn {name}", **eval_kwargs
-    )
+    with OpCounter(snn) as counter:  # spikes and SOPs of the test pass (spikecut.ops)
+        test_logits, test_labels = collect_cum_logits(
+            snn, test_set, cfg.T, desc=f"snn {name}", **eval_kwargs
+        )
     cal_logits, cal_labels = calibration_cum_logits(
         snn,
         calibration_set,
@@ -227,6 +236,7 @@ def _train_and_evaluate(
         rules=cfg.cutoff.rules,
         epsilons=cfg.cutoff.epsilons,
         bins=cfg.cutoff.bins,
+        ops=counter.pop(),
     )
     return {
         "name": name,
@@ -242,3 +252,45 @@ def _train_and_evaluate(
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def load_run_snn(
+    out_dir: str | Path, run_name: str, *, num_classes: int | None = None
+) -> tuple[torch.nn.Module, dict, ExperimentConfig]:
+    """Rebuild the SNN of a finished run from its results folder, without retraining.
+
+    Reads ``results.json`` (its ``config`` and the run entry named ``run_name``) and the
+    run's weights ``weights/<slug>.pt``, and converts the QCFS-ANN again (or rebuilds the
+    directly trained SNN). ``num_classes``
+    defaults to that of the configured test split. Returns ``(snn, run_entry, config)``; a
+    Top-K rule can be rebuilt from ``run_entry["beta"]`` without calibrating again.
+    """
+    from .config import parse_config
+    from .report import load_results
+
+    out = Path(out_dir)
+    results = load_results(out / "results.json")
+    if "config" not in results:
+        raise ValueError(f"{out / 'results.json'}: has no 'config', cannot rebuild the model")
+    cfg = parse_config(results["config"])
+    runs = {run["name"]: run for run in results["runs"]}
+    if run_name not in runs:
+        raise ValueError(
+            f"{out / 'results.json'}: no run named {run_name!r}; runs: {', '.join(map(repr, runs))}"
+        )
+    weights = out / "weights" / f"{_slug(run_name)}.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"weights of run {run_name!r} not found: {weights}")
+    if num_classes is None:
+        opts = dataset_options(cfg, progress=False)
+        test = get_dataset(cfg.data.name, cfg.data.root, split="test", augment=False, **opts)
+        num_classes = test.num_classes
+    model = build_model(cfg, num_classes)
+    target = model if cfg.method == "conversion" else build_trainable_snn(cfg, model)
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        target.load_state_dict(state)
+    except Exception as err:
+        raise ValueError(f"{weights}: cannot load the weights of run {run_name!r}: {err}") from err
+    snn = to_snn(model) if cfg.method == "conversion" else target.eval()
+    return snn, runs[run_name], cfg

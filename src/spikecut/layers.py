@@ -84,7 +84,7 @@ class TEBN(TemporalModule):
             raise ValueError(f"TEBN needs steps >= 1, got {steps}")
         self.bn = nn.BatchNorm2d(num_features, eps=eps, momentum=momentum)
         self.scale = nn.Parameter(torch.ones(steps))
-        self.step = 0
+        self.steps_seen = 0
 
     @classmethod
     def from_batchnorm(cls, bn: nn.BatchNorm2d, steps: int) -> TEBN:
@@ -101,20 +101,23 @@ class TEBN(TemporalModule):
         return f"{self.bn.num_features}, steps={self.steps}"
 
     def reset(self) -> None:
-        self.step = 0
+        self.steps_seen = 0
 
     def forward(self, x: Tensor) -> Tensor:
         seq = self.unfold(x)
         steps = seq.shape[0]
-        if self.step + steps > self.steps:
+        first, last = self.steps_seen + 1, self.steps_seen + steps
+        if last > self.steps:
             raise ValueError(
                 f"TEBN has per-step scales for {self.steps} steps but was asked for steps "
-                f"{self.step + 1}..{self.step + steps}; reset the network between inputs or "
-                f"build it with steps >= {self.step + steps}"
+                f"{first}..{last}; reset the network between inputs or build it with "
+                f"steps >= {last}"
             )
         y = self.bn(seq.flatten(0, 1)).reshape(seq.shape)
-        scale = self.scale[self.step : self.step + steps].view(steps, *([1] * (seq.dim() - 1)))
-        self.step += steps
+        scale = self.scale[self.steps_seen : self.steps_seen + steps].view(
+            steps, *([1] * (seq.dim() - 1))
+        )
+        self.steps_seen += steps
         return (y * scale).reshape(x.shape)
 
 

@@ -1,0 +1,545 @@
+"""Anytime inference that really stops: each sample leaves the batch when its rule fires.
+
+:class:`AnytimeClassifier` runs a spiking network one step at a time. After every step the
+exit rule (:mod:`spikecut.cutoff`) reads each running sample's accumulated output ``Y(t)``;
+the samples it releases get their prediction and exit step, and the network's state is
+*compacted* to the rows still running, so the next step computes only for those. Its
+predictions and exit steps equal the offline ones (``rule.exit_steps`` on the logits that
+:func:`spikecut.evaluate.collect_cum_logits` accumulates): ``Y(t)`` is accumulated with the
+same ``cumsum`` over the same per-step outputs, and rows of an eval-mode network do not
+depend on each other.
+
+:class:`StreamingClassifier` serves live inputs: many streams (e.g. event sensors) are fed
+frame chunks as they arrive; streams at the same step are batched together, and each gets a
+:class:`Decision` as soon as its rule fires.
+
+**State protocol.** A time-aware module (:class:`~spikecut.neurons.TemporalModule`) keeps
+its call-to-call state in attributes whose names are listed in :data:`STATE_ATTRIBUTES`
+(``"v"``, the membrane of :class:`~spikecut.neurons.LIF`, and ``"steps_seen"``, the step
+counter of :class:`~spikecut.layers.TEBN`; add more with
+:func:`register_state_attribute`). A tensor value holds one row per sample (dim 0); any
+other value (``None`` after a reset, a step counter) is shared by all rows. A module with
+state of another shape may define ``compact_state(index: LongTensor)`` to keep those rows
+itself; :func:`compact` then calls it instead. Streaming saves and restores the listed
+attributes only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from .cutoff import ExitRule
+from .neurons import TemporalModule, reset, temporal_modules
+from .ops import OpCounter
+
+__all__ = [
+    "STATE_ATTRIBUTES",
+    "AnytimeClassifier",
+    "AnytimeResult",
+    "Decision",
+    "StreamingClassifier",
+    "compact",
+    "register_state_attribute",
+]
+
+STATE_ATTRIBUTES: list[str] = ["v", "steps_seen"]  # LIF membranes; TEBN step counters
+"""Names of the attributes in which time-aware modules keep state between calls."""
+
+
+def register_state_attribute(name: str) -> None:
+    """Declare that time-aware modules may keep per-call state in attribute ``name``."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"state attribute: expected an identifier, got {name!r}")
+    if name not in STATE_ATTRIBUTES:
+        STATE_ATTRIBUTES.append(name)
+
+
+def _state_items(model: nn.Module) -> Iterable[tuple[TemporalModule, str]]:
+    for module in temporal_modules(model):
+        for name in STATE_ATTRIBUTES:
+            if hasattr(module, name):
+                yield module, name
+
+
+def compact(model: nn.Module, keep: Tensor) -> None:
+    """Keep only the rows ``keep`` of every per-row state in ``model`` (in place).
+
+    ``keep`` is a Bool mask over the current rows or a LongTensor of row indices (in the
+    order the rows should have afterwards). Modules defining ``compact_state(index)`` get
+    the index tensor; otherwise every tensor in a registered state attribute is indexed
+    along dim 0 (see the module docstring).
+    """
+    if not isinstance(keep, Tensor) or keep.dim() != 1:
+        raise ValueError(f"keep: expected a 1-D Bool mask or index tensor, got {keep!r}")
+    if keep.dtype == torch.bool:
+        rows = keep.shape[0]
+        index = keep.nonzero().squeeze(1)
+    elif not keep.is_floating_point():
+        rows, index = None, keep.long()
+    else:
+        raise ValueError(f"keep: expected a Bool or integer tensor, got {keep.dtype}")
+    for module in temporal_modules(model):
+        custom = getattr(module, "compact_state", None)
+        if callable(custom):
+            custom(index)
+            continue
+        for name in STATE_ATTRIBUTES:
+            value = getattr(module, name, None)
+            if not isinstance(value, Tensor):
+                continue
+            if rows is not None and value.shape[0] != rows:
+                raise ValueError(
+                    f"keep: mask over {rows} rows, but {type(module).__name__}.{name} has "
+                    f"{value.shape[0]} rows"
+                )
+            setattr(module, name, value.index_select(0, index.to(value.device)))
+
+
+def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return fallback
+
+
+class _Accumulator:
+    """The running sum ``Y(t)`` of per-step logits of the rows still running.
+
+    It keeps the per-step outputs and takes ``cumsum`` over them, the operation offline
+    evaluation uses, so ``Y(t)`` is bit for bit the offline value (tested on CPU; CUDA
+    runs the same per-column scan).
+    """
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.buffer: Tensor | None = None
+
+    def add(self, t: int, out: Tensor) -> Tensor:
+        if self.buffer is None:
+            self.buffer = out.new_empty(self.steps, *out.shape)
+        self.buffer[t - 1] = out
+        return self.buffer[:t].cumsum(0)[t - 1]
+
+    def keep(self, index: Tensor) -> None:
+        self.buffer = self.buffer.index_select(1, index)
+
+
+class _OpTally:
+    """Operations per sample: running totals of the active rows, final ones at exit."""
+
+    def __init__(self, counter: OpCounter, batch: int, device: torch.device) -> None:
+        self.counter = counter
+        self.sops = torch.zeros(batch, dtype=torch.long, device=device)
+        self.macs = torch.zeros(batch, dtype=torch.long, device=device)
+        self.running_sops = torch.zeros(batch, dtype=torch.long, device=device)
+        self.running_macs = torch.zeros(batch, dtype=torch.long, device=device)
+
+    def step(self) -> None:
+        """Add the counts of the step just run (one call of one step)."""
+        counts = self.counter.pop()
+        self.running_sops += counts.total_sops()[0]
+        self.running_macs += counts.total_analogue_macs()[0]
+
+    def leave(self, rows: Tensor, leaving: Tensor) -> None:
+        """Samples ``rows`` (original indices) exit; ``leaving`` are their active positions."""
+        self.sops[rows] = self.running_sops[leaving]
+        self.macs[rows] = self.running_macs[leaving]
+
+    def keep(self, keep: Tensor) -> None:
+        self.running_sops = self.running_sops[keep]
+        self.running_macs = self.running_macs[keep]
+
+
+# --------------------------------------------------------------------------- engine
+
+
+@dataclass
+class AnytimeResult:
+    """What :meth:`AnytimeClassifier.run` returns, one entry per input sample.
+
+    Attributes:
+        predictions: LongTensor ``[B]``, ``argmax Y(t)`` at the exit step.
+        exit_steps: LongTensor ``[B]``, the step (1..T) at which the rule fired.
+        logits: float ``[B, K]``, the accumulated output ``Y`` at the exit step.
+        sops: int64 ``[B]``, synaptic operations spent up to the exit (``None`` when the
+            run did not count operations); see :mod:`spikecut.ops`.
+        analogue_macs: int64 ``[B]``, MACs of the analogue-input layers up to the exit
+            (``None`` when not counted).
+    """
+
+    predictions: Tensor
+    exit_steps: Tensor
+    logits: Tensor
+    sops: Tensor | None = None
+    analogue_macs: Tensor | None = None
+
+    @property
+    def mean_exit(self) -> float:
+        return float(self.exit_steps.double().mean())
+
+
+class AnytimeClassifier:
+    """Runs ``snn`` step by step and lets each sample stop as soon as ``rule`` fires.
+
+    Args:
+        snn: a time-major network mapping ``[t, B, ...]`` to per-step logits ``[t, B, K]``
+            that carries its state between calls (a :class:`~spikecut.neurons.SpikingNetwork`).
+            It is put in eval mode and reset before and after every run.
+        rule: a ready exit rule (calibrated, if it needs it) for ``T`` steps.
+        T: the most steps a sample may take; every sample still running exits at ``T``.
+        count_ops: count spikes and synaptic operations per sample (a little slower).
+    """
+
+    def __init__(self, snn: nn.Module, rule: ExitRule, T: int, *, count_ops: bool = True) -> None:
+        if not isinstance(rule, ExitRule):
+            raise TypeError(f"rule: expected a spikecut.cutoff.ExitRule, got {type(rule).__name__}")
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ValueError(f"T: expected an integer >= 1, got {T!r}")
+        rule._check_ready(T)
+        self.snn = snn
+        self.rule = rule
+        self.T = T
+        self.count_ops = count_ops
+
+    @torch.inference_mode()
+    def run(self, x: Tensor, *, frames: bool = False) -> AnytimeResult:
+        """Classify one batch, stopping each sample at its own exit step.
+
+        ``x`` is a static batch ``[B, ...]`` fed at every step, or with ``frames=True`` a
+        sequence ``[T, B, ...]`` whose step ``t`` is fed at step ``t``.
+        """
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+        if frames and (x.dim() < 2 or x.shape[0] != self.T):
+            raise ValueError(f"x: expected frames [T={self.T}, B, ...], got shape {tuple(x.shape)}")
+        if not frames and x.dim() < 1:
+            raise ValueError("x: expected a batch [B, ...], got a 0-d tensor")
+        batch = x.shape[1] if frames else x.shape[0]
+        if batch < 1:
+            raise ValueError("x: expected at least one sample, got an empty batch")
+        snn = self.snn.eval()
+        device = _model_device(snn, x.device)
+        x = x.to(device)
+        counter = OpCounter(snn) if self.count_ops else None
+        reset(snn)
+        if counter is not None:
+            counter.attach()
+        try:
+            return self._run(snn, x, frames, batch, device, counter)
+        finally:
+            if counter is not None:
+                counter.detach()
+            reset(snn)
+
+    def _run(
+        self,
+        snn: nn.Module,
+        x: Tensor,
+        frames: bool,
+        batch: int,
+        device: torch.device,
+        counter: OpCounter | None,
+    ) -> AnytimeResult:
+        T = self.T
+        active = torch.arange(batch, device=device)  # original index of every running row
+        compacted = False
+        accumulator = _Accumulator(T)
+        tally = _OpTally(counter, batch, device) if counter is not None else None
+        exit_steps = torch.full((batch,), T, dtype=torch.long, device=device)
+        logits: Tensor | None = None
+        static = x
+        for t in range(1, T + 1):
+            if frames:
+                step_input = x[t - 1] if not compacted else x[t - 1].index_select(0, active)
+            else:
+                step_input = static
+            out = snn(step_input.unsqueeze(0))[0].float()
+            if logits is None:
+                logits = out.new_zeros(batch, *out.shape[1:])
+            y = accumulator.add(t, out)
+            if tally is not None:
+                tally.step()
+            fire = self.rule.fires(y, t, T)
+            leaving = fire.nonzero().squeeze(1)  # host sync: which rows leave decides the rest
+            if leaving.numel() == 0:
+                continue
+            rows = active[leaving]
+            exit_steps[rows] = t
+            logits[rows] = y[leaving]
+            if tally is not None:
+                tally.leave(rows, leaving)
+            if leaving.numel() == active.numel():
+                break
+            keep = (~fire).nonzero().squeeze(1)
+            compact(snn, keep)
+            accumulator.keep(keep)
+            active = active[keep]
+            compacted = True
+            if not frames:
+                static = static.index_select(0, keep)
+            if tally is not None:
+                tally.keep(keep)
+        return AnytimeResult(
+            predictions=logits.argmax(dim=-1),
+            exit_steps=exit_steps,
+            logits=logits,
+            sops=None if tally is None else tally.sops,
+            analogue_macs=None if tally is None else tally.macs,
+        )
+
+    def evaluate(
+        self,
+        data: Dataset | DataLoader,
+        *,
+        frames: bool = False,
+        batch_size: int = 256,
+    ) -> dict[str, Any]:
+        """Run over labelled data; accuracy, mean exit step and mean operations.
+
+        ``data`` yields ``(x, y)``: a Dataset (batched here, in order) or a DataLoader. With
+        ``frames=True`` items are frame sequences ``[T, ...]`` (batches ``[B, T, ...]``).
+        Keys: ``samples``, ``accuracy``, ``mean_exit``, ``speedup`` (T / mean exit) and,
+        when operations are counted, ``mean_sops`` and ``mean_analogue_macs``.
+        """
+        loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
+        correct = samples = 0
+        steps_sum = sops_sum = macs_sum = 0
+        for x, y in loader:
+            result = self.run(x.transpose(0, 1) if frames else x, frames=frames)
+            y = torch.as_tensor(y)
+            correct += int((result.predictions.cpu() == y).sum())
+            samples += y.shape[0]
+            steps_sum += int(result.exit_steps.sum())
+            if result.sops is not None:
+                sops_sum += int(result.sops.sum())
+                macs_sum += int(result.analogue_macs.sum())
+        if samples == 0:
+            raise ValueError("evaluate: the data yielded no samples")
+        mean_exit = steps_sum / samples
+        summary: dict[str, Any] = {
+            "samples": samples,
+            "accuracy": correct / samples,
+            "mean_exit": mean_exit,
+            "speedup": self.T / mean_exit,
+        }
+        if self.count_ops:
+            summary["mean_sops"] = sops_sum / samples
+            summary["mean_analogue_macs"] = macs_sum / samples
+        return summary
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A stream's answer.
+
+    Attributes:
+        stream_id: the stream it belongs to.
+        prediction: the predicted class.
+        step: the step (1..T) of the decision, counted from the start of the window.
+        window: 0 for a stream's first decision, 1 for the next (with ``restart=True``), ...
+        forced: True when :meth:`StreamingClassifier.close` decided a stream that ended
+            before its rule fired (the prediction is then ``argmax Y`` at the last step).
+    """
+
+    stream_id: Hashable
+    prediction: int
+    step: int
+    window: int = 0
+    forced: bool = False
+
+
+class _Stream:
+    """Per-stream state: steps taken in the current window, outputs so far, neuron rows."""
+
+    def __init__(self, fresh: list[Any]) -> None:
+        self.fresh = fresh
+        self.window = 0
+        self.decided = False
+        self.restart()
+
+    def restart(self) -> None:
+        self.step = 0
+        self.outputs: list[Tensor] = []
+        self.state: list[Any] = list(self.fresh)
+
+
+class StreamingClassifier:
+    """Classifies live streams (e.g. event sensors) as their frames arrive.
+
+    Open a stream with :meth:`open`, give it frame chunks with :meth:`feed` (or many
+    streams at once with :meth:`feed_many`) and collect the :class:`Decision` of each
+    stream as soon as its rule fires. A chunk holds whole steps: a tensor (or array)
+    ``[n, ...]`` of n frames, or anything ``framing`` turns into one (e.g. a function that
+    bins a chunk of events into frames). Streams at the same step are run together as one
+    batch, one step at a time; each stream keeps its own neuron state, which starts fresh
+    when the stream opens and when it is decided.
+
+    After a decision a stream ignores further frames (``restart=False``) or starts a new
+    window with fresh state at its next frame (``restart=True``, for continuous
+    recognition). Decisions equal those of :class:`AnytimeClassifier` on the same frames.
+    """
+
+    def __init__(
+        self,
+        snn: nn.Module,
+        rule: ExitRule,
+        T: int,
+        *,
+        framing: Callable[[Any], Any] | None = None,
+        restart: bool = False,
+    ) -> None:
+        if not isinstance(rule, ExitRule):
+            raise TypeError(f"rule: expected a spikecut.cutoff.ExitRule, got {type(rule).__name__}")
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ValueError(f"T: expected an integer >= 1, got {T!r}")
+        rule._check_ready(T)
+        self.snn = snn.eval()
+        self.rule = rule
+        self.T = T
+        self.framing = framing
+        self.restart = restart
+        self._items = list(_state_items(snn))
+        reset(snn)
+        self._fresh = [getattr(module, name) for module, name in self._items]
+        self._streams: dict[Hashable, _Stream] = {}
+
+    @property
+    def streams(self) -> list[Hashable]:
+        """The ids of the open streams, in the order they were opened."""
+        return list(self._streams)
+
+    def steps(self, stream_id: Hashable) -> int:
+        """Steps the stream has taken in its current window."""
+        return self._get(stream_id).step
+
+    def open(self, stream_id: Hashable) -> None:
+        """Start a stream with fresh state."""
+        if stream_id in self._streams:
+            raise ValueError(f"stream {stream_id!r} is already open")
+        self._streams[stream_id] = _Stream(self._fresh)
+
+    def close(self, stream_id: Hashable) -> Decision | None:
+        """End a stream and forget its state.
+
+        Returns a forced :class:`Decision` (``argmax Y`` at its last step) when the stream
+        took steps but was not decided; ``None`` otherwise.
+        """
+        stream = self._get(stream_id)
+        del self._streams[stream_id]
+        if stream.step == 0:
+            return None
+        y = torch.stack(stream.outputs).cumsum(0)[-1]
+        return Decision(stream_id, int(y.argmax()), stream.step, stream.window, forced=True)
+
+    def feed(self, stream_id: Hashable, chunk: Any) -> list[Decision]:
+        """Give one stream its next frames; returns the decisions they caused."""
+        return self.feed_many({stream_id: chunk})
+
+    @torch.inference_mode()
+    def feed_many(self, chunks: Mapping[Hashable, Any]) -> list[Decision]:
+        """Give several streams their next frames; returns the decisions, in step order.
+
+        Frame ``i`` of every chunk is processed in round ``i``; in each round the streams
+        at the same step form one batch.
+        """
+        frames = {sid: self._frames(sid, chunk) for sid, chunk in chunks.items()}
+        for sid in frames:
+            self._get(sid)
+        decisions: list[Decision] = []
+        rounds = max((f.shape[0] for f in frames.values()), default=0)
+        try:
+            for r in range(rounds):
+                groups: dict[int, list[Hashable]] = {}
+                for sid, f in frames.items():
+                    stream = self._streams[sid]
+                    if r < f.shape[0] and not (stream.decided and not self.restart):
+                        groups.setdefault(stream.step, []).append(sid)
+                for step in sorted(groups):
+                    sids = groups[step]
+                    x = torch.stack([frames[sid][r] for sid in sids])
+                    decisions += self._advance(sids, x, step + 1)
+        finally:
+            reset(self.snn)
+        return decisions
+
+    def _get(self, stream_id: Hashable) -> _Stream:
+        try:
+            return self._streams[stream_id]
+        except KeyError:
+            raise KeyError(f"stream {stream_id!r} is not open (call open() first)") from None
+
+    def _frames(self, stream_id: Hashable, chunk: Any) -> Tensor:
+        if self.framing is not None:
+            chunk = self.framing(chunk)
+        if isinstance(chunk, np.ndarray):
+            chunk = torch.from_numpy(np.ascontiguousarray(chunk))
+        if not isinstance(chunk, Tensor) or chunk.dim() < 1:
+            raise ValueError(
+                f"stream {stream_id!r}: expected frames [n, ...] (a tensor or array), got "
+                f"{tuple(chunk.shape) if isinstance(chunk, Tensor) else type(chunk).__name__}"
+            )
+        device = _model_device(self.snn, chunk.device)
+        if not chunk.is_floating_point():  # e.g. event counts: use the network's float type
+            dtype = next((p.dtype for p in self.snn.parameters() if p.is_floating_point()), None)
+            chunk = chunk.to(dtype or torch.get_default_dtype())
+        return chunk.to(device)
+
+    def _advance(self, sids: list[Hashable], x: Tensor, t: int) -> list[Decision]:
+        """One step for the streams ``sids`` (all at step ``t - 1``): load their rows, run,
+        store the rows back, and decide."""
+        streams = [self._streams[sid] for sid in sids]
+        self._load(streams)
+        out = self.snn(x.unsqueeze(0))[0].float()
+        self._store(streams)
+        history = torch.stack(
+            [torch.stack([*s.outputs, o]) for s, o in zip(streams, out, strict=True)], 1
+        )
+        y = history.cumsum(0)[t - 1]
+        fire = self.rule.fires(y, t, self.T).tolist()
+        decisions = []
+        for sid, stream, o, row, fired in zip(sids, streams, out, y, fire, strict=True):
+            stream.outputs.append(o)
+            stream.step = t
+            if fired:
+                decisions.append(Decision(sid, int(row.argmax()), t, stream.window))
+                stream.window += 1
+                stream.decided = True
+                stream.restart()
+        return decisions
+
+    def _load(self, streams: list[_Stream]) -> None:
+        for i, (module, name) in enumerate(self._items):
+            values = [s.state[i] for s in streams]
+            if all(isinstance(v, Tensor) for v in values):
+                value = torch.cat(values) if len(values) > 1 else values[0]
+            elif any(isinstance(v, Tensor) for v in values):
+                raise RuntimeError(f"streams at one step disagree on the state of {name!r}")
+            else:
+                value = values[0]
+            setattr(module, name, value)
+
+    def _store(self, streams: list[_Stream]) -> None:
+        n = len(streams)
+        for i, (module, name) in enumerate(self._items):
+            value = getattr(module, name)
+            if isinstance(value, Tensor):
+                if value.shape[0] != n:
+                    raise RuntimeError(
+                        f"{type(module).__name__}.{name} has {value.shape[0]} rows for {n} streams"
+                    )
+                rows = value.split(1)
+            else:
+                rows = [value] * n
+            for stream, row in zip(streams, rows, strict=True):
+                stream.state[i] = row

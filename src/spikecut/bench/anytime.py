@@ -1,0 +1,307 @@
+"""Anytime wall-clock: does stopping each sample early really save the time it promises?
+
+For one SNN, exit rule and test split, :func:`measure_anytime` times
+
+* **full-T inference**: the plain ``snn(x[T, B, ...])`` on every batch (all T steps in one
+  call), against
+* **anytime inference**: :meth:`spikecut.anytime.AnytimeClassifier.run` on the same
+  batches, which drops each sample from the batch when the rule fires,
+
+with the same batch size, after warm-up passes, best of ``repeats`` passes over the whole
+split (inputs are loaded onto the device beforehand; operation counting is off). A second
+full-T baseline is the same engine run one step at a time with no early exit
+(``FixedTimestep(T)``); on CPU the whole-sequence call can be the slower of the two (its
+``[T*B, ...]`` activations are T times larger). The report gives the *steps speed-up*
+``T / mean exit step`` (what the rule promises) and the *wall-clock speed-up* = the faster
+full-T time / the anytime time (what it delivers), so the early exit is never credited with
+a slow baseline; ``full_speedup`` and ``stepwise_speedup`` are the ratios to each baseline.
+
+:func:`run_anytime_bench` does this for finished experiments: it rebuilds each run's SNN
+from its results folder (:func:`spikecut.experiment.load_run_snn`) and the rule from the
+saved Top-K thresholds (calibrating again only for other rules or ε). Run it as
+``python -m spikecut.bench.anytime RESULTS_DIR ... [--out anytime.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from .._io import atomic_write_json, atomic_write_text
+from ..anytime import AnytimeClassifier
+from ..cutoff import ExitRule, FixedTimestep, TopKCutoff, make_rule
+from ..neurons import reset
+
+__all__ = ["measure_anytime", "rule_for_run", "run_anytime_bench", "render_markdown", "main"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_time(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> float:
+    """Best wall-clock seconds of ``repeats`` calls of ``fn`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _load_batches(
+    dataset: Dataset, batch_size: int, repeat: bool, device: torch.device
+) -> list[Tensor]:
+    """Every input batch on ``device``: static ``[B, ...]`` or frames ``[T, B, ...]``."""
+    batches = []
+    for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        batches.append((x if repeat else x.transpose(0, 1)).to(device).contiguous())
+    if not batches:
+        raise ValueError("measure_anytime: the dataset is empty")
+    return batches
+
+
+@torch.inference_mode()
+def measure_anytime(
+    snn: nn.Module,
+    dataset: Dataset,
+    rule: ExitRule,
+    T: int,
+    *,
+    repeat: bool = True,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    repeats: int = 5,
+    warmup: int = 1,
+) -> dict[str, Any]:
+    """Time full-T against anytime inference of ``snn`` over ``dataset`` (see module doc).
+
+    ``repeat=True``: dataset items are static inputs repeated at every step; otherwise
+    frame sequences ``[T, ...]``. Returns ``steps_speedup``, ``wall_speedup``, ``ratio``
+    (wall / steps), ``stepwise_speedup`` (against T steps one at a time), ``mean_exit``,
+    ``full_seconds``, ``anytime_seconds``, ``stepwise_seconds``, ``agreement``
+    (fraction of samples whose anytime exit step and prediction equal the offline rule on
+    the full-T outputs), ``samples``, ``batch_size``, ``device``, ``repeats``.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    device = torch.device(device)
+    snn = snn.to(device).eval()
+    batches = _load_batches(dataset, batch_size, repeat, device)
+    engine = AnytimeClassifier(snn, rule, T, count_ops=False)
+    full_outputs: list[Tensor] = []
+
+    def full() -> None:
+        full_outputs.clear()
+        for x in batches:
+            reset(snn)
+            full_outputs.append(snn(x.unsqueeze(0).expand(T, *x.shape) if repeat else x))
+        reset(snn)
+
+    anytime_results: list = []
+
+    def early() -> None:
+        anytime_results.clear()
+        for x in batches:
+            anytime_results.append(engine.run(x, frames=not repeat))
+
+    stepwise_engine = AnytimeClassifier(snn, FixedTimestep(T), T, count_ops=False)
+
+    def stepwise() -> None:
+        for x in batches:
+            stepwise_engine.run(x, frames=not repeat)
+
+    full_seconds = _best_time(full, device, repeats, warmup)
+    anytime_seconds = _best_time(early, device, repeats, warmup)
+    stepwise_seconds = _best_time(stepwise, device, repeats, warmup)
+
+    cum = torch.cat([o.float().cumsum(0) for o in full_outputs], dim=1)
+    offline_steps = rule.exit_steps(cum)
+    offline_pred = cum[offline_steps - 1, torch.arange(cum.shape[1], device=cum.device)].argmax(-1)
+    steps = torch.cat([r.exit_steps for r in anytime_results])
+    pred = torch.cat([r.predictions for r in anytime_results])
+    agreement = ((steps == offline_steps) & (pred == offline_pred)).double().mean().item()
+    mean_exit = steps.double().mean().item()
+    steps_speedup = T / mean_exit
+    # The full-T baseline is the faster of the two ways to run every step.
+    wall_speedup = min(full_seconds, stepwise_seconds) / anytime_seconds
+    return {
+        "steps_speedup": steps_speedup,
+        "wall_speedup": wall_speedup,
+        "ratio": wall_speedup / steps_speedup,
+        "mean_exit": mean_exit,
+        "full_seconds": full_seconds,
+        "anytime_seconds": anytime_seconds,
+        "stepwise_seconds": stepwise_seconds,
+        "stepwise_speedup": stepwise_seconds / anytime_seconds,
+        "full_speedup": full_seconds / anytime_seconds,
+        "agreement": agreement,
+        "samples": int(steps.shape[0]),
+        "batch_size": batch_size,
+        "device": str(device),
+        "repeats": repeats,
+    }
+
+
+def rule_for_run(
+    snn: nn.Module, run: dict, cfg, name: str = "topk", epsilon: float = 0.0
+) -> ExitRule:
+    """The exit rule of a finished run: Top-K at ε = 0 from its saved β; any other rule or
+    ε is calibrated again as the experiment did (calibration split, calibration dropout)."""
+    bins = cfg.cutoff.bins
+    if name == "topk" and epsilon == 0.0 and run.get("beta") is not None:
+        rule = TopKCutoff(epsilon=0.0, bins=bins)
+        rule.beta = torch.tensor(run["beta"], dtype=torch.float32)
+        return rule
+    from ..data import get_dataset
+    from ..evaluate import calibration_cum_logits
+    from ..experiment import dataset_options, is_frame_dataset
+
+    data = cfg.data
+    opts = dataset_options(cfg, progress=False)
+    calibration = get_dataset(data.name, data.root, split="train", augment=False, **opts)
+    cal_logits, cal_labels = calibration_cum_logits(
+        snn,
+        calibration,
+        cfg.T,
+        dropout=cfg.cutoff.calibration_dropout,
+        seed=run.get("seed", cfg.seed),
+        batch_size=cfg.batch_size_eval,
+        progress=False,
+        repeat=not is_frame_dataset(calibration),
+    )
+    params = {"bins": bins} if name == "topk" else {}
+    return make_rule(name, epsilon, **params).calibrate(cal_logits, cal_labels)
+
+
+def run_anytime_bench(
+    results_dirs: Sequence[str | Path],
+    *,
+    device: str = "cpu",
+    quick: bool = False,
+    rule: str = "topk",
+    epsilon: float = 0.0,
+    runs: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    repeats: int | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Anytime wall-clock rows for every run of every finished experiment folder.
+
+    Each row: ``experiment``, ``run``, ``rule``, ``epsilon``, ``steps_speedup``,
+    ``wall_speedup`` and the rest of :func:`measure_anytime`'s keys. ``quick`` measures
+    only each experiment's first run, best of 2 instead of 5. ``batch_size`` defaults to
+    the experiment's ``batch_size_eval``.
+    """
+    from ..data import get_dataset
+    from ..experiment import dataset_options, is_frame_dataset, load_run_snn
+    from ..report import load_results
+
+    rows = []
+    for folder in results_dirs:
+        folder = Path(folder)
+        results = load_results(folder / "results.json")
+        names = list(runs) if runs is not None else [r["name"] for r in results["runs"]]
+        if quick:
+            names = names[:1]
+        test = None
+        for run_name in names:
+            snn, run, cfg = load_run_snn(folder, run_name)
+            if test is None:
+                data, opts = cfg.data, dataset_options(cfg, progress=False)
+                test = get_dataset(data.name, data.root, split="test", augment=False, **opts)
+            exit_rule = rule_for_run(snn, run, cfg, rule, epsilon)
+            measured = measure_anytime(
+                snn,
+                test,
+                exit_rule,
+                cfg.T,
+                repeat=not is_frame_dataset(test),
+                batch_size=batch_size or cfg.batch_size_eval,
+                device=device,
+                repeats=repeats or (2 if quick else 5),
+            )
+            row = {
+                "experiment": results["experiment"],
+                "run": run_name,
+                "rule": rule,
+                "epsilon": float(epsilon),
+                **measured,
+            }
+            log(
+                f"{row['experiment']} / {run_name}: {rule} ε={epsilon:g} steps "
+                f"{row['steps_speedup']:.2f}x, wall {row['wall_speedup']:.2f}x "
+                f"(ratio {row['ratio']:.2f}; against stepwise full-T "
+                f"{row['stepwise_speedup']:.2f}x)"
+            )
+            rows.append(row)
+    return rows
+
+
+def render_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as a markdown table."""
+    lines = [
+        "| Experiment | Run | Rule | ε | Steps speed-up | Wall-clock speed-up | Wall / steps "
+        "| vs stepwise full-T | Agreement % | Device |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['experiment']} | {r['run']} | {r['rule']} | {r['epsilon']:g} | "
+            f"{r['steps_speedup']:.2f}× | {r['wall_speedup']:.2f}× | {r['ratio']:.2f} | "
+            f"{r['stepwise_speedup']:.2f}× | {100 * r['agreement']:.2f} | {r['device']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m spikecut.bench.anytime",
+        description="Wall-clock of full-T against anytime (early-exit) inference of finished runs.",
+    )
+    parser.add_argument("results", nargs="+", help="experiment output folders (results.json)")
+    parser.add_argument("--rule", default="topk", help="exit rule (default: topk)")
+    parser.add_argument("--epsilon", type=float, default=0.0, help="the rule's ε (default: 0)")
+    parser.add_argument("--device", default="cpu", help="device (default: cpu)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: batch_size_eval")
+    parser.add_argument("--repeats", type=int, default=None, help="best of N passes (default 5)")
+    parser.add_argument("--quick", action="store_true", help="first run only, best of 2")
+    parser.add_argument("--out", type=Path, default=None, help="write rows to this JSON file")
+    args = parser.parse_args(argv)
+    rows = run_anytime_bench(
+        args.results,
+        device=args.device,
+        quick=args.quick,
+        rule=args.rule,
+        epsilon=args.epsilon,
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+    )
+    table = render_markdown(rows)
+    print(table, end="")
+    if args.out is not None:
+        environment = {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+        }
+        atomic_write_json(args.out, {"anytime": rows, "environment": environment})
+        atomic_write_text(args.out.with_suffix(".md"), table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
