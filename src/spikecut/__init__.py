@@ -1,15 +1,40 @@
 """spikecut: spiking neural networks that answer as early as they safely can.
 
-Train with the RCS regulariser, convert QCFS-ANNs into SNNs, and run them with a calibrated
-cutoff that stops each input at its own timestep. Stages are importable on their own::
+Train SNNs directly (surrogate gradients, TET, TEBN) or convert QCFS-ANNs into SNNs, with the
+RCS regulariser, and run them with a calibrated cutoff that stops each input at its own
+timestep. Stages are importable on their own::
 
     import spikecut as sc
     snn = sc.convert.to_snn(ann)
     rule = sc.cutoff.TopKCutoff(epsilon=0.0).calibrate(cum_logits, labels)
+    result = sc.anytime.AnytimeClassifier(snn, rule, T=8).run(x)   # really stops early
 """
 
 __version__ = "0.1.0"
 
-from . import convert, cutoff, layers, models, neurons, regularizers  # noqa: E402
+from . import (  # noqa: E402
+    anytime,
+    convert,
+    cutoff,
+    data,
+    layers,
+    losses,
+    models,
+    neurons,
+    ops,
+    regularizers,
+)
 
-__all__ = ["convert", "cutoff", "layers", "models", "neurons", "regularizers", "__version__"]
+__all__ = [
+    "anytime",
+    "convert",
+    "cutoff",
+    "data",
+    "layers",
+    "losses",
+    "models",
+    "neurons",
+    "ops",
+    "regularizers",
+    "__version__",
+]
