@@ -1,0 +1,1 @@
+"""Benchmarks: simulation speed against peer libraries, and anytime wall-clock."""
