@@ -214,7 +214,43 @@ class LIF(TemporalModule):
         return self.v
 
     def _run(self, seq: Tensor) -> Tensor:
+        """The recurrence over ``seq`` ``[T, B, ...]``; returns the output spikes ``[T, B, ...]``.
+
+        Three paths give the same numbers: a graph-free loop with in-place updates when no
+        gradient is needed, a whole-sequence autograd function with a hand-written BPTT
+        backward in training, and the per-step autograd loop when membranes are recorded
+        in training (RCS-SNN differentiates through the recorded membranes).
+        """
         v = self._initial_state(seq[0])
+        needs_grad = torch.is_grad_enabled() and (seq.requires_grad or v.requires_grad)
+        if needs_grad and self.membrane_record is not None:
+            return self._run_autograd(seq, v)
+        if needs_grad:
+            out, v = _LIFSequence.apply(
+                seq, v, self.leak, self.threshold, self.reset_mode == "soft", self.surrogate
+            )
+            self.v = v
+            return out * self.amplitude if self.amplitude != 1.0 else out
+        with torch.no_grad():
+            return self._run_inference(seq, v)
+
+    def _run_inference(self, seq: Tensor, v: Tensor) -> Tensor:
+        """Graph-free recurrence: the membrane ``u(t)`` is written into the output buffer,
+        which becomes the spikes in place once the loop is done."""
+        out = torch.empty_like(seq)
+        record = self.membrane_record
+        membranes = torch.empty_like(seq) if record is not None else None
+        state = v.clone()
+        self.v = _lif_loop(
+            seq, state, self.leak, self.threshold, self.reset_mode == "soft", out, membranes
+        )
+        if record is not None:
+            record.extend(membranes.unbind(0))
+        out.gt_(self.threshold)
+        return out.mul_(self.amplitude) if self.amplitude != 1.0 else out
+
+    def _run_autograd(self, seq: Tensor, v: Tensor) -> Tensor:
+        """Per-step autograd loop: slow, but every recorded membrane carries its gradient."""
         theta = self.threshold
         spikes = []
         for x_t in seq:
@@ -224,11 +260,87 @@ class LIF(TemporalModule):
             if self.membrane_record is not None:
                 self.membrane_record.append(v)
             spikes.append(s)
-        # Keep the state out of any autograd graph of a finished call only in inference;
-        # in training, truncating here would cut BPTT across chunks.
-        self.v = v if torch.is_grad_enabled() else v.detach()
+        # In training the state keeps its graph, so BPTT runs across chunks.
+        self.v = v
         out = torch.stack(spikes)
         return out * self.amplitude if self.amplitude != 1.0 else out
+
+
+def _lif_loop(
+    seq: Tensor,
+    v: Tensor,
+    leak: float,
+    threshold: float,
+    soft: bool,
+    u_out: Tensor,
+    v_out: Tensor | None = None,
+) -> Tensor:
+    """Run the LIF recurrence without autograd, writing ``u(t)`` into ``u_out[t]``.
+
+    ``v`` (the membrane before the first step) is updated in place, or, when ``v_out`` is
+    given, each step's membrane after reset is written to ``v_out[t]``. Returns the final
+    membrane. The arithmetic is that of the per-step definition, operation for operation
+    (``v·λ + I``, ``u − θ·s``, ``u·(1 − s)``), so the results are bit-identical to it.
+    """
+    flag = torch.empty_like(v)
+    for t in range(seq.shape[0]):
+        u = u_out[t]
+        if leak == 1.0:
+            torch.add(v, seq[t], out=u)
+        else:
+            torch.mul(v, leak, out=u)
+            u.add_(seq[t])
+        target = v if v_out is None else v_out[t]
+        if soft:
+            torch.gt(u, threshold, out=flag)  # s(t)
+            torch.add(u, flag, alpha=-threshold, out=target)
+        else:
+            torch.le(u, threshold, out=flag)  # 1 - s(t)
+            torch.mul(u, flag, out=target)
+        v = target
+    return v
+
+
+class _LIFSequence(torch.autograd.Function):
+    """The whole LIF sequence as one autograd node (training without per-step graphs).
+
+    Forward saves only the membranes ``u(t)`` before reset; backward recomputes spikes and
+    surrogate slopes for all steps at once and runs BPTT as one linear recurrence::
+
+        g_u(t) = a(t) + c(t) · λ · g_u(t+1),   g_I(t) = g_u(t),   g_v(0) = λ · g_u(1)
+
+    with ``a(t) = ∂L/∂s(t) · σ'(u(t) − θ)`` and ``c(t) = ∂v(t)/∂u(t)`` including the reset:
+    ``1 − θ·σ'`` (soft) or ``(1 − s) − u·σ'`` (hard). The gradient flows through the reset
+    term, as autograd through the per-step definition does.
+    """
+
+    @staticmethod
+    def forward(ctx, seq, v0, leak, threshold, soft, surrogate):
+        u_all = torch.empty_like(seq)
+        v = _lif_loop(seq, v0.clone(), leak, threshold, soft, u_all)
+        ctx.save_for_backward(u_all)
+        ctx.leak, ctx.threshold, ctx.soft, ctx.surrogate = leak, threshold, soft, surrogate
+        return (u_all > threshold).to(seq.dtype), v
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out, grad_v):
+        (u_all,) = ctx.saved_tensors
+        theta, leak = ctx.threshold, ctx.leak
+        slope = ctx.surrogate.derivative(u_all - theta)
+        grad = grad_out * slope  # a(t); becomes g_u(t) in place
+        if ctx.soft:
+            carry = slope.mul_(-theta).add_(1.0)
+        else:
+            carry = slope.mul_(u_all).neg_().add_((u_all <= theta).to(u_all.dtype))
+        last = grad.shape[0] - 1
+        grad[last].addcmul_(carry[last], grad_v)
+        if leak != 1.0:
+            carry.mul_(leak)
+        for t in range(last - 1, -1, -1):
+            grad[t].addcmul_(carry[t], grad[t + 1])
+        grad_v0 = grad[0] * leak if ctx.needs_input_grad[1] else None
+        return grad, grad_v0, None, None, None, None
 
 
 class IF(LIF):
