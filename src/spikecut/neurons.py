@@ -235,19 +235,25 @@ class LIF(TemporalModule):
             return self._run_inference(seq, v)
 
     def _run_inference(self, seq: Tensor, v: Tensor) -> Tensor:
-        """Graph-free recurrence: the membrane ``u(t)`` is written into the output buffer,
-        which becomes the spikes in place once the loop is done."""
+        """Graph-free recurrence: each step's membrane ``u(t)`` is written into the output
+        buffer and turned into that step's spikes in place."""
         out = torch.empty_like(seq)
         record = self.membrane_record
         membranes = torch.empty_like(seq) if record is not None else None
-        state = v.clone()
         self.v = _lif_loop(
-            seq, state, self.leak, self.threshold, self.reset_mode == "soft", out, membranes
+            seq,
+            v.clone(),
+            self.leak,
+            self.threshold,
+            self.reset_mode == "soft",
+            out,
+            membranes,
+            spikes_in_place=True,
+            amplitude=self.amplitude,
         )
         if record is not None:
             record.extend(membranes.unbind(0))
-        out.gt_(self.threshold)
-        return out.mul_(self.amplitude) if self.amplitude != 1.0 else out
+        return out
 
     def _run_autograd(self, seq: Tensor, v: Tensor) -> Tensor:
         """Per-step autograd loop: slow, but every recorded membrane carries its gradient."""
@@ -274,13 +280,18 @@ def _lif_loop(
     soft: bool,
     u_out: Tensor,
     v_out: Tensor | None = None,
+    *,
+    spikes_in_place: bool = False,
+    amplitude: float = 1.0,
 ) -> Tensor:
     """Run the LIF recurrence without autograd, writing ``u(t)`` into ``u_out[t]``.
 
     ``v`` (the membrane before the first step) is updated in place, or, when ``v_out`` is
-    given, each step's membrane after reset is written to ``v_out[t]``. Returns the final
-    membrane. The arithmetic is that of the per-step definition, operation for operation
-    (``v·λ + I``, ``u − θ·s``, ``u·(1 − s)``), so the results are bit-identical to it.
+    given, each step's membrane after reset is written to ``v_out[t]``. With
+    ``spikes_in_place`` each ``u_out[t]`` becomes that step's output ``amplitude·s(t)`` as
+    soon as the step is done (while it is still in cache). Returns the final membrane. The
+    arithmetic is that of the per-step definition, operation for operation (``v·λ + I``,
+    ``u − θ·s``, ``u·(1 − s)``), so the results are bit-identical to it.
     """
     flag = torch.empty_like(v)
     for t in range(seq.shape[0]):
@@ -298,20 +309,27 @@ def _lif_loop(
             torch.le(u, threshold, out=flag)  # 1 - s(t)
             torch.mul(u, flag, out=target)
         v = target
+        if spikes_in_place:
+            u.gt_(threshold)
+            if amplitude != 1.0:
+                u.mul_(amplitude)
     return v
 
 
 class _LIFSequence(torch.autograd.Function):
     """The whole LIF sequence as one autograd node (training without per-step graphs).
 
-    Forward saves only the membranes ``u(t)`` before reset; backward recomputes spikes and
-    surrogate slopes for all steps at once and runs BPTT as one linear recurrence::
+    Forward saves only the membranes ``u(t)`` before reset; backward runs BPTT step by
+    step (each step's tensors stay in cache) with the surrogate slope ``σ' = σ'(u(t) − θ)``
+    recomputed from ``u(t)``::
 
-        g_u(t) = a(t) + c(t) · λ · g_u(t+1),   g_I(t) = g_u(t),   g_v(0) = λ · g_u(1)
+        g_u(t) = g_v(t) + σ'·(g_s(t) − θ·g_v(t))                 (soft reset)
+        g_u(t) = g_v(t)·(1 − s(t)) + σ'·(g_s(t) − u(t)·g_v(t))   (hard reset)
+        g_I(t) = g_u(t),   g_v(t−1) = λ·g_u(t)
 
-    with ``a(t) = ∂L/∂s(t) · σ'(u(t) − θ)`` and ``c(t) = ∂v(t)/∂u(t)`` including the reset:
-    ``1 − θ·σ'`` (soft) or ``(1 − s) − u·σ'`` (hard). The gradient flows through the reset
-    term, as autograd through the per-step definition does.
+    where ``g_s(t)`` is the gradient of the spikes and ``g_v(T)`` that of the final state.
+    The gradient flows through the reset term, as autograd through the per-step definition
+    does.
     """
 
     @staticmethod
@@ -326,20 +344,26 @@ class _LIFSequence(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, grad_v):
         (u_all,) = ctx.saved_tensors
-        theta, leak = ctx.threshold, ctx.leak
-        slope = ctx.surrogate.derivative(u_all - theta)
-        grad = grad_out * slope  # a(t); becomes g_u(t) in place
-        if ctx.soft:
-            carry = slope.mul_(-theta).add_(1.0)
-        else:
-            carry = slope.mul_(u_all).neg_().add_((u_all <= theta).to(u_all.dtype))
-        last = grad.shape[0] - 1
-        grad[last].addcmul_(carry[last], grad_v)
-        if leak != 1.0:
-            carry.mul_(leak)
-        for t in range(last - 1, -1, -1):
-            grad[t].addcmul_(carry[t], grad[t + 1])
-        grad_v0 = grad[0] * leak if ctx.needs_input_grad[1] else None
+        theta, leak, soft = ctx.threshold, ctx.leak, ctx.soft
+        grad = torch.empty_like(u_all)
+        g_v = grad_v
+        carried = torch.empty_like(grad_v)  # λ·g_u(t), the next g_v
+        keep = torch.empty_like(grad_v)  # 1 − s(t)
+        for t in range(u_all.shape[0] - 1, -1, -1):
+            u = u_all[t]
+            slope = ctx.surrogate.derivative(u - theta)
+            g_u = grad[t]
+            if soft:
+                torch.add(grad_out[t], g_v, alpha=-theta, out=g_u)
+                g_u.mul_(slope).add_(g_v)
+            else:
+                torch.mul(u, g_v, out=g_u)
+                torch.sub(grad_out[t], g_u, out=g_u)
+                g_u.mul_(slope)
+                torch.le(u, theta, out=keep)
+                g_u.addcmul_(g_v, keep)
+            g_v = g_u if leak == 1.0 else torch.mul(g_u, leak, out=carried)
+        grad_v0 = g_v if ctx.needs_input_grad[1] else None
         return grad, grad_v0, None, None, None, None
 
 
