@@ -283,13 +283,15 @@ def _lif_loop(
     *,
     spikes_in_place: bool = False,
     amplitude: float = 1.0,
+    spikes_out: Tensor | None = None,
 ) -> Tensor:
     """Run the LIF recurrence without autograd, writing ``u(t)`` into ``u_out[t]``.
 
     ``v`` (the membrane before the first step) is updated in place, or, when ``v_out`` is
     given, each step's membrane after reset is written to ``v_out[t]``. With
     ``spikes_in_place`` each ``u_out[t]`` becomes that step's output ``amplitude·s(t)`` as
-    soon as the step is done (while it is still in cache). Returns the final membrane. The
+    soon as the step is done (while it is still in cache); otherwise ``spikes_out[t]``, when
+    given, receives ``s(t)``. Returns the final membrane. The
     arithmetic is that of the per-step definition, operation for operation (``v·λ + I``,
     ``u − θ·s``, ``u·(1 − s)``), so the results are bit-identical to it.
     """
@@ -302,9 +304,11 @@ def _lif_loop(
             torch.mul(v, leak, out=u)
             u.add_(seq[t])
         target = v if v_out is None else v_out[t]
+        if spikes_out is not None:
+            torch.gt(u, threshold, out=spikes_out[t])
         if soft:
-            torch.gt(u, threshold, out=flag)  # s(t)
-            torch.add(u, flag, alpha=-threshold, out=target)
+            spike = spikes_out[t] if spikes_out is not None else torch.gt(u, threshold, out=flag)
+            torch.add(u, spike, alpha=-threshold, out=target)
         else:
             torch.le(u, threshold, out=flag)  # 1 - s(t)
             torch.mul(u, flag, out=target)
@@ -334,21 +338,24 @@ class _LIFSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, seq, v0, leak, threshold, soft, surrogate):
-        u_all = torch.empty_like(seq)
-        v = _lif_loop(seq, v0.clone(), leak, threshold, soft, u_all)
+        u_all, spikes = torch.empty_like(seq), torch.empty_like(seq)
+        v = _lif_loop(seq, v0.clone(), leak, threshold, soft, u_all, spikes_out=spikes)
         ctx.save_for_backward(u_all)
         ctx.leak, ctx.threshold, ctx.soft, ctx.surrogate = leak, threshold, soft, surrogate
-        return (u_all > threshold).to(seq.dtype), v
+        ctx.set_materialize_grads(False)
+        return spikes, v
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, grad_v):
         (u_all,) = ctx.saved_tensors
         theta, leak, soft = ctx.threshold, ctx.leak, ctx.soft
+        if grad_out is None:  # only the final state was used
+            grad_out = torch.zeros_like(u_all)
         grad = torch.empty_like(u_all)
-        g_v = grad_v
-        carried = torch.empty_like(grad_v)  # λ·g_u(t), the next g_v
-        keep = torch.empty_like(grad_v)  # 1 − s(t)
+        g_v = grad_v if grad_v is not None else torch.zeros_like(u_all[0])
+        carried = torch.empty_like(g_v)  # λ·g_u(t), the next g_v
+        keep = torch.empty_like(g_v)  # 1 − s(t)
         for t in range(u_all.shape[0] - 1, -1, -1):
             u = u_all[t]
             slope = ctx.surrogate.derivative(u - theta)
