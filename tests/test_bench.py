@@ -54,7 +54,7 @@ def test_runner_writes_json_and_markdown_with_peers_missing(tmp_path, monkeypatc
     libraries = {(r["library"], r["mode"]) for r in on_disk["simulation"]}
     assert libraries == {
         (lib, mode) for lib in ("spikecut", "pytorch-loop") for mode in ("inference", "training")
-    }
+    } | {("spikecut-stepwise", "inference")}  # stepwise is an inference-only variant
     assert set(on_disk["missing_peers"]) == {"spikingjelly", "snntorch"}
     assert on_disk["ratios"] == []  # no peer, no ratio against the fastest peer
     assert on_disk["anytime"] == []

@@ -6,6 +6,8 @@ arctan surrogate (α = 2). The libraries:
 
 * ``spikecut`` — :class:`~spikecut.neurons.SpikingNetwork`: layers on the ``[T·B, ...]``
   fold, the neuron's recurrence in one call per layer;
+* ``spikecut-stepwise`` (inference only) — the same network fed one step per call, as the
+  anytime engine runs it: slower, but only one step's activations are alive at a time;
 * ``spikingjelly`` — multi-step ``LIFNode(tau=2, decay_input=False, v_reset=0)`` with the
   stateless layers in ``SeqToANNContainer`` (also the ``[T·B, ...]`` fold);
 * ``snntorch`` — ``snn.Leaky(beta=0.5, reset_mechanism="zero")`` in a per-step loop, as in
@@ -18,12 +20,12 @@ after ``warmup`` calls, all libraries in one process on the same input. Training
 forward + backward of the cross-entropy of the mean logits. Inference runs under
 ``torch.inference_mode()`` on the BatchNorm-folded network, for every library alike.
 
-Peak memory is the growth of memory during one call. On CUDA: ``max_memory_allocated``
-above what was allocated before the call. On Linux CPUs: the resident-set high-water mark
-(``VmHWM``, reset through ``/proc/self/clear_refs``) above the resident set before the call,
-with glibc told to serve every block of 64 KiB or more by ``mmap`` so that freed tensors leave
-the resident set at once (otherwise earlier calls would hide later peaks). Elsewhere the
-figure is not available and is reported as ``None``.
+Peak memory is the growth of memory during one call (the larger of two calls). On CUDA:
+``max_memory_allocated`` above what was allocated before the call. On Linux CPUs: the
+resident-set high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs``) above the
+resident set before the call, with glibc told to serve every block of 64 KiB or more by
+``mmap`` so that freed tensors leave the resident set at once (otherwise earlier calls would
+hide later peaks). Elsewhere the figure is not available and is reported as ``None``.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ __all__ = [
     "machine_info",
 ]
 
-LIBRARIES = ("spikecut", "spikingjelly", "snntorch", "pytorch-loop")
+LIBRARIES = ("spikecut", "spikecut-stepwise", "spikingjelly", "snntorch", "pytorch-loop")
+INFERENCE_ONLY = ("spikecut-stepwise",)
 PEERS = ("spikingjelly", "snntorch")
 LEAK, THRESHOLD, ATAN_ALPHA = 0.5, 1.0, 2.0
 
@@ -171,6 +174,15 @@ class SpikecutSimulator(_Simulator):
         return self.net(x)
 
 
+class SpikecutStepwiseSimulator(SpikecutSimulator):
+    """spikecut fed one step per call, as the anytime engine runs it: the activations of one
+    step are alive at a time, so memory is that of a per-step loop."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        reset(self.net)
+        return torch.cat([self.net(x[t : t + 1]) for t in range(x.shape[0])])
+
+
 class SpikingJellySimulator(_Simulator):
     def __init__(self, ann: nn.Sequential) -> None:
         super().__init__()
@@ -253,6 +265,7 @@ class PyTorchLoopSimulator(_Simulator):
 
 _SIMULATORS: dict[str, type[_Simulator]] = {
     "spikecut": SpikecutSimulator,
+    "spikecut-stepwise": SpikecutStepwiseSimulator,
     "spikingjelly": SpikingJellySimulator,
     "snntorch": SnnTorchSimulator,
     "pytorch-loop": PyTorchLoopSimulator,
@@ -475,7 +488,7 @@ def measure_simulation(
         x, labels = _inputs(cfg, net, device)
         for mode in cfg.modes:
             for library in cfg.libraries:
-                if library in missing:
+                if library in missing or (mode == "training" and library in INFERENCE_ONLY):
                     continue
                 try:
                     model = _prepared(library, ann, mode, device)
@@ -489,7 +502,8 @@ def measure_simulation(
                     else _training_call(model, x, labels)
                 )
                 call()  # first call: lazy initialisation, not counted in memory or time
-                memory = peak_memory_mb(call, device)
+                measured = [peak_memory_mb(call, device) for _ in range(2)]
+                memory = None if None in measured else max(measured)
                 seconds = _best_seconds(call, cfg.warmup, cfg.repeats, device)
                 row = {
                     "net": net,
@@ -529,6 +543,14 @@ def speed_ratios(rows: list[dict]) -> list[dict]:
         if "pytorch-loop" in group:
             loop = group["pytorch-loop"]["samples_steps_per_s"]
             entry["speed_ratio_vs_loop"] = ours["samples_steps_per_s"] / loop
+        stepwise = group.get("spikecut-stepwise")
+        if stepwise is not None:
+            entry["stepwise_speed_ratio"] = (
+                stepwise["samples_steps_per_s"] / fastest["samples_steps_per_s"]
+            )
+            entry["stepwise_memory_ratio"] = None
+            if stepwise["peak_mem_mb"] is not None and peer_memory:
+                entry["stepwise_memory_ratio"] = stepwise["peak_mem_mb"] / min(peer_memory)
         ratios.append(entry)
     return ratios
 
