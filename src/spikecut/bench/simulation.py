@@ -17,8 +17,10 @@ arctan surrogate (α = 2). The libraries:
 
 Throughput is samples·steps per second (``B·T`` / seconds per batch), best of ``repeats``
 after ``warmup`` calls, all libraries in one process on the same input. Training is
-forward + backward of the cross-entropy of the mean logits. Inference runs under
-``torch.inference_mode()`` on the BatchNorm-folded network, for every library alike.
+forward + backward of the cross-entropy of the mean logits, every library as it comes.
+Inference runs under ``torch.inference_mode()`` on the BatchNorm-folded network, for every
+library alike; spikecut's network also goes through its own
+:func:`~spikecut.fusion.prepare_for_inference` (channels-last convolution weights).
 
 Peak memory is the growth of memory during one call (the larger of two calls). On CUDA:
 ``max_memory_allocated`` above what was allocated before the call. On Linux CPUs: the
@@ -44,7 +46,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..fusion import fold_batchnorm
+from ..fusion import fold_batchnorm, prepare_for_inference
 from ..neurons import LIF, ArcTan, SpikingNetwork, reset
 
 __all__ = [
@@ -452,6 +454,8 @@ def _prepared(library: str, ann: nn.Sequential, mode: str, device: torch.device)
     if mode == "inference":
         model = build_simulator(library, fold_batchnorm(ann.eval())).eval()
         model.requires_grad_(False)
+        if isinstance(model, SpikecutSimulator):  # spikecut's own inference preparation
+            model.net = prepare_for_inference(model.net)
     else:
         model = build_simulator(library, ann).train()
     return model.to(device)
