@@ -367,13 +367,14 @@ def _best_seconds(fn: Callable[[], object], warmup: int, repeats: int, device) -
     return best
 
 
-_GLIBC_TUNED = False
+_LIBC: ctypes.CDLL | None = None
 
 
 def _tune_glibc() -> bool:
-    """Make glibc return every freed block of 64 KiB or more to the OS (see module doc)."""
-    global _GLIBC_TUNED
-    if _GLIBC_TUNED:
+    """Make glibc hand every block of 64 KiB or more back to the OS when it is freed (see the
+    module doc). Process-wide, so it is done only once the timings are over."""
+    global _LIBC
+    if _LIBC is not None:
         return True
     name = ctypes.util.find_library("c")
     if platform.system() != "Linux" or name is None:
@@ -383,9 +384,11 @@ def _tune_glibc() -> bool:
         m_trim_threshold, m_mmap_threshold = -1, -3
         ok = libc.mallopt(m_mmap_threshold, 65536) == 1
         ok = ok and libc.mallopt(m_trim_threshold, 65536) == 1
+        libc.malloc_trim  # noqa: B018 - fail here, not mid-measurement, if it is missing
     except (OSError, AttributeError):
         return False
-    _GLIBC_TUNED = ok
+    if ok:
+        _LIBC = libc
     return ok
 
 
@@ -420,6 +423,7 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | No
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     if not _tune_glibc():
         return None
+    _LIBC.malloc_trim(0)  # return freed heap pages, so that reusing them counts as growth
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
             f.write("5")
@@ -473,10 +477,11 @@ def _inputs(cfg: SimulationConfig, net: str, device: torch.device) -> tuple[Tens
 def measure_simulation(
     cfg: SimulationConfig, log: Callable[[str], None] = lambda _: None
 ) -> tuple[list[dict], dict[str, str]]:
-    """Time every (net, library, mode) of ``cfg`` in this process.
+    """Time, then measure the memory of, every (net, library, mode) of ``cfg`` in this process.
 
-    Returns the result rows ``{"net", "library", "mode", "samples_steps_per_s",
-    "peak_mem_mb"}`` and ``{library: reason}`` for the peers that are missing.
+    All timings come first: the memory measurement changes how glibc allocates, which
+    would slow every library down. Returns the result rows ``{"net", "library", "mode",
+    "samples_steps_per_s", "peak_mem_mb"}`` and ``{library: reason}`` for missing peers.
     """
     if cfg.threads < 1:
         raise ValueError(f"threads must be >= 1, got {cfg.threads}")
@@ -487,6 +492,35 @@ def measure_simulation(
     device = torch.device(cfg.device)
     rows: list[dict] = []
     missing: dict[str, str] = {}
+    for measure_memory in (False, True):
+        index = 0
+        for net, mode, library, call in _calls(cfg, device, missing, log):
+            call()  # first call: lazy initialisation, not counted in memory or time
+            if not measure_memory:
+                seconds = _best_seconds(call, cfg.warmup, cfg.repeats, device)
+                rows.append(
+                    {
+                        "net": net,
+                        "library": library,
+                        "mode": mode,
+                        "samples_steps_per_s": cfg.batch * cfg.steps / seconds,
+                        "peak_mem_mb": None,
+                    }
+                )
+                continue
+            row = rows[index]
+            index += 1
+            assert (row["net"], row["mode"], row["library"]) == (net, mode, library)
+            measured = [peak_memory_mb(call, device) for _ in range(2)]
+            row["peak_mem_mb"] = None if None in measured else max(measured)
+            mem = "n/a" if row["peak_mem_mb"] is None else f"{row['peak_mem_mb']:.1f} MiB"
+            speed = row["samples_steps_per_s"]
+            log(f"{net:7s} {mode:9s} {library:17s} {speed:10.1f}/s {mem}")
+    return rows, missing
+
+
+def _calls(cfg: SimulationConfig, device: torch.device, missing: dict[str, str], log):
+    """``(net, mode, library, call)`` for every measurement, in a fixed order."""
     for net in cfg.nets:
         ann = build_ann(net, cfg.scale, cfg.seed)
         x, labels = _inputs(cfg, net, device)
@@ -500,27 +534,11 @@ def measure_simulation(
                     missing[library] = str(err)
                     log(f"{library}: MISSING ({err})")
                     continue
-                call = (
-                    _inference_call(model, x)
-                    if mode == "inference"
-                    else _training_call(model, x, labels)
-                )
-                call()  # first call: lazy initialisation, not counted in memory or time
-                measured = [peak_memory_mb(call, device) for _ in range(2)]
-                memory = None if None in measured else max(measured)
-                seconds = _best_seconds(call, cfg.warmup, cfg.repeats, device)
-                row = {
-                    "net": net,
-                    "library": library,
-                    "mode": mode,
-                    "samples_steps_per_s": cfg.batch * cfg.steps / seconds,
-                    "peak_mem_mb": memory,
-                }
-                rows.append(row)
-                mem = "n/a" if memory is None else f"{memory:.1f} MiB"
-                log(f"{net:7s} {mode:9s} {library:13s} {row['samples_steps_per_s']:10.1f}/s {mem}")
-                del model, call
-    return rows, missing
+                if mode == "inference":
+                    yield net, mode, library, _inference_call(model, x)
+                else:
+                    yield net, mode, library, _training_call(model, x, labels)
+                del model
 
 
 def speed_ratios(rows: list[dict]) -> list[dict]:
