@@ -128,6 +128,7 @@ def test_prepare_keeps_neuron_settings_and_trained_snn_equivalence():
     with torch.inference_mode():
         got = fast(x)
     assert isinstance(fast, SpikingNetwork)
+    assert fast.time_chunk == "auto" and snn.time_chunk is None
     assert fast.neurons[0].extra_repr() == snn.neurons[0].extra_repr()
     assert torch.allclose(got, expected, atol=1e-5)
 

@@ -291,3 +291,34 @@ def test_inference_mode_and_channels_last_inputs():
     with torch.inference_mode():
         out = neuron(folded)
     assert torch.equal(out.reshape(x.shape), expected)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4, "auto"])
+def test_time_chunks_give_the_whole_sequence_output(chunk, monkeypatch):
+    import spikecut.neurons as neurons
+
+    monkeypatch.setattr(neurons, "AUTO_CHUNK_BYTES", 3 * 5 * 4 * 8 * 8 * 4)  # 3 steps of LIF 1
+    snn = small_snn()
+    x = torch.randn(7, 5, 1, 8, 8) * 2
+    whole = snn(x)
+    whole_v = [n.v.clone() for n in snn.neurons]
+    reset(snn)
+    snn.time_chunk = chunk
+    calls = []
+    snn.body.register_forward_hook(lambda _m, inp, _out: calls.append(inp[0].shape[0] // 5))
+    chunked = snn(x)
+    assert torch.equal(chunked, whole)
+    assert all(torch.equal(n.v, v) for n, v in zip(snn.neurons, whole_v, strict=True))
+    expected = {1: [1] * 7, 2: [2, 2, 2, 1], 4: [4, 3], "auto": [1, 3, 3]}[chunk]
+    assert calls == expected
+
+
+def test_training_mode_always_folds_the_whole_sequence():
+    snn = small_snn().train()
+    snn.time_chunk = 2
+    calls = []
+    snn.body.register_forward_hook(lambda _m, inp, _out: calls.append(inp[0].shape[0]))
+    snn(torch.randn(6, 3, 1, 8, 8))
+    assert calls == [18]
+    with pytest.raises(ValueError, match="time_chunk"):
+        snn.time_chunk = 0

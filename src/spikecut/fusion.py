@@ -14,7 +14,7 @@ import copy
 import torch
 from torch import nn
 
-from .neurons import reset
+from .neurons import SpikingNetwork, reset
 
 __all__ = ["fold_batchnorm", "prepare_for_inference"]
 
@@ -103,6 +103,7 @@ def prepare_for_inference(
     *,
     fold_bn: bool = True,
     channels_last: bool | None = None,
+    time_chunk: int | str | None = "auto",
     compile: bool = False,
 ) -> nn.Module:
     """A copy of ``snn`` set up for fast inference; ``snn`` itself is left unchanged.
@@ -115,6 +116,9 @@ def prepare_for_inference(
       convolutions (and the neurons after them) run in NHWC; ``None`` (default) turns it on
       for networks with 2-D convolutions, where it was faster on CPU and is the usual
       choice on CUDA;
+    * ``time_chunk``: for a :class:`~spikecut.neurons.SpikingNetwork`, run the sequence in
+      chunks of this many steps (same outputs); ``"auto"`` (default) sizes them on CPU so
+      that large activations do not cost fresh pages on every call (see ``SpikingNetwork``);
     * ``compile``: wrap the result in ``torch.compile`` (opt-in: the first call compiles).
     """
     if not isinstance(snn, nn.Module):
@@ -134,6 +138,8 @@ def prepare_for_inference(
                 module.weight.data = module.weight.data.contiguous(
                     memory_format=torch.channels_last
                 )
+    if isinstance(model, SpikingNetwork):
+        model.time_chunk = time_chunk
     if compile:
         return torch.compile(model)
     return model

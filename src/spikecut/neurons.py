@@ -437,11 +437,29 @@ class SpikingNetwork(nn.Module):
     linear, BatchNorm and pooling see one big batch) while its neurons unfold time for their
     recurrence, and returns per-step outputs ``[T, B, ...]`` (per-step logits for a
     classifier). Call :func:`reset` (or :meth:`reset`) before each new input.
+
+    ``time_chunk`` (eval mode only; training always folds the whole sequence, so BatchNorm
+    statistics pool over all steps) runs the sequence in chunks of that many steps, which
+    gives the same outputs since the state carries over. ``"auto"`` sizes the chunks on CPU
+    so that one layer's activations stay under :data:`AUTO_CHUNK_BYTES`: large CPU tensors
+    are fresh ``mmap`` pages on every call, and the page faults cost more than the bigger
+    fold saves. On other devices ``"auto"`` folds the whole sequence.
     """
 
-    def __init__(self, body: nn.Module) -> None:
+    def __init__(self, body: nn.Module, time_chunk: int | str | None = None) -> None:
         super().__init__()
         self.body = body
+        self.time_chunk = time_chunk
+
+    @property
+    def time_chunk(self) -> int | str | None:
+        return self._time_chunk
+
+    @time_chunk.setter
+    def time_chunk(self, value: int | str | None) -> None:
+        if not (value is None or value == "auto" or (isinstance(value, int) and value >= 1)):
+            raise ValueError(f"time_chunk must be None, 'auto' or an int >= 1, got {value!r}")
+        self._time_chunk = value
 
     @property
     def neurons(self) -> list[LIF]:
@@ -455,7 +473,36 @@ class SpikingNetwork(nn.Module):
             raise ValueError(
                 f"SpikingNetwork expects a time-major input [T, B, ...], got shape {tuple(x.shape)}"
             )
+        chunk = None if self.training else getattr(self, "_time_chunk", None)
+        if chunk is None or x.shape[0] == 1:
+            return self._run_folded(x)
+        if chunk == "auto":
+            if x.device.type != "cpu":
+                return self._run_folded(x)
+            first = self._run_folded(x[:1])
+            chunk = self._auto_chunk(first)
+            outputs = [first]
+            start = 1
+        else:
+            outputs, start = [], 0
+        for begin in range(start, x.shape[0], chunk):
+            outputs.append(self._run_folded(x[begin : begin + chunk]))
+        return torch.cat(outputs)
+
+    def _auto_chunk(self, first_step: Tensor) -> int:
+        """Steps per chunk so that the largest neuron state (≈ one step of the largest
+        activation) times the chunk stays under :data:`AUTO_CHUNK_BYTES`."""
+        sizes = [n.v.numel() * n.v.element_size() for n in self.neurons if n.v is not None]
+        largest = max(sizes, default=first_step.numel() * first_step.element_size())
+        return max(1, AUTO_CHUNK_BYTES // max(1, largest))
+
+    def _run_folded(self, x: Tensor) -> Tensor:
         steps, batch = x.shape[0], x.shape[1]
         with _folded(temporal_modules(self.body), steps):
             y = self.body(x.reshape(steps * batch, *x.shape[2:]))
         return y.reshape(steps, batch, *y.shape[1:])
+
+
+# Activation budget of one chunk for ``SpikingNetwork(time_chunk="auto")`` on CPU: under
+# glibc's 32 MiB mmap ceiling, so chunk buffers are reused from the heap between calls.
+AUTO_CHUNK_BYTES = 16 * 2**20
