@@ -297,7 +297,8 @@ def test_inference_mode_and_channels_last_inputs():
 def test_time_chunks_give_the_whole_sequence_output(chunk, monkeypatch):
     import spikecut.neurons as neurons
 
-    monkeypatch.setattr(neurons, "AUTO_CHUNK_BYTES", 3 * 5 * 4 * 8 * 8 * 4)  # 3 steps of LIF 1
+    # LIF 1 holds 5·4·8·8 floats per step: a budget of 3 steps gives chunks of 2 (power of 2)
+    monkeypatch.setattr(neurons, "AUTO_CHUNK_BYTES", 3 * 5 * 4 * 8 * 8 * 4)
     snn = small_snn()
     x = torch.randn(7, 5, 1, 8, 8) * 2
     whole = snn(x)
@@ -309,8 +310,13 @@ def test_time_chunks_give_the_whole_sequence_output(chunk, monkeypatch):
     chunked = snn(x)
     assert torch.equal(chunked, whole)
     assert all(torch.equal(n.v, v) for n, v in zip(snn.neurons, whole_v, strict=True))
-    expected = {1: [1] * 7, 2: [2, 2, 2, 1], 4: [4, 3], "auto": [1, 3, 3]}[chunk]
+    expected = {1: [1] * 7, 2: [2, 2, 2, 1], 4: [4, 3], "auto": [1, 2, 2, 2]}[chunk]
     assert calls == expected
+    if chunk == "auto":  # the chunk found by the first call's probe step is kept
+        calls.clear()
+        reset(snn)
+        assert torch.equal(snn(x), whole)
+        assert calls == [2, 2, 2, 1]
 
 
 def test_training_mode_always_folds_the_whole_sequence():

@@ -477,25 +477,29 @@ class SpikingNetwork(nn.Module):
         chunk = None if self.training else getattr(self, "_time_chunk", None)
         if chunk is None or x.shape[0] == 1:
             return self._run_folded(x)
+        outputs, start = [], 0
         if chunk == "auto":
             if x.device.type != "cpu":
                 return self._run_folded(x)
-            first = self._run_folded(x[:1])
-            chunk = self._auto_chunk(first)
-            outputs = [first]
-            start = 1
-        else:
-            outputs, start = [], 0
+            key = (tuple(x.shape[1:]), x.dtype)
+            cached = getattr(self, "_auto_chunk_cache", None)
+            if cached is not None and cached[0] == key:
+                chunk = cached[1]
+            else:  # probe: one step alone, then size the chunks from the neuron states
+                outputs, start = [self._run_folded(x[:1])], 1
+                chunk = self._auto_chunk(outputs[0])
+                self._auto_chunk_cache = (key, chunk)
         for begin in range(start, x.shape[0], chunk):
             outputs.append(self._run_folded(x[begin : begin + chunk]))
         return torch.cat(outputs)
 
     def _auto_chunk(self, first_step: Tensor) -> int:
-        """Steps per chunk so that the largest neuron state (≈ one step of the largest
-        activation) times the chunk stays under :data:`AUTO_CHUNK_BYTES`."""
+        """Steps per chunk: the largest power of two whose largest neuron state (≈ one step
+        of the largest activation) times the chunk stays under :data:`AUTO_CHUNK_BYTES`."""
         sizes = [n.v.numel() * n.v.element_size() for n in self.neurons if n.v is not None]
         largest = max(sizes, default=first_step.numel() * first_step.element_size())
-        return max(1, AUTO_CHUNK_BYTES // max(1, largest))
+        steps = max(1, AUTO_CHUNK_BYTES // max(1, largest))
+        return 1 << (steps.bit_length() - 1)
 
     def _run_folded(self, x: Tensor) -> Tensor:
         steps, batch = x.shape[0], x.shape[1]
