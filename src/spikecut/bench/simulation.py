@@ -342,8 +342,8 @@ class SimulationConfig:
 
     @classmethod
     def quick(cls, **overrides) -> SimulationConfig:
-        """Batch 16 and half-width nets, one warm-up and two timed calls."""
-        return cls(**{"batch": 16, "scale": 0.5, "warmup": 1, "repeats": 2, **overrides})
+        """Batch 16 and half-width nets, one warm-up and three timed calls."""
+        return cls(**{"batch": 16, "scale": 0.5, "warmup": 1, "repeats": 3, **overrides})
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -354,16 +354,26 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _best_seconds(fn: Callable[[], object], warmup: int, repeats: int, device) -> float:
+def _seconds(fn: Callable[[], object], device: torch.device) -> float:
+    _synchronize(device)
+    start = time.perf_counter()
+    fn()
+    _synchronize(device)
+    return time.perf_counter() - start
+
+
+def _best_seconds_interleaved(
+    calls: list[Callable[[], object]], warmup: int, repeats: int, device: torch.device
+) -> list[float]:
+    """Best time of each call; the calls take turns, so a load that drifts over the run
+    (other processes on the machine) affects every library alike."""
     for _ in range(warmup):
-        fn()
-    best = float("inf")
+        for fn in calls:
+            fn()
+    best = [float("inf")] * len(calls)
     for _ in range(repeats):
-        _synchronize(device)
-        start = time.perf_counter()
-        fn()
-        _synchronize(device)
-        best = min(best, time.perf_counter() - start)
+        for i, fn in enumerate(calls):
+            best[i] = min(best[i], _seconds(fn, device))
     return best
 
 
@@ -479,9 +489,10 @@ def measure_simulation(
 ) -> tuple[list[dict], dict[str, str]]:
     """Time, then measure the memory of, every (net, library, mode) of ``cfg`` in this process.
 
-    All timings come first: the memory measurement changes how glibc allocates, which
-    would slow every library down. Returns the result rows ``{"net", "library", "mode",
-    "samples_steps_per_s", "peak_mem_mb"}`` and ``{library: reason}`` for missing peers.
+    Per (net, mode) the libraries take turns call by call. All timings come first: the
+    memory measurement changes how glibc allocates, which would slow every library down.
+    Returns the result rows ``{"net", "library", "mode", "samples_steps_per_s",
+    "peak_mem_mb"}`` and ``{library: reason}`` for the peers that are missing.
     """
     if cfg.threads < 1:
         raise ValueError(f"threads must be >= 1, got {cfg.threads}")
@@ -492,26 +503,28 @@ def measure_simulation(
     device = torch.device(cfg.device)
     rows: list[dict] = []
     missing: dict[str, str] = {}
-    for measure_memory in (False, True):
-        index = 0
-        for net, mode, library, call in _calls(cfg, device, missing, log):
-            call()  # first call: lazy initialisation, not counted in memory or time
-            if not measure_memory:
-                seconds = _best_seconds(call, cfg.warmup, cfg.repeats, device)
-                rows.append(
-                    {
-                        "net": net,
-                        "library": library,
-                        "mode": mode,
-                        "samples_steps_per_s": cfg.batch * cfg.steps / seconds,
-                        "peak_mem_mb": None,
-                    }
-                )
-                continue
-            row = rows[index]
-            index += 1
-            assert (row["net"], row["mode"], row["library"]) == (net, mode, library)
+    for net, mode, group in _groups(cfg, device, missing, log):
+        for _, call in group:
+            call()  # first call: lazy initialisation
+        seconds = _best_seconds_interleaved(
+            [call for _, call in group], cfg.warmup, cfg.repeats, device
+        )
+        for (library, _), sec in zip(group, seconds, strict=True):
+            rows.append(
+                {
+                    "net": net,
+                    "library": library,
+                    "mode": mode,
+                    "samples_steps_per_s": cfg.batch * cfg.steps / sec,
+                    "peak_mem_mb": None,
+                }
+            )
+    by_key = {(r["net"], r["mode"], r["library"]): r for r in rows}
+    for net, mode, group in _groups(cfg, device, missing, log):
+        for library, call in group:
+            call()
             measured = [peak_memory_mb(call, device) for _ in range(2)]
+            row = by_key[(net, mode, library)]
             row["peak_mem_mb"] = None if None in measured else max(measured)
             mem = "n/a" if row["peak_mem_mb"] is None else f"{row['peak_mem_mb']:.1f} MiB"
             speed = row["samples_steps_per_s"]
@@ -519,12 +532,13 @@ def measure_simulation(
     return rows, missing
 
 
-def _calls(cfg: SimulationConfig, device: torch.device, missing: dict[str, str], log):
-    """``(net, mode, library, call)`` for every measurement, in a fixed order."""
+def _groups(cfg: SimulationConfig, device: torch.device, missing: dict[str, str], log):
+    """``(net, mode, [(library, call), ...])`` for every (net, mode), in a fixed order."""
     for net in cfg.nets:
         ann = build_ann(net, cfg.scale, cfg.seed)
         x, labels = _inputs(cfg, net, device)
         for mode in cfg.modes:
+            group = []
             for library in cfg.libraries:
                 if library in missing or (mode == "training" and library in INFERENCE_ONLY):
                     continue
@@ -535,10 +549,11 @@ def _calls(cfg: SimulationConfig, device: torch.device, missing: dict[str, str],
                     log(f"{library}: MISSING ({err})")
                     continue
                 if mode == "inference":
-                    yield net, mode, library, _inference_call(model, x)
+                    group.append((library, _inference_call(model, x)))
                 else:
-                    yield net, mode, library, _training_call(model, x, labels)
-                del model
+                    group.append((library, _training_call(model, x, labels)))
+            yield net, mode, group
+            del group
 
 
 def speed_ratios(rows: list[dict]) -> list[dict]:
