@@ -324,6 +324,13 @@ def peer_versions() -> dict[str, str | None]:
 # --------------------------------------------------------------------------- measurement
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 @dataclass
 class SimulationConfig:
     """What the simulation benchmark runs; ``quick()`` is the CI/laptop-sized version."""
@@ -337,7 +344,7 @@ class SimulationConfig:
     warmup: int = 2
     repeats: int = 5
     device: str = "cpu"
-    threads: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
+    threads: int = field(default_factory=lambda: available_cpus())
     seed: int = 0
 
     @classmethod
@@ -654,7 +661,7 @@ def machine_info(device: str = "cpu") -> dict:
     info = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
-        "cpus_available": len(os.sched_getaffinity(0)),
+        "cpus_available": available_cpus(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
