@@ -136,3 +136,195 @@ def test_bad_arguments_are_refused():
         LIF(threshold=0.0)
     with pytest.raises(ValueError, match="T, B"):
         LIF()(torch.ones(3))
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+def reference_lif(x, v, *, threshold, leak, reset, amplitude, surrogate):
+    """The per-step definition of SPEC §2, written out with plain autograd ops."""
+    spikes, membranes = [], []
+    for x_t in x:
+        u = v * leak + x_t
+        s = surrogate(u - threshold)
+        v = u - threshold * s if reset == "soft" else u * (1.0 - s)
+        spikes.append(s * amplitude)
+        membranes.append(v)
+    return torch.stack(spikes), torch.stack(membranes), v
+
+
+NEURON_CASES = [
+    dict(threshold=1.0, leak=0.5, reset="hard", v_init=0.0, amplitude=1.0, surrogate=Triangle()),
+    dict(threshold=1.0, leak=1.0, reset="hard", v_init=0.2, amplitude=1.0, surrogate=Sigmoid()),
+    dict(threshold=0.7, leak=0.5, reset="soft", v_init=0.35, amplitude=0.7, surrogate=ArcTan()),
+    dict(threshold=1.3, leak=1.0, reset="soft", v_init=0.65, amplitude=1.3, surrogate=Triangle()),
+]
+
+
+def random_drive(seed, steps=7, shape=(3, 5)):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(steps, *shape, generator=generator) * 1.5 + 0.4
+
+
+@pytest.mark.parametrize("case", NEURON_CASES)
+def test_inference_path_is_bit_identical_to_the_definition(case):
+    x = random_drive(1)
+    neuron = LIF(**case)
+    with torch.no_grad():
+        out = neuron(x)
+        expected, membranes, v_last = reference_lif(
+            x, torch.full_like(x[0], case["v_init"]), **{k: case[k] for k in case if k != "v_init"}
+        )
+    assert torch.equal(out, expected)
+    assert torch.equal(neuron.v, v_last)
+    assert 0 < out.count_nonzero() < out.numel()  # the case exercises spikes and silence
+
+
+@pytest.mark.parametrize("case", NEURON_CASES)
+def test_training_path_matches_the_definition_in_values_and_gradients(case):
+    x = random_drive(2).requires_grad_()
+    weights = torch.randn_like(x)  # a loss that weighs every step and neuron differently
+    neuron = LIF(**case)
+    out = neuron(x)
+    (out * weights).sum().backward()
+    fast_grad = x.grad.clone()
+
+    x.grad = None
+    params = {k: case[k] for k in case if k != "v_init"}
+    expected, _, _ = reference_lif(x, torch.full_like(x[0], case["v_init"]), **params)
+    (expected * weights).sum().backward()
+    assert torch.equal(out, expected)
+    assert torch.allclose(fast_grad, x.grad, atol=1e-5, rtol=1e-5)
+    assert fast_grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("case", NEURON_CASES)
+def test_chunked_training_carries_gradient_across_chunks(case):
+    x = random_drive(3, steps=8).requires_grad_()
+    weights = torch.randn_like(x)
+    neuron = LIF(**case)
+    whole = neuron(x)
+    (whole * weights).sum().backward()
+    whole_grad, whole_v = x.grad.clone(), neuron.v.detach().clone()
+
+    x.grad = None
+    neuron.reset()
+    chunks = torch.cat([neuron(x[:3]), neuron(x[3:4]), neuron(x[4:])])
+    (chunks * weights).sum().backward()
+    assert torch.equal(chunks, whole)
+    assert torch.equal(neuron.v.detach(), whole_v)
+    assert torch.allclose(x.grad, whole_grad, atol=1e-5, rtol=1e-5)
+    # the first chunk's inputs only reach the loss through the carried state
+    assert x.grad[:3].abs().sum() > 0
+
+
+def test_gradient_reaches_the_carried_state_of_the_final_membrane():
+    # loss on v(T) only: g_I(t) must come from the state output, not from the spikes
+    x = torch.tensor([[0.3], [0.4]], requires_grad=True)
+    neuron = LIF(threshold=1.0, leak=0.5, reset="soft", surrogate=Triangle())
+    neuron(x)
+    neuron.v.sum().backward()
+    # no spikes; u1 = 0.3, u2 = 0.5·0.3 + 0.4 = 0.55; soft reset: ∂v/∂u = 1 − θ·σ'(u − θ)
+    # with the triangle σ'(−0.7) = 0.3 and σ'(−0.45) = 0.55:
+    # dv2/dx2 = 1 − 0.55;  dv2/dx1 = (1 − 0.55) · λ · (1 − 0.3)
+    assert x.grad.squeeze(1).tolist() == pytest.approx([0.45 * 0.5 * 0.7, 0.45])
+
+
+def test_membrane_record_in_training_carries_gradient():
+    x = random_drive(4).requires_grad_()
+    neuron = LIF(threshold=1.0, leak=0.5, reset="hard")
+    neuron.membrane_record = []
+    out = neuron(x)
+    assert len(neuron.membrane_record) == x.shape[0]
+    torch.stack(neuron.membrane_record).relu().sum().backward()
+    _, membranes, _ = reference_lif(
+        x.detach(),
+        torch.zeros_like(x[0]),
+        threshold=1.0,
+        leak=0.5,
+        reset="hard",
+        amplitude=1.0,
+        surrogate=Triangle(),
+    )
+    assert torch.equal(torch.stack(neuron.membrane_record).detach(), membranes)
+    assert out.requires_grad and x.grad.abs().sum() > 0
+
+
+def test_membrane_record_in_inference_holds_every_step():
+    x = random_drive(5)
+    neuron = IF(threshold=0.9, v_init=0.45, amplitude=0.9)
+    neuron.membrane_record = []
+    with torch.no_grad():
+        neuron(x[:4])
+        neuron(x[4:])
+    _, membranes, _ = reference_lif(
+        x,
+        torch.full_like(x[0], 0.45),
+        threshold=0.9,
+        leak=1.0,
+        reset="soft",
+        amplitude=0.9,
+        surrogate=Triangle(),
+    )
+    assert len(neuron.membrane_record) == x.shape[0]
+    assert torch.equal(torch.stack(neuron.membrane_record), membranes)
+
+
+def test_inference_does_not_modify_a_state_the_caller_holds():
+    neuron = LIF()
+    with torch.no_grad():
+        neuron(random_drive(6))
+        before = neuron.v
+        saved = before.clone()
+        neuron(random_drive(7))
+    assert torch.equal(before, saved)
+    assert neuron.v is not before
+
+
+def test_inference_mode_and_channels_last_inputs():
+    x = random_drive(8, steps=4, shape=(2, 3, 4, 4))
+    neuron = LIF(threshold=0.5)
+    expected = neuron(x)
+    neuron.reset()
+    folded = x.reshape(8, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+    neuron.folded_steps = 4
+    with torch.inference_mode():
+        out = neuron(folded)
+    assert torch.equal(out.reshape(x.shape), expected)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4, "auto"])
+def test_time_chunks_give_the_whole_sequence_output(chunk, monkeypatch):
+    import spikecut.neurons as neurons
+
+    # LIF 1 holds 5·4·8·8 floats per step: a budget of 3 steps gives chunks of 2 (power of 2)
+    monkeypatch.setattr(neurons, "AUTO_CHUNK_BYTES", 3 * 5 * 4 * 8 * 8 * 4)
+    snn = small_snn()
+    x = torch.randn(7, 5, 1, 8, 8) * 2
+    whole = snn(x)
+    whole_v = [n.v.clone() for n in snn.neurons]
+    reset(snn)
+    snn.time_chunk = chunk
+    calls = []
+    snn.body.register_forward_hook(lambda _m, inp, _out: calls.append(inp[0].shape[0] // 5))
+    chunked = snn(x)
+    assert torch.equal(chunked, whole)
+    assert all(torch.equal(n.v, v) for n, v in zip(snn.neurons, whole_v, strict=True))
+    expected = {1: [1] * 7, 2: [2, 2, 2, 1], 4: [4, 3], "auto": [1, 2, 2, 2]}[chunk]
+    assert calls == expected
+    if chunk == "auto":  # the chunk found by the first call's probe step is kept
+        calls.clear()
+        reset(snn)
+        assert torch.equal(snn(x), whole)
+        assert calls == [2, 2, 2, 1]
+
+
+def test_training_mode_always_folds_the_whole_sequence():
+    snn = small_snn().train()
+    snn.time_chunk = 2
+    calls = []
+    snn.body.register_forward_hook(lambda _m, inp, _out: calls.append(inp[0].shape[0]))
+    snn(torch.randn(6, 3, 1, 8, 8))
+    assert calls == [18]
+    with pytest.raises(ValueError, match="time_chunk"):
+        snn.time_chunk = 0

@@ -1,4 +1,5 @@
-"""Command line: ``spikecut run [CONFIG.yaml] [--out DIR] [--set key=value ...]`` and friends.
+"""Command line: ``spikecut run [CONFIG.yaml] [--out DIR] [--set key=value ...]`` and friends
+(``report``, ``config``, ``bench``).
 
 A configuration problem (missing file, unknown key, wrong type, unknown dataset) is one line
 on stderr and exit status 2, never a traceback.
@@ -45,6 +46,30 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", help="path to results.json")
     report.add_argument("--out", help="output folder (default: the results file's folder)")
 
+    bench = sub.add_parser(
+        "bench",
+        help="simulation speed and memory against SpikingJelly/snnTorch, and anytime wall-clock",
+        description="Time the same spiking networks in spikecut and its peers (one process) and "
+        "write JSON + a markdown table.",
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="small sizes (a few minutes on 2 cores)"
+    )
+    bench.add_argument(
+        "--out",
+        default="benchmarks/results/latest.json",
+        help="results JSON (the markdown table goes beside it; default: %(default)s)",
+    )
+    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    bench.add_argument("--threads", type=int, help="torch threads (default: all available CPUs)")
+    bench.add_argument(
+        "--results",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="finished experiment folders for the anytime wall-clock benchmark",
+    )
+
     show = sub.add_parser("config", help="print the validated configuration as YAML")
     show.add_argument("config", nargs="?", help="experiment YAML (default: built-in)")
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -77,6 +102,28 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.runner import run_bench
+
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda requested but CUDA is not available")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    out = Path(args.out)
+    run_bench(
+        out,
+        quick=args.quick,
+        device=args.device,
+        results_dirs=args.results,
+        threads=args.threads,
+    )
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -89,7 +136,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``spikecut`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    commands = {"run": _cmd_run, "report": _cmd_report, "config": _cmd_config}
+    commands = {
+        "run": _cmd_run,
+        "report": _cmd_report,
+        "config": _cmd_config,
+        "bench": _cmd_bench,
+    }
     try:
         return commands[args.command](args)
     except (ConfigError, FileNotFoundError) as err:

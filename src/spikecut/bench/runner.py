@@ -1,0 +1,185 @@
+"""``spikecut bench``: run the simulation benchmark (and the anytime one) and write the results.
+
+The results are one JSON file (``benchmarks/results/latest.json`` by default)::
+
+    {"simulation": [{"net", "library", "mode", "samples_steps_per_s", "peak_mem_mb"}, ...],
+     "anytime": [{"experiment", "rule", "epsilon", "steps_speedup", "wall_speedup"}, ...],
+     "ratios": [...], "agreement": [...], "missing_peers": {...}, "peers": {...},
+     "config": {...}, "machine": {...}, "memory_method": str, "notes": [...]}
+
+and a markdown rendering of it beside it (``latest.md``). Both are written atomically.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from .._io import atomic_write_json, atomic_write_text
+from .simulation import (
+    SimulationConfig,
+    check_agreement,
+    machine_info,
+    measure_simulation,
+    memory_method,
+    peer_versions,
+    speed_ratios,
+)
+
+__all__ = ["run_bench", "run_anytime", "render_markdown", "ANYTIME_DRIVER"]
+
+# The anytime benchmark lives in spikecut.bench.anytime; this is the function called there:
+# ANYTIME_DRIVER(results_dirs: list[str], *, device: str, quick: bool) -> list[dict]
+ANYTIME_DRIVER = "run_anytime_bench"
+
+
+def run_anytime(
+    results_dirs: Sequence[str | Path], *, device: str, quick: bool
+) -> tuple[list[dict], str | None]:
+    """The anytime wall-clock rows, or ``[]`` and a note saying why there are none."""
+    try:
+        module = importlib.import_module("spikecut.bench.anytime")
+    except ImportError as err:
+        return [], f"anytime benchmark missing: spikecut.bench.anytime cannot be imported ({err})"
+    driver = getattr(module, ANYTIME_DRIVER, None)
+    if driver is None:
+        return [], f"anytime benchmark missing: spikecut.bench.anytime has no {ANYTIME_DRIVER}()"
+    if not results_dirs:
+        return [], "anytime benchmark not run: give finished experiments with --results DIR ..."
+    return list(driver([str(d) for d in results_dirs], device=device, quick=quick)), None
+
+
+def run_bench(
+    out: str | Path,
+    *,
+    quick: bool = False,
+    device: str = "cpu",
+    results_dirs: Sequence[str | Path] = (),
+    threads: int | None = None,
+    config: SimulationConfig | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run the benchmarks and write ``out`` (JSON) and ``out`` with suffix ``.md``.
+
+    ``config`` overrides the simulation settings (``quick``/``device``/``threads`` are then
+    ignored for it). Returns the results written.
+    """
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if config is None:
+        overrides = (
+            {"device": device} if threads is None else {"device": device, "threads": threads}
+        )
+        config = SimulationConfig.quick(**overrides) if quick else SimulationConfig(**overrides)
+    started = time.time()
+    rows, missing = measure_simulation(config, log)
+    notes = [f"{lib} missing: {reason}" for lib, reason in missing.items()]
+    agreement = []
+    for net in config.nets:
+        agreement += check_agreement(
+            net, config.libraries, scale=min(config.scale, 0.25), device=config.device
+        )
+    anytime, note = run_anytime(results_dirs, device=config.device, quick=quick)
+    if note:
+        notes.append(note)
+        log(note)
+    results = {
+        "simulation": rows,
+        "anytime": anytime,
+        "ratios": speed_ratios(rows),
+        "agreement": agreement,
+        "missing_peers": missing,
+        "peers": peer_versions(),
+        "config": config.to_dict(),
+        "machine": machine_info(config.device),
+        "memory_method": memory_method(torch.device(config.device)),
+        "seconds": round(time.time() - started, 1),
+        "notes": notes,
+    }
+    out = Path(out)
+    atomic_write_json(out, results)
+    atomic_write_text(out.with_suffix(".md"), render_markdown(results))
+    return results
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def render_markdown(results: dict) -> str:
+    """The results as markdown tables (for the README and ``latest.md``)."""
+    cfg, machine = results["config"], results["machine"]
+    lines = [
+        "# Simulation benchmark",
+        "",
+        f"Batch {cfg['batch']}, T = {cfg['steps']}, width scale {cfg['scale']}, "
+        f"{cfg['device']}, {machine['torch_threads']} torch thread(s), torch {machine['torch']}, "
+        f"{machine['processor']} ({machine['cpus_available']} CPUs available); best of "
+        f"{cfg['repeats']} after {cfg['warmup']} warm-up call(s).",
+        "",
+        "| net | mode | library | samples·steps/s | peak memory (MiB) |",
+        "|---|---|---|---:|---:|",
+    ]
+    for row in results["simulation"]:
+        lines.append(
+            f"| {row['net']} | {row['mode']} | {row['library']} | "
+            f"{_fmt(row['samples_steps_per_s'])} | {_fmt(row['peak_mem_mb'])} |"
+        )
+    for library, reason in results["missing_peers"].items():
+        lines.append(f"| — | — | {library} | MISSING | {reason.split(';')[0]} |")
+    if results["ratios"]:
+        lines += [
+            "",
+            "spikecut against the fastest peer (SpikingJelly, snnTorch) in the same run:",
+            "",
+            "| net | mode | fastest peer | speed ratio | memory ratio (vs least) | vs hand loop "
+            "| stepwise: speed, memory |",
+            "|---|---|---|---:|---:|---:|---:|",
+        ]
+        for r in results["ratios"]:
+            stepwise = "—"
+            if "stepwise_speed_ratio" in r:
+                stepwise = (
+                    f"{_fmt(r['stepwise_speed_ratio'], 2)}×, {_fmt(r['stepwise_memory_ratio'], 2)}"
+                )
+            lines.append(
+                f"| {r['net']} | {r['mode']} | {r['fastest_peer']} | {_fmt(r['speed_ratio'], 2)}× "
+                f"| {_fmt(r['memory_ratio'], 2)} | {_fmt(r.get('speed_ratio_vs_loop'), 2)}× "
+                f"| {stepwise} |"
+            )
+    if results["agreement"]:
+        lines += [
+            "",
+            "Same weights, same input: largest logit difference against spikecut (inference) and "
+            "relative input-gradient difference (training; snnTorch detaches its reset, so its "
+            "gradients differ by design):",
+            "",
+            "| net | library | max logit diff | grad rel diff |",
+            "|---|---|---:|---:|",
+        ]
+        for r in results["agreement"]:
+            lines.append(
+                f"| {r['net']} | {r['library']} | {r['max_abs_diff']:.2e} | "
+                f"{'n/a' if r['grad_rel_diff'] is None else format(r['grad_rel_diff'], '.2e')} |"
+            )
+    lines += ["", f"Peak memory: {results['memory_method']}.", ""]
+    lines += ["# Anytime wall-clock", ""]
+    if results["anytime"]:
+        lines += [
+            "| experiment | rule | ε | steps speed-up | wall-clock speed-up |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for r in results["anytime"]:
+            lines.append(
+                f"| {r['experiment']} | {r['rule']} | {r['epsilon']:g} | "
+                f"{r['steps_speedup']:.2f}× | {r['wall_speedup']:.2f}× |"
+            )
+    else:
+        lines.append("No anytime results.")
+    if results["notes"]:
+        lines += ["", *[f"* {note}" for note in results["notes"]]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,672 @@
+"""Simulation speed and memory of one spiking network in spikecut and in peer libraries.
+
+The same ANN (plain PyTorch with ReLU) is defined once; each library builds its SNN from a
+copy of the same weights, with the same neuron: LIF with λ = 0.5, θ = 1, hard reset to 0,
+arctan surrogate (α = 2). The libraries:
+
+* ``spikecut`` — :class:`~spikecut.neurons.SpikingNetwork`: layers on the ``[T·B, ...]``
+  fold, the neuron's recurrence in one call per layer;
+* ``spikecut-stepwise`` (inference only) — the same network fed one step per call, as the
+  anytime engine runs it: slower, but only one step's activations are alive at a time;
+* ``spikingjelly`` — multi-step ``LIFNode(tau=2, decay_input=False, v_reset=0)`` with the
+  stateless layers in ``SeqToANNContainer`` (also the ``[T·B, ...]`` fold);
+* ``snntorch`` — ``snn.Leaky(beta=0.5, reset_mechanism="zero")`` in a per-step loop, as in
+  its tutorials (it applies the reset one step late, which gives the same spikes, and it
+  detaches the reset from the gradient);
+* ``pytorch-loop`` — a hand-written per-step loop in plain PyTorch.
+
+Throughput is samples·steps per second (``B·T`` / seconds per batch), best of ``repeats``
+after ``warmup`` calls, all libraries in one process on the same input. Training is
+forward + backward of the cross-entropy of the mean logits, every library as it comes.
+Inference runs under ``torch.inference_mode()`` on the BatchNorm-folded network, for every
+library alike; spikecut's network also goes through its own
+:func:`~spikecut.fusion.prepare_for_inference` (channels-last convolution weights).
+
+Peak memory is the growth of memory during one call (the larger of two calls). On CUDA:
+``max_memory_allocated`` above what was allocated before the call. On Linux CPUs: the
+resident-set high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs``) above the
+resident set before the call, with glibc told to serve every block of 64 KiB or more by
+``mmap`` so that freed tensors leave the resident set at once (otherwise earlier calls would
+hide later peaks). Elsewhere the figure is not available and is reported as ``None``.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import ctypes.util
+import importlib
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..fusion import fold_batchnorm, prepare_for_inference
+from ..neurons import LIF, ArcTan, SpikingNetwork, reset
+
+__all__ = [
+    "LIBRARIES",
+    "PEERS",
+    "NETS",
+    "SimulationConfig",
+    "PeerMissing",
+    "build_ann",
+    "build_simulator",
+    "peer_versions",
+    "measure_simulation",
+    "check_agreement",
+    "speed_ratios",
+    "machine_info",
+]
+
+LIBRARIES = ("spikecut", "spikecut-stepwise", "spikingjelly", "snntorch", "pytorch-loop")
+INFERENCE_ONLY = ("spikecut-stepwise",)
+PEERS = ("spikingjelly", "snntorch")
+LEAK, THRESHOLD, ATAN_ALPHA = 0.5, 1.0, 2.0
+
+
+class PeerMissing(RuntimeError):
+    """A peer library is not installed (it is an optional extra)."""
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+def conv28(scale: float = 1.0) -> nn.Sequential:
+    """The 28×28 net, shaped like ``mnist-cnn``: conv32-pool-conv64-pool-fc128-fc10."""
+    w = max(1, round(32 * scale))
+    hidden = max(1, round(128 * scale))
+    return nn.Sequential(
+        *_conv_bn_relu(1, w),
+        nn.AvgPool2d(2),
+        *_conv_bn_relu(w, 2 * w),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2 * w * 7 * 7, hidden, bias=False),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, 10),
+    )
+
+
+def vgg32(scale: float = 1.0) -> nn.Sequential:
+    """A CIFAR-size VGG-style net: conv64-conv64-pool-conv128-conv128-pool-conv256-pool-fc10."""
+    c1, c2, c3 = (max(1, round(c * scale)) for c in (64, 128, 256))
+    return nn.Sequential(
+        *_conv_bn_relu(3, c1),
+        *_conv_bn_relu(c1, c1),
+        nn.AvgPool2d(2),
+        *_conv_bn_relu(c1, c2),
+        *_conv_bn_relu(c2, c2),
+        nn.AvgPool2d(2),
+        *_conv_bn_relu(c2, c3),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(c3 * 4 * 4, 10),
+    )
+
+
+NETS: dict[str, tuple[Callable[[float], nn.Sequential], tuple[int, ...]]] = {
+    "conv28": (conv28, (1, 28, 28)),
+    "vgg32": (vgg32, (3, 32, 32)),
+}
+
+
+def build_ann(net: str, scale: float = 1.0, seed: int = 0) -> nn.Sequential:
+    """The benchmark's ANN ``net`` with seeded weights and non-trivial BatchNorm statistics."""
+    if net not in NETS:
+        raise ValueError(f"unknown benchmark net {net!r}; expected one of {sorted(NETS)}")
+    torch.manual_seed(seed)
+    ann = NETS[net][0](scale)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in ann.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.normal_(0.0, 0.1, generator=generator)
+                m.running_var.uniform_(0.5, 1.5, generator=generator)
+                m.weight.uniform_(0.8, 1.6, generator=generator)
+                m.bias.normal_(0.2, 0.1, generator=generator)
+    return ann
+
+
+def _layers(ann: nn.Sequential) -> list[nn.Module]:
+    return [copy.deepcopy(m) for m in ann]
+
+
+def _stateless_groups(ann: nn.Sequential) -> list[list[nn.Module] | None]:
+    """The ANN's layers as runs of stateless layers, with ``None`` where a ReLU stood."""
+    groups: list[list[nn.Module] | None] = []
+    current: list[nn.Module] = []
+    for layer in _layers(ann):
+        if isinstance(layer, nn.ReLU):
+            groups += [current, None]
+            current = []
+        else:
+            current.append(layer)
+    groups.append(current)
+    return [g for g in groups if g is None or g]
+
+
+class _Simulator(nn.Module):
+    """``forward(x[T, B, ...]) -> logits [T, B, K]`` from a fresh state every call."""
+
+
+class SpikecutSimulator(_Simulator):
+    def __init__(self, ann: nn.Sequential) -> None:
+        super().__init__()
+        body = [
+            LIF(threshold=THRESHOLD, leak=LEAK, reset="hard", surrogate=ArcTan(ATAN_ALPHA))
+            if isinstance(layer, nn.ReLU)
+            else layer
+            for layer in _layers(ann)
+        ]
+        self.net = SpikingNetwork(nn.Sequential(*body))
+
+    def forward(self, x: Tensor) -> Tensor:
+        reset(self.net)
+        return self.net(x)
+
+
+class SpikecutStepwiseSimulator(SpikecutSimulator):
+    """spikecut fed one step per call, as the anytime engine runs it: the activations of one
+    step are alive at a time, so memory is that of a per-step loop."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        reset(self.net)
+        return torch.cat([self.net(x[t : t + 1]) for t in range(x.shape[0])])
+
+
+class SpikingJellySimulator(_Simulator):
+    def __init__(self, ann: nn.Sequential) -> None:
+        super().__init__()
+        _, layer, neuron, surrogate = _import_spikingjelly()
+        modules: list[nn.Module] = []
+        for group in _stateless_groups(ann):
+            if group is None:
+                modules.append(
+                    neuron.LIFNode(
+                        tau=1.0 / (1.0 - LEAK),
+                        decay_input=False,
+                        v_threshold=THRESHOLD,
+                        v_reset=0.0,
+                        surrogate_function=surrogate.ATan(alpha=ATAN_ALPHA),
+                        detach_reset=False,
+                        step_mode="m",
+                    )
+                )
+            else:
+                modules.append(layer.SeqToANNContainer(*group))
+        self.net = nn.Sequential(*modules)
+
+    def forward(self, x: Tensor) -> Tensor:
+        functional = _import_spikingjelly()[0]
+        functional.reset_net(self.net)
+        return self.net(x)
+
+
+class SnnTorchSimulator(_Simulator):
+    def __init__(self, ann: nn.Sequential) -> None:
+        super().__init__()
+        snn, surrogate = _import_snntorch()
+        self.layers = nn.ModuleList(
+            snn.Leaky(
+                beta=LEAK,
+                threshold=THRESHOLD,
+                reset_mechanism="zero",
+                spike_grad=surrogate.atan(alpha=ATAN_ALPHA),
+            )
+            if isinstance(layer, nn.ReLU)
+            else layer
+            for layer in _layers(ann)
+        )
+        self._leaky = snn.Leaky
+
+    def forward(self, x: Tensor) -> Tensor:
+        neurons = [m for m in self.layers if isinstance(m, self._leaky)]
+        for m in neurons:
+            m.reset_mem()
+        outputs = []
+        for x_t in x:
+            for m in self.layers:
+                x_t = m(x_t)[0] if isinstance(m, self._leaky) else m(x_t)
+            outputs.append(x_t)
+        return torch.stack(outputs)
+
+
+class PyTorchLoopSimulator(_Simulator):
+    """What one would write by hand: a per-step loop over the network, the LIF inline."""
+
+    def __init__(self, ann: nn.Sequential) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(_layers(ann))
+        self.spike = ArcTan(ATAN_ALPHA)
+
+    def forward(self, x: Tensor) -> Tensor:
+        membranes: dict[int, Tensor] = {}
+        outputs = []
+        for x_t in x:
+            for i, m in enumerate(self.layers):
+                if isinstance(m, nn.ReLU):
+                    u = LEAK * membranes[i] + x_t if i in membranes else x_t
+                    x_t = self.spike(u - THRESHOLD)
+                    membranes[i] = u * (1.0 - x_t)
+                else:
+                    x_t = m(x_t)
+            outputs.append(x_t)
+        return torch.stack(outputs)
+
+
+_SIMULATORS: dict[str, type[_Simulator]] = {
+    "spikecut": SpikecutSimulator,
+    "spikecut-stepwise": SpikecutStepwiseSimulator,
+    "spikingjelly": SpikingJellySimulator,
+    "snntorch": SnnTorchSimulator,
+    "pytorch-loop": PyTorchLoopSimulator,
+}
+
+
+def _import_spikingjelly():
+    try:
+        base = "spikingjelly.activation_based"
+        return tuple(
+            importlib.import_module(f"{base}.{name}")
+            for name in ("functional", "layer", "neuron", "surrogate")
+        )
+    except ImportError as err:
+        raise PeerMissing(
+            f"spikingjelly is not installed ({err}); install the peers with "
+            "`pip install --no-deps spikingjelly snntorch loguru`"
+        ) from err
+
+
+def _import_snntorch():
+    try:
+        return importlib.import_module("snntorch"), importlib.import_module("snntorch.surrogate")
+    except ImportError as err:
+        raise PeerMissing(
+            f"snntorch is not installed ({err}); install the peers with "
+            "`pip install --no-deps spikingjelly snntorch loguru`"
+        ) from err
+
+
+def build_simulator(library: str, ann: nn.Sequential) -> nn.Module:
+    """``library``'s SNN built from a copy of ``ann``'s weights (ReLU → that library's LIF).
+
+    Raises:
+        ValueError: unknown library.
+        PeerMissing: the peer library is not installed.
+    """
+    if library not in _SIMULATORS:
+        raise ValueError(f"unknown library {library!r}; expected one of {list(LIBRARIES)}")
+    return _SIMULATORS[library](ann)
+
+
+def peer_versions() -> dict[str, str | None]:
+    """Installed version of each peer library, ``None`` where it is missing."""
+    versions: dict[str, str | None] = {}
+    for name in PEERS:
+        try:
+            versions[name] = str(getattr(importlib.import_module(name), "__version__", "unknown"))
+        except ImportError:
+            versions[name] = None
+    return versions
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@dataclass
+class SimulationConfig:
+    """What the simulation benchmark runs; ``quick()`` is the CI/laptop-sized version."""
+
+    nets: tuple[str, ...] = ("conv28", "vgg32")
+    libraries: tuple[str, ...] = LIBRARIES
+    modes: tuple[str, ...] = ("inference", "training")
+    batch: int = 64
+    steps: int = 8
+    scale: float = 1.0
+    warmup: int = 2
+    repeats: int = 5
+    device: str = "cpu"
+    threads: int = field(default_factory=lambda: available_cpus())
+    seed: int = 0
+
+    @classmethod
+    def quick(cls, **overrides) -> SimulationConfig:
+        """Batch 16 and half-width nets, one warm-up and three timed calls."""
+        return cls(**{"batch": 16, "scale": 0.5, "warmup": 1, "repeats": 3, **overrides})
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _seconds(fn: Callable[[], object], device: torch.device) -> float:
+    _synchronize(device)
+    start = time.perf_counter()
+    fn()
+    _synchronize(device)
+    return time.perf_counter() - start
+
+
+def _best_seconds_interleaved(
+    calls: list[Callable[[], object]], warmup: int, repeats: int, device: torch.device
+) -> list[float]:
+    """Best time of each call; the calls take turns, so a load that drifts over the run
+    (other processes on the machine) affects every library alike."""
+    for _ in range(warmup):
+        for fn in calls:
+            fn()
+    best = [float("inf")] * len(calls)
+    for _ in range(repeats):
+        for i, fn in enumerate(calls):
+            best[i] = min(best[i], _seconds(fn, device))
+    return best
+
+
+_LIBC: ctypes.CDLL | None = None
+
+
+def _tune_glibc() -> bool:
+    """Make glibc hand every block of 64 KiB or more back to the OS when it is freed (see the
+    module doc). Process-wide, so it is done only once the timings are over."""
+    global _LIBC
+    if _LIBC is not None:
+        return True
+    name = ctypes.util.find_library("c")
+    if platform.system() != "Linux" or name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 65536) == 1
+        ok = ok and libc.mallopt(m_trim_threshold, 65536) == 1
+        libc.malloc_trim  # noqa: B018 - fail here, not mid-measurement, if it is missing
+    except (OSError, AttributeError):
+        return False
+    if ok:
+        _LIBC = libc
+    return ok
+
+
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise OSError(f"/proc/self/status has no {key}")
+
+
+def memory_method(device: torch.device) -> str:
+    """How :func:`peak_memory_mb` measures on ``device`` (recorded in the results)."""
+    if device.type == "cuda":
+        return "torch.cuda.max_memory_allocated above the allocation before the call"
+    if _tune_glibc() and os.path.exists("/proc/self/clear_refs"):
+        return (
+            "CPU resident-set high-water mark (VmHWM, reset via /proc/self/clear_refs) above "
+            "the resident set before the call; glibc mmap threshold 64 KiB"
+        )
+    return "unavailable on this platform"
+
+
+def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | None:
+    """Peak memory growth (MiB) while ``fn()`` runs; ``None`` where it cannot be measured."""
+    if device.type == "cuda":
+        _synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        _synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    if not _tune_glibc():
+        return None
+    _LIBC.malloc_trim(0)  # return freed heap pages, so that reusing them counts as growth
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        before = _status_mb("VmRSS")
+        fn()
+        return max(0.0, _status_mb("VmHWM") - before)
+    except OSError:
+        return None
+
+
+def _inference_call(model: nn.Module, x: Tensor) -> Callable[[], object]:
+    def call() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    return call
+
+
+def _training_call(model: nn.Module, x: Tensor, labels: Tensor) -> Callable[[], object]:
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def call() -> None:
+        for p in params:
+            p.grad = None
+        loss = F.cross_entropy(model(x).mean(0), labels)
+        loss.backward()
+
+    return call
+
+
+def _prepared(library: str, ann: nn.Sequential, mode: str, device: torch.device) -> nn.Module:
+    if mode == "inference":
+        model = build_simulator(library, fold_batchnorm(ann.eval())).eval()
+        model.requires_grad_(False)
+        if isinstance(model, SpikecutSimulator):  # spikecut's own inference preparation
+            model.net = prepare_for_inference(model.net)
+    else:
+        model = build_simulator(library, ann).train()
+    return model.to(device)
+
+
+def _inputs(cfg: SimulationConfig, net: str, device: torch.device) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(cfg.seed)
+    shape = NETS[net][1]
+    image = torch.rand(cfg.batch, *shape, generator=generator) * 2.0
+    labels = torch.randint(0, 10, (cfg.batch,), generator=generator)
+    x = image.unsqueeze(0).expand(cfg.steps, *image.shape).contiguous()  # direct encoding
+    return x.to(device), labels.to(device)
+
+
+def measure_simulation(
+    cfg: SimulationConfig, log: Callable[[str], None] = lambda _: None
+) -> tuple[list[dict], dict[str, str]]:
+    """Time, then measure the memory of, every (net, library, mode) of ``cfg`` in this process.
+
+    Per (net, mode) the libraries take turns call by call. All timings come first: the
+    memory measurement changes how glibc allocates, which would slow every library down.
+    Returns the result rows ``{"net", "library", "mode", "samples_steps_per_s",
+    "peak_mem_mb"}`` and ``{library: reason}`` for the peers that are missing.
+    """
+    if cfg.threads < 1:
+        raise ValueError(f"threads must be >= 1, got {cfg.threads}")
+    for mode in cfg.modes:
+        if mode not in ("inference", "training"):
+            raise ValueError(f"mode must be 'inference' or 'training', got {mode!r}")
+    torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    rows: list[dict] = []
+    missing: dict[str, str] = {}
+    for net, mode, group in _groups(cfg, device, missing, log):
+        for _, call in group:
+            call()  # first call: lazy initialisation
+        seconds = _best_seconds_interleaved(
+            [call for _, call in group], cfg.warmup, cfg.repeats, device
+        )
+        for (library, _), sec in zip(group, seconds, strict=True):
+            rows.append(
+                {
+                    "net": net,
+                    "library": library,
+                    "mode": mode,
+                    "samples_steps_per_s": cfg.batch * cfg.steps / sec,
+                    "peak_mem_mb": None,
+                }
+            )
+    by_key = {(r["net"], r["mode"], r["library"]): r for r in rows}
+    for net, mode, group in _groups(cfg, device, missing, log):
+        for library, call in group:
+            call()
+            measured = [peak_memory_mb(call, device) for _ in range(2)]
+            row = by_key[(net, mode, library)]
+            row["peak_mem_mb"] = None if None in measured else max(measured)
+            mem = "n/a" if row["peak_mem_mb"] is None else f"{row['peak_mem_mb']:.1f} MiB"
+            speed = row["samples_steps_per_s"]
+            log(f"{net:7s} {mode:9s} {library:17s} {speed:10.1f}/s {mem}")
+    return rows, missing
+
+
+def _groups(cfg: SimulationConfig, device: torch.device, missing: dict[str, str], log):
+    """``(net, mode, [(library, call), ...])`` for every (net, mode), in a fixed order."""
+    for net in cfg.nets:
+        ann = build_ann(net, cfg.scale, cfg.seed)
+        x, labels = _inputs(cfg, net, device)
+        for mode in cfg.modes:
+            group = []
+            for library in cfg.libraries:
+                if library in missing or (mode == "training" and library in INFERENCE_ONLY):
+                    continue
+                try:
+                    model = _prepared(library, ann, mode, device)
+                except PeerMissing as err:
+                    missing[library] = str(err)
+                    log(f"{library}: MISSING ({err})")
+                    continue
+                if mode == "inference":
+                    group.append((library, _inference_call(model, x)))
+                else:
+                    group.append((library, _training_call(model, x, labels)))
+            yield net, mode, group
+            del group
+
+
+def speed_ratios(rows: list[dict]) -> list[dict]:
+    """Per (net, mode): spikecut's throughput and memory against the fastest peer's."""
+    ratios = []
+    keys = sorted({(r["net"], r["mode"]) for r in rows})
+    for net, mode in keys:
+        group = {r["library"]: r for r in rows if r["net"] == net and r["mode"] == mode}
+        ours = group.get("spikecut")
+        peers = [group[p] for p in PEERS if p in group]
+        if ours is None or not peers:
+            continue
+        fastest = max(peers, key=lambda r: r["samples_steps_per_s"])
+        entry = {
+            "net": net,
+            "mode": mode,
+            "fastest_peer": fastest["library"],
+            "speed_ratio": ours["samples_steps_per_s"] / fastest["samples_steps_per_s"],
+            "memory_ratio": None,
+        }
+        peer_memory = [r["peak_mem_mb"] for r in peers if r["peak_mem_mb"]]
+        if ours["peak_mem_mb"] is not None and peer_memory:
+            entry["memory_ratio"] = ours["peak_mem_mb"] / min(peer_memory)
+        if "pytorch-loop" in group:
+            loop = group["pytorch-loop"]["samples_steps_per_s"]
+            entry["speed_ratio_vs_loop"] = ours["samples_steps_per_s"] / loop
+        stepwise = group.get("spikecut-stepwise")
+        if stepwise is not None:
+            entry["stepwise_speed_ratio"] = (
+                stepwise["samples_steps_per_s"] / fastest["samples_steps_per_s"]
+            )
+            entry["stepwise_memory_ratio"] = None
+            if stepwise["peak_mem_mb"] is not None and peer_memory:
+                entry["stepwise_memory_ratio"] = stepwise["peak_mem_mb"] / min(peer_memory)
+        ratios.append(entry)
+    return ratios
+
+
+# --------------------------------------------------------------------------- agreement
+
+
+def check_agreement(
+    net: str,
+    libraries: tuple[str, ...] = LIBRARIES,
+    *,
+    batch: int = 4,
+    steps: int = 6,
+    scale: float = 0.25,
+    device: str = "cpu",
+) -> list[dict]:
+    """Do the libraries compute the same network? One row per library against spikecut.
+
+    Inference: the per-step logits of every library on the same weights and input
+    (``max_abs_diff``; a spike that flips on a rounding difference at the threshold shows
+    up here). Training: the input gradient of the same loss relative to spikecut's largest
+    (``grad_rel_diff``), for the libraries that let the gradient flow through the reset as
+    spikecut does (snnTorch detaches it, so its gradients differ by design and are not
+    compared).
+    """
+    cfg = SimulationConfig(batch=batch, steps=steps, scale=scale, device=device)
+    ann = build_ann(net, scale)
+    dev = torch.device(device)
+    x, labels = _inputs(cfg, net, dev)
+    outputs: dict[str, Tensor] = {}
+    grads: dict[str, Tensor] = {}
+    for library in libraries:
+        try:
+            model = _prepared(library, ann, "inference", dev)
+            with torch.inference_mode():
+                outputs[library] = model(x).clone()
+            model = _prepared(library, ann.eval(), "training", dev).eval()
+        except PeerMissing:
+            continue
+        xg = x.clone().requires_grad_()
+        F.cross_entropy(model(xg).mean(0), labels).backward()
+        grads[library] = xg.grad
+    if "spikecut" not in outputs:
+        return []
+    reference, reference_grad = outputs["spikecut"], grads["spikecut"]
+    rows = []
+    for library, out in outputs.items():
+        row = {
+            "net": net,
+            "library": library,
+            "max_abs_diff": float((out - reference).abs().max()),
+            "grad_rel_diff": None,
+        }
+        if library != "snntorch":
+            scale = float(reference_grad.abs().max())
+            diff = float((grads[library] - reference_grad).abs().max())
+            row["grad_rel_diff"] = diff / scale if scale > 0 else float(diff > 0)
+        rows.append(row)
+    return rows
+
+
+def machine_info(device: str = "cpu") -> dict:
+    """Where the numbers were taken."""
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus_available": available_cpus(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info

@@ -1,0 +1,188 @@
+"""The benchmark machinery on tiny sizes: schema, missing peers, agreement, memory, ratios."""
+
+import importlib
+import json
+
+import pytest
+import torch
+
+from spikecut import cli
+from spikecut.bench import runner, simulation
+from spikecut.bench.simulation import (
+    SimulationConfig,
+    build_ann,
+    build_simulator,
+    check_agreement,
+    peak_memory_mb,
+    speed_ratios,
+)
+
+TINY = dict(nets=("conv28",), batch=2, steps=2, scale=0.125, warmup=0, repeats=1, threads=1)
+
+
+def hide_modules(monkeypatch, *hidden):
+    """Make ``importlib.import_module`` fail for ``hidden`` packages (and their submodules)."""
+    real = importlib.import_module
+
+    def fake(name, package=None):
+        if any(name == h or name.startswith(h + ".") for h in hidden):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+
+
+def check_schema(results):
+    assert set(results) >= {"simulation", "anytime", "config", "machine", "notes"}
+    for row in results["simulation"]:
+        assert set(row) == {"net", "library", "mode", "samples_steps_per_s", "peak_mem_mb"}
+        assert row["mode"] in ("inference", "training")
+        assert isinstance(row["samples_steps_per_s"], float) and row["samples_steps_per_s"] > 0
+        assert row["peak_mem_mb"] is None or row["peak_mem_mb"] >= 0
+    for row in results["anytime"]:
+        assert set(row) >= {"experiment", "rule", "epsilon", "steps_speedup", "wall_speedup"}
+
+
+def test_runner_writes_json_and_markdown_with_peers_missing(tmp_path, monkeypatch):
+    hide_modules(monkeypatch, "spikingjelly", "snntorch", "spikecut.bench.anytime")
+    out = tmp_path / "results" / "latest.json"
+    results = runner.run_bench(out, config=SimulationConfig(**TINY), log=lambda _: None)
+
+    on_disk = json.loads(out.read_text())
+    assert on_disk == results
+    check_schema(on_disk)
+    libraries = {(r["library"], r["mode"]) for r in on_disk["simulation"]}
+    assert libraries == {
+        (lib, mode) for lib in ("spikecut", "pytorch-loop") for mode in ("inference", "training")
+    } | {("spikecut-stepwise", "inference")}  # stepwise is an inference-only variant
+    assert set(on_disk["missing_peers"]) == {"spikingjelly", "snntorch"}
+    assert on_disk["ratios"] == []  # no peer, no ratio against the fastest peer
+    assert on_disk["anytime"] == []
+    assert any("anytime benchmark missing" in note for note in on_disk["notes"])
+
+    markdown = (tmp_path / "results" / "latest.md").read_text()
+    assert "| conv28 | training | spikecut |" in markdown
+    assert "| — | — | spikingjelly | MISSING |" in markdown
+    assert "anytime benchmark missing" in markdown
+    assert not list(out.parent.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_runner_calls_the_anytime_driver_with_the_results_dirs(tmp_path, monkeypatch):
+    hide_modules(monkeypatch, "spikingjelly", "snntorch")
+    calls = []
+
+    class FakeAnytime:
+        @staticmethod
+        def run_anytime_bench(dirs, *, device, quick):
+            calls.append((dirs, device, quick))
+            return [
+                dict(
+                    experiment="digits",
+                    rule="topk",
+                    epsilon=0.0,
+                    steps_speedup=2.0,
+                    wall_speedup=1.8,
+                )
+            ]
+
+    real = importlib.import_module
+    monkeypatch.setattr(
+        importlib,
+        "import_module",
+        lambda name, package=None: (
+            FakeAnytime if name == "spikecut.bench.anytime" else real(name, package)
+        ),
+    )
+    cfg = SimulationConfig(**{**TINY, "libraries": ("spikecut",), "modes": ("inference",)})
+    results = runner.run_bench(
+        tmp_path / "r.json", config=cfg, results_dirs=["a", "b"], log=lambda _: None
+    )
+    assert calls == [(["a", "b"], "cpu", False)]
+    assert results["anytime"][0]["wall_speedup"] == 1.8
+    assert "| digits | topk | 0 | 2.00× | 1.80× |" in (tmp_path / "r.md").read_text()
+
+
+def test_spikecut_computes_the_same_network_as_the_hand_written_loop():
+    for net in ("conv28", "vgg32"):
+        rows = {
+            r["library"]: r
+            for r in check_agreement(
+                net, ("spikecut", "pytorch-loop"), batch=2, steps=4, scale=0.125
+            )
+        }
+        assert rows["pytorch-loop"]["max_abs_diff"] == 0.0
+        assert rows["pytorch-loop"]["grad_rel_diff"] < 1e-5
+        assert rows["spikecut"]["max_abs_diff"] == 0.0
+
+
+def test_simulators_spike_and_share_weights():
+    ann = build_ann("conv28", scale=0.125)
+    x = torch.rand(3, 2, 1, 28, 28) * 2
+    ours = build_simulator("spikecut", ann).eval()
+    loop = build_simulator("pytorch-loop", ann).eval()
+    first_conv = ours.net.body[0].weight
+    assert torch.equal(first_conv, loop.layers[0].weight)
+    assert first_conv.data_ptr() != ann[0].weight.data_ptr()  # copies, not the ANN's own
+    with torch.no_grad():
+        hidden = ours.net.body[:3](x.reshape(6, 1, 28, 28))
+    assert 0 < hidden.count_nonzero() < hidden.numel()  # the first LIF layer really spikes
+    with torch.no_grad():
+        assert torch.equal(ours(x), ours(x))  # each call starts from a fresh state
+
+
+def test_unknown_names_are_clear_errors(monkeypatch):
+    with pytest.raises(ValueError, match="unknown benchmark net"):
+        build_ann("resnet")
+    with pytest.raises(ValueError, match="unknown library"):
+        build_simulator("brian2", build_ann("conv28", 0.125))
+    hide_modules(monkeypatch, "snntorch")
+    with pytest.raises(simulation.PeerMissing, match="pip install --no-deps"):
+        build_simulator("snntorch", build_ann("conv28", 0.125))
+
+
+def test_peak_memory_sees_a_large_temporary_tensor():
+    def allocate():
+        block = torch.ones(40 * 2**20 // 4)  # 40 MiB
+        return float(block[0])
+
+    big = peak_memory_mb(allocate, torch.device("cpu"))
+    if big is None:  # only where /proc and glibc are missing
+        assert simulation.memory_method(torch.device("cpu")) == "unavailable on this platform"
+        return
+    small = peak_memory_mb(lambda: None, torch.device("cpu"))
+    assert 38 <= big <= 60
+    assert small < 5
+
+
+def test_speed_ratios_against_the_fastest_peer():
+    def row(library, mode, speed, mem):
+        return dict(net="n", library=library, mode=mode, samples_steps_per_s=speed, peak_mem_mb=mem)
+
+    rows = [
+        row("spikecut", "training", 300.0, 50.0),
+        row("spikingjelly", "training", 100.0, 80.0),
+        row("snntorch", "training", 200.0, 40.0),
+        row("pytorch-loop", "training", 150.0, 100.0),
+    ]
+    (ratio,) = speed_ratios(rows)
+    assert ratio["fastest_peer"] == "snntorch"
+    assert ratio["speed_ratio"] == pytest.approx(1.5)
+    assert ratio["memory_ratio"] == pytest.approx(50.0 / 40.0)
+    assert ratio["speed_ratio_vs_loop"] == pytest.approx(2.0)
+
+
+def test_cli_bench_passes_its_options(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(runner, "run_bench", lambda out, **kw: seen.update(out=out, **kw))
+    out = tmp_path / "x.json"
+    status = cli.main(["bench", "--quick", "--out", str(out), "--results", "a", "b"])
+    assert status == 0
+    assert seen == dict(out=out, quick=True, device="cpu", results_dirs=["a", "b"], threads=None)
+
+
+def test_cli_bench_refuses_bad_options(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["bench", "--device", "cuda"]) == cli.EXIT_USAGE
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert cli.main(["bench", "--threads", "0"]) == cli.EXIT_USAGE
+    assert "--threads" in capsys.readouterr().err
