@@ -7,7 +7,7 @@ STAMP := $(VENV)/.spikecut-installed
 CONFIG ?=
 OUT ?= results/default
 
-.PHONY: setup run test lint format clean
+.PHONY: setup run test bench lint format clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -23,16 +23,21 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/spikecut run $(CONFIG) --out $(OUT)
 
+# The peer libraries are installed without their requirements (those would pull a CUDA torch).
+bench: setup
+	$(BIN)/python -m pip install --quiet --no-deps spikingjelly snntorch loguru
+	$(BIN)/spikecut bench $(BENCH_ARGS)
+
 lint: setup
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 test: lint
 	$(BIN)/pytest -q
 
 format: setup
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache

@@ -2,6 +2,8 @@
 
 import importlib
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,7 +15,6 @@ from spikecut.bench.simulation import (
     build_ann,
     build_simulator,
     check_agreement,
-    peak_memory_mb,
     speed_ratios,
 )
 
@@ -140,18 +141,40 @@ def test_unknown_names_are_clear_errors(monkeypatch):
         build_simulator("snntorch", build_ann("conv28", 0.125))
 
 
-def test_peak_memory_sees_a_large_temporary_tensor():
-    def allocate():
-        block = torch.ones(40 * 2**20 // 4)  # 40 MiB
-        return float(block[0])
+_MEMORY_PROBE = """
+import json, torch
+from spikecut.bench.simulation import memory_method, peak_memory_mb
 
-    big = peak_memory_mb(allocate, torch.device("cpu"))
+def allocate():
+    block = torch.ones(40 * 2**20 // 4)  # 40 MiB
+    return float(block[0])
+
+cpu = torch.device("cpu")
+print(json.dumps([peak_memory_mb(allocate, cpu), peak_memory_mb(lambda: None, cpu),
+                  memory_method(cpu)]))
+"""
+
+
+def test_peak_memory_sees_a_large_temporary_tensor():
+    # In a child process: the measurement changes glibc's settings for the whole process.
+    done = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE], capture_output=True, text=True, check=True
+    )
+    big, small, method = json.loads(done.stdout)
     if big is None:  # only where /proc and glibc are missing
-        assert simulation.memory_method(torch.device("cpu")) == "unavailable on this platform"
+        assert method == "unavailable on this platform"
         return
-    small = peak_memory_mb(lambda: None, torch.device("cpu"))
     assert 38 <= big <= 60
     assert small < 5
+
+
+def test_memory_is_measured_in_a_child_process_for_each_library():
+    cfg = SimulationConfig(**{**TINY, "libraries": ("spikecut", "pytorch-loop")})
+    memory = simulation._memory_in_child(cfg)
+    assert set(memory) == {
+        ("conv28", mode, lib) for mode in ("inference", "training") for lib in cfg.libraries
+    }
+    assert all(v is None or v >= 0 for v in memory.values())
 
 
 def test_speed_ratios_against_the_fastest_peer():

@@ -76,6 +76,15 @@ def run_bench(
         )
         config = SimulationConfig.quick(**overrides) if quick else SimulationConfig(**overrides)
     started = time.time()
+    previous_threads = torch.get_num_threads()
+    try:
+        return _run(out, config, quick, results_dirs, started, log)
+    finally:
+        torch.set_num_threads(previous_threads)  # the benchmark's setting stays inside it
+
+
+def _run(out, config: SimulationConfig, quick: bool, results_dirs, started: float, log) -> dict:
+    torch.set_num_threads(config.threads)  # the anytime part runs with the same threads
     rows, missing = measure_simulation(config, log)
     notes = [f"{lib} missing: {reason}" for lib, reason in missing.items()]
     agreement = []

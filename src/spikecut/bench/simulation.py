@@ -22,7 +22,9 @@ Inference runs under ``torch.inference_mode()`` on the BatchNorm-folded network,
 library alike; spikecut's network also goes through its own
 :func:`~spikecut.fusion.prepare_for_inference` (channels-last convolution weights).
 
-Peak memory is the growth of memory during one call (the larger of two calls). On CUDA:
+Peak memory is the growth of memory during one call (the larger of two calls), measured in a
+child process (``python -m spikecut.bench.simulation``) so that the allocator settings it needs
+never slow down the timings of the calling process. On CUDA:
 ``max_memory_allocated`` above what was allocated before the call. On Linux CPUs: the
 resident-set high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs``) above the
 resident set before the call, with glibc told to serve every block of 64 KiB or more by
@@ -36,11 +38,14 @@ import copy
 import ctypes
 import ctypes.util
 import importlib
+import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +65,7 @@ __all__ = [
     "peer_versions",
     "measure_simulation",
     "check_agreement",
+    "measure_memory",
     "speed_ratios",
     "machine_info",
 ]
@@ -421,7 +427,8 @@ def memory_method(device: torch.device) -> str:
     """How :func:`peak_memory_mb` measures on ``device`` (recorded in the results)."""
     if device.type == "cuda":
         return "torch.cuda.max_memory_allocated above the allocation before the call"
-    if _tune_glibc() and os.path.exists("/proc/self/clear_refs"):
+    glibc = platform.system() == "Linux" and ctypes.util.find_library("c") is not None
+    if glibc and os.path.exists("/proc/self/clear_refs"):  # (tuned only in the child)
         return (
             "CPU resident-set high-water mark (VmHWM, reset via /proc/self/clear_refs) above "
             "the resident set before the call; glibc mmap threshold 64 KiB"
@@ -496,8 +503,9 @@ def measure_simulation(
 ) -> tuple[list[dict], dict[str, str]]:
     """Time, then measure the memory of, every (net, library, mode) of ``cfg`` in this process.
 
-    Per (net, mode) the libraries take turns call by call. All timings come first: the
-    memory measurement changes how glibc allocates, which would slow every library down.
+    Per (net, mode) the libraries take turns call by call. Memory is measured afterwards in
+    a child process: the measurement changes how glibc allocates, which would slow down
+    whatever this process runs next.
     Returns the result rows ``{"net", "library", "mode", "samples_steps_per_s",
     "peak_mem_mb"}`` and ``{library: reason}`` for the peers that are missing.
     """
@@ -526,17 +534,45 @@ def measure_simulation(
                     "peak_mem_mb": None,
                 }
             )
-    by_key = {(r["net"], r["mode"], r["library"]): r for r in rows}
-    for net, mode, group in _groups(cfg, device, missing, log):
+    measured = {(r["net"], r["mode"], r["library"]) for r in rows}
+    present = tuple(lib for lib in cfg.libraries if any(k[2] == lib for k in measured))
+    memory = _memory_in_child(replace(cfg, libraries=present))
+    for row in rows:
+        row["peak_mem_mb"] = memory.get((row["net"], row["mode"], row["library"]))
+        mem = "n/a" if row["peak_mem_mb"] is None else f"{row['peak_mem_mb']:.1f} MiB"
+        speed = row["samples_steps_per_s"]
+        log(f"{row['net']:7s} {row['mode']:9s} {row['library']:17s} {speed:10.1f}/s {mem}")
+    return rows, missing
+
+
+def measure_memory(cfg: SimulationConfig) -> list[dict]:
+    """Peak memory of every (net, mode, library) of ``cfg``, measured in *this* process.
+
+    It changes glibc's allocation settings for the rest of the process; call it through
+    :func:`_memory_in_child` (``python -m spikecut.bench.simulation CONFIG_JSON``).
+    """
+    torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    rows = []
+    for net, mode, group in _groups(cfg, device, {}, lambda _: None):
         for library, call in group:
             call()
             measured = [peak_memory_mb(call, device) for _ in range(2)]
-            row = by_key[(net, mode, library)]
-            row["peak_mem_mb"] = None if None in measured else max(measured)
-            mem = "n/a" if row["peak_mem_mb"] is None else f"{row['peak_mem_mb']:.1f} MiB"
-            speed = row["samples_steps_per_s"]
-            log(f"{net:7s} {mode:9s} {library:17s} {speed:10.1f}/s {mem}")
-    return rows, missing
+            peak = None if None in measured else max(measured)
+            rows.append({"net": net, "mode": mode, "library": library, "peak_mem_mb": peak})
+    return rows
+
+
+def _memory_in_child(cfg: SimulationConfig) -> dict[tuple[str, str, str], float | None]:
+    """:func:`measure_memory` run in a fresh Python process; keyed by (net, mode, library)."""
+    command = [sys.executable, "-m", "spikecut.bench.simulation", json.dumps(cfg.to_dict())]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"the memory measurement process failed (exit {done.returncode}): "
+            f"{done.stderr.strip()[-2000:]}"
+        )
+    return {(r["net"], r["mode"], r["library"]): r["peak_mem_mb"] for r in json.loads(done.stdout)}
 
 
 def _groups(cfg: SimulationConfig, device: torch.device, missing: dict[str, str], log):
@@ -670,3 +706,11 @@ def machine_info(device: str = "cpu") -> dict:
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
+
+
+if __name__ == "__main__":  # the memory measurement's child process: config JSON in, rows out
+    _settings = json.loads(sys.argv[1])
+    _config = SimulationConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in _settings.items()}
+    )
+    print(json.dumps(measure_memory(_config)))
