@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from .losses import snn_loss
 from .neurons import reset
 from .regularizers import RCSRegularizer
+from .speed import prepare_for_training
 
 __all__ = ["TrainConfig", "EpochLog", "TrainResult", "train_ann", "train_snn", "seed_everything"]
 
@@ -188,7 +189,7 @@ def _fit(
     if config.epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {config.epochs}")
     generator = seed_everything(seed)
-    model.to(device).train()
+    prepare_for_training(model.to(device), device).train()
     loader = DataLoader(
         dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator
     )

@@ -20,7 +20,11 @@ after ``warmup`` calls, all libraries in one process on the same input. Training
 forward + backward of the cross-entropy of the mean logits, every library as it comes.
 Inference runs under ``torch.inference_mode()`` on the BatchNorm-folded network, for every
 library alike; spikecut's network also goes through its own
-:func:`~spikecut.fusion.prepare_for_inference` (channels-last convolution weights).
+:func:`~spikecut.fusion.prepare_for_inference` (channels-last convolution weights). In
+training spikecut's network has channels-last convolution weights, as spikecut's trainers set
+on the CPU. The timing process keeps freed large blocks for reuse
+(:func:`spikecut.speed.keep_large_allocations`, which spikecut's trainers apply on the CPU);
+the setting is process-wide, so every library is timed under it.
 
 Peak memory is the growth of memory during one call (the larger of two calls), measured in a
 child process (``python -m spikecut.bench.simulation``) so that the allocator settings it needs
@@ -53,6 +57,7 @@ from torch.nn import functional as F
 
 from ..fusion import fold_batchnorm, prepare_for_inference
 from ..neurons import LIF, ArcTan, SpikingNetwork, reset
+from ..speed import channels_last_convolutions, keep_large_allocations
 
 __all__ = [
     "LIBRARIES",
@@ -486,6 +491,8 @@ def _prepared(library: str, ann: nn.Sequential, mode: str, device: torch.device)
             model.net = prepare_for_inference(model.net)
     else:
         model = build_simulator(library, ann).train()
+        if isinstance(model, SpikecutSimulator) and device.type == "cpu":
+            channels_last_convolutions(model.net)  # what spikecut's trainers do on the CPU
     return model.to(device)
 
 
@@ -516,6 +523,10 @@ def measure_simulation(
             raise ValueError(f"mode must be 'inference' or 'training', got {mode!r}")
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
+    if device.type == "cpu":
+        # spikecut's trainers keep freed large blocks for reuse (spikecut.speed); the setting
+        # is process-wide, so every library below is timed under it alike.
+        keep_large_allocations()
     rows: list[dict] = []
     missing: dict[str, str] = {}
     for net, mode, group in _groups(cfg, device, missing, log):
