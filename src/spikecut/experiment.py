@@ -29,6 +29,7 @@ from .neurons import LIF, SURROGATES
 from .ops import OpCounter
 from .registry import option_names
 from .report import write_report
+from .speed import keep_large_allocations
 from .train import seed_everything, train_ann, train_snn
 
 __all__ = [
@@ -91,6 +92,8 @@ def run_experiment(
     start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        keep_large_allocations()  # large activations reused, not re-faulted (spikecut.speed)
     train_set, calibration_set, test_set = _datasets(cfg, progress)
     repeat = not is_frame_dataset(train_set)
 

@@ -39,6 +39,7 @@ from .._io import atomic_write_json, atomic_write_text
 from ..anytime import AnytimeClassifier
 from ..cutoff import ExitRule, FixedTimestep, TopKCutoff, make_rule
 from ..neurons import reset
+from ..speed import keep_large_allocations
 
 __all__ = ["measure_anytime", "rule_for_run", "run_anytime_bench", "render_markdown", "main"]
 
@@ -99,6 +100,8 @@ def measure_anytime(
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
     device = torch.device(device)
+    if device.type == "cpu":
+        keep_large_allocations()  # as spikecut runs (spikecut.speed); for every variant alike
     snn = snn.to(device).eval()
     batches = _load_batches(dataset, batch_size, repeat, device)
     engine = AnytimeClassifier(snn, rule, T, count_ops=False)
