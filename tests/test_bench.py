@@ -79,6 +79,7 @@ def test_runner_calls_the_anytime_driver_with_the_results_dirs(tmp_path, monkeyp
             return [
                 dict(
                     experiment="digits",
+                    run="alpha=0",
                     rule="topk",
                     epsilon=0.0,
                     steps_speedup=2.0,
@@ -100,7 +101,9 @@ def test_runner_calls_the_anytime_driver_with_the_results_dirs(tmp_path, monkeyp
     )
     assert calls == [(["a", "b"], "cpu", False)]
     assert results["anytime"][0]["wall_speedup"] == 1.8
-    assert "| digits | topk | 0 | 2.00× | 1.80× |" in (tmp_path / "r.md").read_text()
+    assert (
+        "| digits | alpha=0 | topk | 0 | 2.00× | 1.80× | 0.90 |" in (tmp_path / "r.md").read_text()
+    )
 
 
 def test_spikecut_computes_the_same_network_as_the_hand_written_loop():
