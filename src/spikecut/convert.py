@@ -157,6 +157,26 @@ class ConvertedNetwork(SpikingNetwork):
         return y
 
 
+def _check_forward(model: nn.Module, cannot: str) -> bool:
+    """Refuse functional activations and reused activation modules found by tracing.
+
+    Returns whether the model could be traced (otherwise the first forward is guarded).
+    """
+    inspected = _inspect_forward(model)
+    if inspected is None:
+        return False
+    functional, reused = inspected
+    if functional:
+        raise ConversionError(_functional_message(type(model).__name__, functional))
+    if reused:
+        raise ConversionError(
+            f"{cannot}: activation module(s) {', '.join(reused)} are called more than once in "
+            "forward; a spiking neuron keeps state per position, so give each position its "
+            "own module"
+        )
+    return True
+
+
 def _functional_message(model_name: str, calls: Iterable[str]) -> str:
     listed = ", ".join(sorted(set(calls)))
     return (
@@ -233,17 +253,7 @@ def to_snn(
     if problems:
         raise ConversionError(f"cannot convert {name}: " + "; ".join(problems))
 
-    inspected = _inspect_forward(model)
-    if inspected is not None:
-        functional, reused = inspected
-        if functional:
-            raise ConversionError(_functional_message(name, functional))
-        if reused:
-            raise ConversionError(
-                f"cannot convert {name}: activation module(s) {', '.join(reused)} are called "
-                "more than once in forward; a spiking neuron keeps state per position, so give "
-                "each position its own module"
-            )
+    verified = _check_forward(model, f"cannot convert {name}")
     if not qcfs and not relus:
         raise ConversionError(
             f"cannot convert {name}: it has no QCFS or nn.ReLU modules, so there is nothing to "
@@ -266,7 +276,7 @@ def to_snn(
                 theta = thresholds[child]
                 neuron = IF(threshold=theta, reset="soft", v_init=theta / 2, amplitude=theta)
                 setattr(parent, child_name, neuron)
-    return ConvertedNetwork(model, verified=inspected is not None).eval()
+    return ConvertedNetwork(model, verified=verified).eval()
 
 
 def _replace_children(model: nn.Module, replacement: dict[nn.Module, nn.Module]) -> None:
@@ -325,18 +335,8 @@ def to_trainable_snn(
             f"cannot make a trainable SNN of {name}: it has no nn.ReLU modules to turn into "
             "spiking neurons (activations called as functions are invisible to the converter)"
         )
-    inspected = _inspect_forward(model)
-    if inspected is not None:
-        functional, reused = inspected
-        if functional:
-            raise ConversionError(_functional_message(name, functional))
-        if reused:
-            raise ConversionError(
-                f"cannot make a trainable SNN of {name}: activation module(s) "
-                f"{', '.join(reused)} are called more than once in forward; a spiking neuron "
-                "keeps state per position, so give each position its own module"
-            )
+    verified = _check_forward(model, f"cannot make a trainable SNN of {name}")
     replacement: dict[nn.Module, nn.Module] = {r: copy.deepcopy(template) for r in relus}
     replacement.update({bn: TEBN.from_batchnorm(bn, steps) for bn in norms})
     _replace_children(model, replacement)
-    return ConvertedNetwork(model, verified=inspected is not None).train(ann.training)
+    return ConvertedNetwork(model, verified=verified).train(ann.training)
