@@ -59,6 +59,9 @@ def test_channels_last_weights_compute_the_same_function():
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert not model[0].weight.is_contiguous()
     assert torch.allclose(model(x), expected, atol=1e-6)
+    grey = channels_last_convolutions(nn.Sequential(nn.Conv2d(1, 4, 3), nn.AvgPool2d(2)))
+    out = grey[0](torch.randn(2, 1, 6, 6))  # one input channel: laid out channels-last too
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
     other = nn.Sequential(nn.Conv2d(3, 8, 3))
     prepare_for_training(other, "meta")  # not the CPU: nothing changes
     assert other[0].weight.is_contiguous()

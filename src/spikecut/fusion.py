@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .neurons import SpikingNetwork, reset
+from .speed import channels_last_convolutions
 
 __all__ = ["fold_batchnorm", "prepare_for_inference"]
 
@@ -133,11 +134,7 @@ def prepare_for_inference(
     if channels_last is None:
         channels_last = _has_conv2d(model)
     if channels_last:
-        for module in model.modules():
-            if isinstance(module, nn.Conv2d):
-                module.weight.data = module.weight.data.contiguous(
-                    memory_format=torch.channels_last
-                )
+        channels_last_convolutions(model)
     if isinstance(model, SpikingNetwork):
         model.time_chunk = time_chunk
     if compile:

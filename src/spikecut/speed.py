@@ -55,11 +55,23 @@ def keep_large_allocations() -> bool:
 
 
 def channels_last_convolutions(model: nn.Module) -> nn.Module:
-    """Store every 2-D conv weight of ``model`` in channels-last layout (in place)."""
+    """Store every 2-D conv weight of ``model`` in channels-last layout (in place).
+
+    A convolution whose input has one channel gives NCHW output whatever its weights' layout
+    (PyTorch cannot tell the two layouts of such an input apart); its output is laid out
+    channels-last too, so that the layers after it (pooling above all, several times slower
+    on NCHW on the CPU) stay in one layout.
+    """
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             module.to(memory_format=torch.channels_last)
+            if module.in_channels == 1 and _to_channels_last not in module._forward_hooks.values():
+                module.register_forward_hook(_to_channels_last)
     return model
+
+
+def _to_channels_last(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    return output.contiguous(memory_format=torch.channels_last) if output.dim() == 4 else output
 
 
 def prepare_for_training(model: nn.Module, device: torch.device | str) -> nn.Module:
