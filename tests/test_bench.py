@@ -206,6 +206,19 @@ def test_cli_bench_passes_its_options(monkeypatch, tmp_path):
     assert seen == dict(out=out, quick=True, device="cpu", results_dirs=["a", "b"], threads=None)
 
 
+def test_cli_bench_defaults_to_the_finished_default_experiments(monkeypatch, tmp_path, capsys):
+    seen = {}
+    monkeypatch.setattr(runner, "run_bench", lambda out, **kw: seen.update(out=out, **kw))
+    monkeypatch.chdir(tmp_path)
+    finished = tmp_path / "results" / "mnist5k-tet"
+    finished.mkdir(parents=True)
+    (finished / "results.json").write_text("{}")
+    assert cli.main(["bench", "--quick"]) == 0
+    assert seen["results_dirs"] == ["results/mnist5k-tet"]
+    said = capsys.readouterr().out
+    assert "no finished run in results/default, results/mnist5k-dvs-tet" in said
+
+
 def test_cli_bench_refuses_bad_options(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert cli.main(["bench", "--device", "cuda"]) == cli.EXIT_USAGE

@@ -18,6 +18,10 @@ __all__ = ["main", "build_parser"]
 EXIT_USAGE = 2
 
 
+# Where `make run` and the README's commands put the default experiments.
+DEFAULT_RESULTS = ("results/default", "results/mnist5k-tet", "results/mnist5k-dvs-tet")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikecut",
@@ -65,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--results",
         nargs="+",
-        default=[],
+        default=None,
         metavar="DIR",
-        help="finished experiment folders for the anytime wall-clock benchmark",
+        help="finished experiment folders for the anytime wall-clock benchmark (default: "
+        "those of the default experiments that exist: " + ", ".join(DEFAULT_RESULTS) + ")",
     )
 
     show = sub.add_parser("config", help="print the validated configuration as YAML")
@@ -112,12 +117,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise ConfigError("--device cuda requested but CUDA is not available")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    results_dirs = args.results
+    if results_dirs is None:
+        results_dirs = [d for d in DEFAULT_RESULTS if (Path(d) / "results.json").is_file()]
+        missing = [d for d in DEFAULT_RESULTS if d not in results_dirs]
+        if missing:
+            print(
+                f"anytime benchmark: no finished run in {', '.join(missing)} (make them with "
+                "`spikecut run [configs/X.yaml] --out DIR`, or name folders with --results)"
+            )
     out = Path(args.out)
     run_bench(
         out,
         quick=args.quick,
         device=args.device,
-        results_dirs=args.results,
+        results_dirs=results_dirs,
         threads=args.threads,
     )
     print(f"wrote {out} and {out.with_suffix('.md')}")
