@@ -250,7 +250,7 @@ class LIF(TemporalModule):
         membranes = torch.empty_like(seq) if record is not None else None
         self.v = _lif_loop(
             seq,
-            v.clone(),
+            v if v is not self.v else v.clone(),  # a carried state may be referenced elsewhere
             self.leak,
             self.threshold,
             self.reset_mode == "soft",
