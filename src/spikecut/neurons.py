@@ -303,7 +303,6 @@ def _lif_loop(
     arithmetic is that of the per-step definition, operation for operation (``v·λ + I``,
     ``u − θ·s``, ``u·(1 − s)``), so the results are bit-identical to it.
     """
-    flag = torch.empty_like(v)
     for t in range(seq.shape[0]):
         u = u_out[t]
         if leak == 1.0:
@@ -311,15 +310,17 @@ def _lif_loop(
         else:
             torch.mul(v, leak, out=u)
             u.add_(seq[t])
+        # The new membrane is written over the old one (no longer needed) or into v_out[t];
+        # the spike test is computed into that same buffer, so no temporary is allocated.
         target = v if v_out is None else v_out[t]
         if spikes_out is not None:
             torch.gt(u, threshold, out=spikes_out[t])
         if soft:
-            spike = spikes_out[t] if spikes_out is not None else torch.gt(u, threshold, out=flag)
-            torch.add(u, spike, alpha=-threshold, out=target)
+            torch.gt(u, threshold, out=target)
+            target.mul_(-threshold).add_(u)  # u − θ·s (θ·s is exact, so as u + (−θ)·s)
         else:
-            torch.le(u, threshold, out=flag)  # 1 - s(t)
-            torch.mul(u, flag, out=target)
+            torch.le(u, threshold, out=target)
+            target.mul_(u)  # (1 − s)·u = u·(1 − s)
         v = target
         if spikes_in_place:
             u.gt_(threshold)
