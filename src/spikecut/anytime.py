@@ -99,7 +99,13 @@ def compact(model: nn.Module, keep: Tensor) -> None:
                     f"keep: mask over {rows} rows, but {type(module).__name__}.{name} has "
                     f"{value.shape[0]} rows"
                 )
-            setattr(module, name, value.index_select(0, index.to(value.device)))
+            setattr(module, name, _keep_rows(value, index.to(value.device)))
+
+
+def _keep_rows(value: Tensor, index: Tensor) -> Tensor:
+    """``value``'s rows ``index``, in ``value``'s memory layout (a channels-last state stays
+    channels-last: mixing layouts in the next step's arithmetic is several times slower)."""
+    return value[index]  # advanced indexing keeps the layout; index_select does not
 
 
 def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from .._io import atomic_write_json, atomic_write_text
 from ..anytime import AnytimeClassifier
 from ..cutoff import ExitRule, FixedTimestep, TopKCutoff, make_rule
+from ..fusion import prepare_for_inference
 from ..neurons import reset
 from ..speed import keep_large_allocations
 
@@ -87,6 +88,7 @@ def measure_anytime(
     device: str | torch.device = "cpu",
     repeats: int = 5,
     warmup: int = 1,
+    prepare: bool = True,
 ) -> dict[str, Any]:
     """Time full-T against anytime inference of ``snn`` over ``dataset`` (see module doc).
 
@@ -95,7 +97,9 @@ def measure_anytime(
     (wall / steps), ``stepwise_speedup`` (against T steps one at a time), ``mean_exit``,
     ``full_seconds``, ``anytime_seconds``, ``stepwise_seconds``, ``agreement``
     (fraction of samples whose anytime exit step and prediction equal the offline rule on
-    the full-T outputs), ``samples``, ``batch_size``, ``device``, ``repeats``.
+    the full-T outputs), ``samples``, ``batch_size``, ``device``, ``repeats``. With
+    ``prepare`` (the default) every variant runs the network as
+    :func:`~spikecut.fusion.prepare_for_inference` returns it.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
@@ -103,6 +107,8 @@ def measure_anytime(
     if device.type == "cpu":
         keep_large_allocations()  # as spikecut runs (spikecut.speed); for every variant alike
     snn = snn.to(device).eval()
+    if prepare:  # BN folded, channels-last (spikecut.fusion): the same network for every variant
+        snn = prepare_for_inference(snn, time_chunk=None)
     batches = _load_batches(dataset, batch_size, repeat, device)
     engine = AnytimeClassifier(snn, rule, T, count_ops=False)
     full_outputs: list[Tensor] = []
