@@ -482,3 +482,12 @@ def test_bench_driver_rebuilds_a_finished_run_with_its_saved_thresholds(tmp_path
     saved.beta = torch.tensor(beta)
     assert row["mean_exit"] == pytest.approx(saved.exit_steps(cum).double().mean().item())
     assert row["mean_exit"] < 4.0
+
+
+def test_compaction_keeps_a_channels_last_state_channels_last():
+    lif = LIF()
+    lif.v = torch.rand(6, 4, 5, 5).contiguous(memory_format=torch.channels_last)
+    expected = lif.v[torch.tensor([0, 2, 5])].clone()
+    compact(SpikingNetwork(nn.Sequential(lif)), torch.tensor([1, 0, 1, 0, 0, 1], dtype=torch.bool))
+    assert lif.v.is_contiguous(memory_format=torch.channels_last) and not lif.v.is_contiguous()
+    assert torch.equal(lif.v, expected)
