@@ -4,7 +4,16 @@ import pytest
 import torch
 from torch import nn
 
-from spikecut.neurons import IF, LIF, ArcTan, Sigmoid, SpikingNetwork, Triangle, reset
+from spikecut.neurons import (
+    IF,
+    LIF,
+    ArcTan,
+    Sigmoid,
+    SpikingNetwork,
+    Triangle,
+    private_state,
+    reset,
+)
 
 
 def column(values):
@@ -328,3 +337,17 @@ def test_training_mode_always_folds_the_whole_sequence():
     assert calls == [18]
     with pytest.raises(ValueError, match="time_chunk"):
         snn.time_chunk = 0
+
+
+def test_private_state_is_updated_in_place_only_inside_the_block():
+    neuron = LIF()
+    net = SpikingNetwork(nn.Sequential(neuron))
+    with torch.no_grad():
+        net(random_drive(3))
+        held = neuron.v
+        with private_state(net):
+            net(random_drive(4))
+            assert neuron.v is held  # updated in place: no copy per chunk or step
+        assert not neuron.state_private
+        net(random_drive(5))
+    assert neuron.v is not held  # outside the block a held state is never touched

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .cutoff import ExitRule
-from .neurons import TemporalModule, reset, temporal_modules
+from .neurons import TemporalModule, private_state, reset, temporal_modules
 from .ops import OpCounter
 
 __all__ = [
@@ -239,7 +239,8 @@ class AnytimeClassifier:
         if counter is not None:
             counter.attach()
         try:
-            return self._run(snn, x, frames, batch, device, counter)
+            with private_state(snn):  # the run starts from a reset state that only it holds
+                return self._run(snn, x, frames, batch, device, counter)
         finally:
             if counter is not None:
                 counter.detach()

@@ -36,6 +36,7 @@ __all__ = [
     "reset",
     "spiking_layers",
     "temporal_modules",
+    "private_state",
 ]
 
 
@@ -196,6 +197,9 @@ class LIF(TemporalModule):
         self.v: Tensor | None = None
         # While a list, every step's membrane (after reset) is appended here (RCS-SNN).
         self.membrane_record: list[Tensor] | None = None
+        # True while the carried state is known to be referenced by nobody else (inside one
+        # chunked call or one anytime run): inference then updates it in place, uncopied.
+        self.state_private = False
 
     def extra_repr(self) -> str:
         return (
@@ -250,7 +254,8 @@ class LIF(TemporalModule):
         membranes = torch.empty_like(seq) if record is not None else None
         self.v = _lif_loop(
             seq,
-            v if v is not self.v else v.clone(),  # a carried state may be referenced elsewhere
+            # a state carried from an earlier call may be held by the caller: copy it
+            v if v is not self.v or self.state_private else v.clone(),
             self.leak,
             self.threshold,
             self.reset_mode == "soft",
@@ -428,6 +433,24 @@ def reset(model: nn.Module) -> None:
 
 
 @contextmanager
+def private_state(model: nn.Module) -> Iterator[None]:
+    """Within the block, ``model``'s neurons update their carried state in place (no copy).
+
+    For loops that own the state from one call to the next (the chunks of one forward,
+    the steps of one anytime run); restored on exit.
+    """
+    neurons = spiking_layers(model)
+    previous = [n.state_private for n in neurons]
+    for n in neurons:
+        n.state_private = True
+    try:
+        yield
+    finally:
+        for n, p in zip(neurons, previous, strict=True):
+            n.state_private = p
+
+
+@contextmanager
 def _folded(modules: list[TemporalModule], steps: int) -> Iterator[None]:
     previous = [m.folded_steps for m in modules]
     for m in modules:
@@ -498,8 +521,11 @@ class SpikingNetwork(nn.Module):
                 outputs, start = [self._run_folded(x[:1])], 1
                 chunk = self._auto_chunk(outputs[0])
                 self._auto_chunk_cache = (key, chunk)
-        for begin in range(start, x.shape[0], chunk):
-            outputs.append(self._run_folded(x[begin : begin + chunk]))
+        if start == 0:  # the first chunk copies a state carried in from an earlier call
+            outputs, start = [self._run_folded(x[:chunk])], chunk
+        with private_state(self):  # later chunks carry the state produced inside this call
+            for begin in range(start, x.shape[0], chunk):
+                outputs.append(self._run_folded(x[begin : begin + chunk]))
         return torch.cat(outputs)
 
     def _auto_chunk(self, first_step: Tensor) -> int:
