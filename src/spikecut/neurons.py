@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -433,33 +433,29 @@ def reset(model: nn.Module) -> None:
 
 
 @contextmanager
-def private_state(model: nn.Module) -> Iterator[None]:
+def _temporarily(modules: list[nn.Module], name: str, value: object) -> Iterator[None]:
+    """Set attribute ``name`` of every module to ``value`` within the block; restore after."""
+    previous = [getattr(m, name) for m in modules]
+    for m in modules:
+        setattr(m, name, value)
+    try:
+        yield
+    finally:
+        for m, p in zip(modules, previous, strict=True):
+            setattr(m, name, p)
+
+
+def private_state(model: nn.Module) -> AbstractContextManager[None]:
     """Within the block, ``model``'s neurons update their carried state in place (no copy).
 
     For loops that own the state from one call to the next (the chunks of one forward,
     the steps of one anytime run); restored on exit.
     """
-    neurons = spiking_layers(model)
-    previous = [n.state_private for n in neurons]
-    for n in neurons:
-        n.state_private = True
-    try:
-        yield
-    finally:
-        for n, p in zip(neurons, previous, strict=True):
-            n.state_private = p
+    return _temporarily(spiking_layers(model), "state_private", True)
 
 
-@contextmanager
-def _folded(modules: list[TemporalModule], steps: int) -> Iterator[None]:
-    previous = [m.folded_steps for m in modules]
-    for m in modules:
-        m.folded_steps = steps
-    try:
-        yield
-    finally:
-        for m, p in zip(modules, previous, strict=True):
-            m.folded_steps = p
+def _folded(modules: list[TemporalModule], steps: int) -> AbstractContextManager[None]:
+    return _temporarily(modules, "folded_steps", steps)
 
 
 class SpikingNetwork(nn.Module):
