@@ -18,17 +18,41 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 
 import torch
 from torch import nn
 
-__all__ = ["keep_large_allocations", "channels_last_convolutions", "prepare_for_training"]
+__all__ = [
+    "glibc",
+    "keep_large_allocations",
+    "channels_last_convolutions",
+    "prepare_for_training",
+]
 
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
 _kept = False
+
+
+@functools.cache
+def glibc() -> ctypes.CDLL | None:
+    """The C library with glibc's ``mallopt`` and ``malloc_trim``; ``None`` where there is none
+    (not Linux, or another C library)."""
+    name = ctypes.util.find_library("c")
+    if platform.system() != "Linux" or name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt  # noqa: B018 - glibc-only entry points: fail here if they are missing
+        libc.malloc_trim  # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def keep_large_allocations() -> bool:
@@ -40,17 +64,10 @@ def keep_large_allocations() -> bool:
     global _kept
     if _kept:
         return True
-    if os.environ.get("SPIKECUT_KEEP_ALLOCATIONS", "1") == "0" or platform.system() != "Linux":
+    libc = glibc()
+    if os.environ.get("SPIKECUT_KEEP_ALLOCATIONS", "1") == "0" or libc is None:
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**30) == 1
-    except (OSError, AttributeError):
-        return False
-    _kept = bool(ok)
+    _kept = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 2**30) == 1
     return _kept
 
 

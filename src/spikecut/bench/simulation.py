@@ -39,8 +39,6 @@ hide later peaks). Elsewhere the figure is not available and is reported as ``No
 from __future__ import annotations
 
 import copy
-import ctypes
-import ctypes.util
 import importlib
 import json
 import os
@@ -57,7 +55,13 @@ from torch.nn import functional as F
 
 from ..fusion import fold_batchnorm, prepare_for_inference
 from ..neurons import LIF, ArcTan, SpikingNetwork, reset
-from ..speed import channels_last_convolutions, keep_large_allocations
+from ..speed import (
+    M_MMAP_THRESHOLD,
+    M_TRIM_THRESHOLD,
+    channels_last_convolutions,
+    glibc,
+    keep_large_allocations,
+)
 
 __all__ = [
     "LIBRARIES",
@@ -395,29 +399,20 @@ def _best_seconds_interleaved(
     return best
 
 
-_LIBC: ctypes.CDLL | None = None
+_tuned = False
 
 
 def _tune_glibc() -> bool:
     """Make glibc hand every block of 64 KiB or more back to the OS when it is freed (see the
-    module doc). Process-wide, so it is done only once the timings are over."""
-    global _LIBC
-    if _LIBC is not None:
-        return True
-    name = ctypes.util.find_library("c")
-    if platform.system() != "Linux" or name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 65536) == 1
-        ok = ok and libc.mallopt(m_trim_threshold, 65536) == 1
-        libc.malloc_trim  # noqa: B018 - fail here, not mid-measurement, if it is missing
-    except (OSError, AttributeError):
-        return False
-    if ok:
-        _LIBC = libc
-    return ok
+    module doc). Process-wide, so it is done only in the memory-measurement process."""
+    global _tuned
+    libc = glibc()
+    if not _tuned and libc is not None:
+        _tuned = (
+            libc.mallopt(M_MMAP_THRESHOLD, 65536) == 1
+            and libc.mallopt(M_TRIM_THRESHOLD, 65536) == 1
+        )
+    return _tuned
 
 
 def _status_mb(key: str) -> float:
@@ -432,8 +427,7 @@ def memory_method(device: torch.device) -> str:
     """How :func:`peak_memory_mb` measures on ``device`` (recorded in the results)."""
     if device.type == "cuda":
         return "torch.cuda.max_memory_allocated above the allocation before the call"
-    glibc = platform.system() == "Linux" and ctypes.util.find_library("c") is not None
-    if glibc and os.path.exists("/proc/self/clear_refs"):  # (tuned only in the child)
+    if glibc() is not None and os.path.exists("/proc/self/clear_refs"):  # tuned in the child
         return (
             "CPU resident-set high-water mark (VmHWM, reset via /proc/self/clear_refs) above "
             "the resident set before the call; glibc mmap threshold 64 KiB"
@@ -452,7 +446,7 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | No
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     if not _tune_glibc():
         return None
-    _LIBC.malloc_trim(0)  # return freed heap pages, so that reusing them counts as growth
+    glibc().malloc_trim(0)  # return freed heap pages, so that reusing them counts as growth
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
             f.write("5")
