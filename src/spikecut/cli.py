@@ -1,5 +1,6 @@
-"""Command line: ``spikecut run [CONFIG.yaml] [--out DIR] [--set key=value ...]`` and friends
-(``report``, ``config``, ``bench``).
+"""Command line: ``spikecut run [CONFIG.yaml] [--out DIR] [--set key=value ...] [--resume]``
+and friends (``report``, ``config``, ``bench``). Under ``torchrun --nproc_per_node=N -m
+spikecut run ...`` the processes train together and rank 0 prints and writes.
 
 A configuration problem (missing file, unknown key, wrong type, unknown dataset) is one line
 on stderr and exit status 2, never a traceback.
@@ -11,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .checkpoint import CheckpointError
 from .config import ConfigError, load_config
 
 __all__ = ["main", "build_parser"]
@@ -45,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set train.epochs=3 (repeatable)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from the checkpoints in the output folder (same "
+        "configuration); finished runs are not repeated",
+    )
 
     report = sub.add_parser("report", help="re-render report.md and plots from a results.json")
     report.add_argument("results", help="path to results.json")
@@ -87,9 +95,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else default_out_dir(cfg)
-    results = run_experiment(cfg, out, progress=not args.quiet)
-    print(summary_table(results))
-    print(f"\nwrote {out / 'results.json'}, {out / 'report.md'} and plots to {out}/")
+    results = run_experiment(cfg, out, progress=not args.quiet, resume=args.resume)
+    if results["environment"].get("rank", 0) == 0:
+        print(summary_table(results))
+        print(f"\nwrote {out / 'results.json'}, {out / 'report.md'} and plots to {out}/")
     return 0
 
 
@@ -158,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, CheckpointError, FileNotFoundError) as err:
         print(f"spikecut: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -246,6 +246,16 @@ def _check_values(cfg: ExperimentConfig) -> None:
         (cfg.train.epochs >= 1, f"'train.epochs' must be >= 1, got {cfg.train.epochs}"),
         (cfg.train.batch_size >= 1, f"'train.batch_size' must be >= 1, got {cfg.train.batch_size}"),
         (cfg.train.lr > 0, f"'train.lr' must be > 0, got {cfg.train.lr}"),
+        (cfg.train.workers >= 0, f"'train.workers' must be >= 0, got {cfg.train.workers}"),
+        (
+            0.0 <= cfg.train.validation_fraction < 1.0,
+            f"'train.validation_fraction' must be in [0, 1), got {cfg.train.validation_fraction}",
+        ),
+        (
+            cfg.train.select != "best" or cfg.train.validation_fraction > 0,
+            "'train.select' is 'best' but there is no validation split to select on: set "
+            "'train.validation_fraction' (e.g. 0.05); the test split is never used for selection",
+        ),
         (len(cfg.runs) >= 1, "'runs' must list at least one run"),
         (cfg.cutoff.bins >= 1, f"'cutoff.bins' must be >= 1, got {cfg.cutoff.bins}"),
         (
@@ -281,10 +291,13 @@ METHODS = ("conversion", "direct")
 def _check_direct(cfg: ExperimentConfig) -> None:
     from .losses import LOSSES
     from .neurons import SURROGATES
+    from .train import AMP_DTYPES, SELECTIONS
 
     d = cfg.direct
     choices = [
         ("method", cfg.method, METHODS),
+        ("train.amp", cfg.train.amp, tuple(AMP_DTYPES)),
+        ("train.select", cfg.train.select, SELECTIONS),
         ("direct.loss", d.loss, tuple(LOSSES)),
         ("direct.reset", d.reset, ("hard", "soft")),
         ("direct.surrogate", d.surrogate, tuple(SURROGATES)),

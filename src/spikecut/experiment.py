@@ -10,27 +10,32 @@ trained weights are saved (atomically) beside the report.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import Subset
 
-from . import __version__
-from ._io import atomic_write
+from . import __version__, distributed
+from ._io import atomic_write, atomic_write_json
 from .config import ConfigError, ExperimentConfig, RunConfig, config_to_dict
 from .convert import to_snn, to_trainable_snn
 from .data import get_dataset
 from .data.registry import DATASETS
-from .evaluate import ann_accuracy, calibration_cum_logits, collect_cum_logits, evaluate_cutoff
+from .data.splits import carve_validation
+from .distributed import World, gather_samples, shard_indices
+from .evaluate import calibration_cum_logits, collect_cum_logits, evaluate_cutoff
 from .models import create
 from .models.registry import MODELS
 from .neurons import LIF, SURROGATES
-from .ops import OpCounter
+from .ops import OpCounter, OpCounts
 from .registry import option_names
 from .report import write_report
 from .speed import keep_large_allocations
-from .train import seed_everything, train_ann, train_snn
+from .train import FitOptions, accuracy, seed_everything, train_ann, train_snn
 
 __all__ = [
     "run_experiment",
@@ -74,11 +79,18 @@ def dataset_options(cfg: ExperimentConfig, progress: bool = True) -> dict:
 
 
 def _datasets(cfg: ExperimentConfig, progress: bool = True):
+    """(train, calibration, validation or None, test): calibration is the training data
+    without augmentation; the validation split, if configured, is carved from it."""
     data, opts = cfg.data, dataset_options(cfg, progress)
     train = get_dataset(data.name, data.root, split="train", augment=data.augment, **opts)
     calibration = get_dataset(data.name, data.root, split="train", augment=False, **opts)
     test = get_dataset(data.name, data.root, split="test", augment=False, **opts)
-    return train, calibration, test
+    validation = None
+    if cfg.train.validation_fraction > 0:
+        train, calibration, validation = carve_validation(
+            train, calibration, cfg.train.validation_fraction, cfg.seed
+        )
+    return train, calibration, validation, test
 
 
 def _save_weights(model: torch.nn.Module, path: Path) -> None:
@@ -86,33 +98,56 @@ def _save_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def run_experiment(
-    cfg: ExperimentConfig, out_dir: str | Path | None = None, *, progress: bool = True
+    cfg: ExperimentConfig,
+    out_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+    resume: bool = False,
 ) -> dict:
-    """Run every configured run end to end and write the report; return the results dict."""
+    """Run every configured run end to end and write the report; return the results dict.
+
+    ``resume=True`` reuses the finished runs' results and continues an interrupted run from
+    its last checkpoint (same configuration only). Under ``torchrun`` this joins the process
+    group, and rank 0 writes the files.
+    """
     start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
-    device = resolve_device(cfg.device)
+    world, device = distributed.setup(resolve_device(cfg.device))
+    try:
+        results = _run_all(cfg, out, world, device, progress, resume)
+    finally:
+        distributed.teardown()
+    results["environment"]["seconds"] = time.perf_counter() - start
+    if world.is_main:
+        write_report(results, out)
+    return results
+
+
+def _run_all(
+    cfg: ExperimentConfig,
+    out: Path,
+    world: World,
+    device: torch.device,
+    progress: bool,
+    resume: bool,
+) -> dict:
     if device.type == "cpu":
         keep_large_allocations()  # large activations reused, not re-faulted (spikecut.speed)
-    train_set, calibration_set, test_set = _datasets(cfg, progress)
-    repeat = not is_frame_dataset(train_set)
+    datasets = _datasets(cfg, progress and world.is_main)
+    repeat = not is_frame_dataset(datasets[0])
+    context = _RunContext(cfg, datasets, out, world, device, progress, repeat, resume)
 
     seeds = cfg.seeds or [cfg.seed]
     runs = []
     for seed in seeds:
         for run in cfg.runs:
             name = run.name if len(seeds) == 1 else f"{run.name} seed={seed}"
-            entry = _train_and_evaluate(
-                cfg,
-                run,
-                seed,
-                name,
-                (train_set, calibration_set, test_set),
-                out,
-                device,
-                progress,
-                repeat,
-            )
+            entry = _finished_run(context, run, seed, name) if resume else None
+            if entry is None:
+                entry = _train_and_evaluate(context, run, seed, name)
+                if world.is_main:
+                    saved = {"fingerprint": run_fingerprint(cfg, run, seed), "entry": entry}
+                    atomic_write_json(_run_file(out, name), saved)
             if len(seeds) > 1:
                 entry["group"] = run.name
             runs.append(entry)
@@ -127,13 +162,72 @@ def run_experiment(
             "torch": torch.__version__,
             "python": platform.python_version(),
             "device": str(device),
+            "device_name": _device_name(device),
+            "processes": world.size,
+            "rank": world.rank,
             "threads": torch.get_num_threads(),
-            "seconds": time.perf_counter() - start,
         },
         "runs": runs,
     }
-    write_report(results, out)
     return results
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+class _RunContext:
+    """What every run of one experiment shares."""
+
+    def __init__(self, cfg, datasets, out, world, device, progress, repeat, resume) -> None:
+        self.cfg = cfg
+        self.train, self.calibration, self.validation, self.test = datasets
+        self.out = out
+        self.world = world
+        self.device = device
+        self.progress = progress and world.is_main
+        self.repeat = repeat
+        self.resume = resume
+
+
+def run_fingerprint(cfg: ExperimentConfig, run: RunConfig, seed: int) -> str:
+    """A short digest of everything that determines a run's training (not where it runs)."""
+    config = config_to_dict(cfg)
+    train = {k: v for k, v in config["train"].items() if k != "workers"}
+    payload = {
+        "method": cfg.method,
+        "T": cfg.T,
+        "data": config["data"],
+        "model": config["model"],
+        "train": train,
+        "direct": config["direct"] if cfg.method == "direct" else None,
+        "alpha": run.alpha,
+        "seed": seed,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _run_file(out: Path, name: str) -> Path:
+    return out / "runs" / f"{_slug(name)}.json"
+
+
+def _finished_run(context: _RunContext, run: RunConfig, seed: int, name: str) -> dict | None:
+    """The saved results of a run that finished with this configuration, or None."""
+    path = _run_file(context.out, name)
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        entry = saved["entry"]
+    except (ValueError, KeyError, TypeError):
+        return None  # unreadable: run it again
+    if saved.get("fingerprint") != run_fingerprint(context.cfg, run, seed):
+        return None
+    weights = context.out / "weights" / f"{_slug(name)}.pt"
+    return entry if weights.is_file() else None
 
 
 def is_frame_dataset(dataset) -> bool:
@@ -167,70 +261,83 @@ def build_trainable_snn(cfg: ExperimentConfig, ann: torch.nn.Module) -> torch.nn
     return to_trainable_snn(ann, neuron=neuron, tebn=d.tebn, steps=cfg.T)
 
 
-def _train_and_evaluate(
-    cfg: ExperimentConfig,
-    run: RunConfig,
-    seed: int,
-    name: str,
-    datasets: tuple,
-    out: Path,
-    device: torch.device,
-    progress: bool,
-    repeat: bool,
-) -> dict:
+def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: str) -> dict:
     """One run: train with the run's α (an ANN to convert, or the SNN), evaluate every rule."""
-    train_set, calibration_set, test_set = datasets
+    cfg, world, device, out = context.cfg, context.world, context.device, context.out
     run_start = time.perf_counter()
-    eval_kwargs = {
-        "batch_size": cfg.batch_size_eval,
-        "device": str(device),
-        "progress": progress,
-        "repeat": repeat,
-    }
     seed_everything(seed)  # same initial weights for every run of a seed: only α differs
-    model = build_model(cfg, train_set.num_classes)
-    train_kwargs = {"alpha": run.alpha, "seed": seed, "device": device, "progress": progress}
+    model = build_model(cfg, context.train.num_classes)
+    fit = FitOptions(
+        world=world,
+        validation=context.validation,
+        select=cfg.train.select,
+        checkpoint=out / "checkpoints" / f"{_slug(name)}.ckpt",
+        resume=context.resume,
+        fingerprint=run_fingerprint(cfg, run, seed),
+        batch_size_eval=cfg.batch_size_eval,
+    )
+    train_kwargs = {
+        "alpha": run.alpha,
+        "seed": seed,
+        "device": device,
+        "progress": context.progress,
+        "desc": f"train {name}",
+        "options": fit,
+    }
     if cfg.method == "conversion":
-        if not repeat:
+        if not context.repeat:
             raise ConfigError(
                 "method 'conversion' trains an ANN on static images, but dataset "
                 f"{cfg.data.name!r} gives frame sequences; use method 'direct'"
             )
-        trained = train_ann(model, train_set, cfg.train, desc=f"train {name}", **train_kwargs)
-        _save_weights(model, out / "weights" / f"{_slug(name)}.pt")
-        ann_acc = ann_accuracy(model, test_set, batch_size=cfg.batch_size_eval, device=str(device))
-        snn = to_snn(model)
+        trained = train_ann(model, context.train, cfg.train, **train_kwargs)
+        ann_acc = accuracy(
+            model, context.test, lambda net, x: net(x), world, cfg.batch_size_eval, device
+        )
+        trained_model, snn = model, to_snn(model)
     else:
         d = cfg.direct
         snn = build_trainable_snn(cfg, model)
         trained = train_snn(
             snn,
-            train_set,
+            context.train,
             cfg.train,
             steps=cfg.T,
             loss=d.loss,
             tet_lambda=d.tet_lambda,
-            repeat=repeat,
+            repeat=context.repeat,
             rho=d.rcs_rho,
             mask_rho=d.mask_rho,
-            desc=f"train {name}",
             **train_kwargs,
         )
-        _save_weights(snn, out / "weights" / f"{_slug(name)}.pt")
-        ann_acc = None
+        trained_model, ann_acc = snn, None
+    if world.is_main:
+        _save_weights(trained_model, out / "weights" / f"{_slug(name)}.pt")
 
+    eval_kwargs = {
+        "batch_size": cfg.batch_size_eval,
+        "device": str(device),
+        "progress": context.progress,
+        "repeat": context.repeat,
+    }
+    test = _shard(context.test, world)
     with OpCounter(snn) as counter:  # spikes and SOPs of the test pass (spikecut.ops)
         test_logits, test_labels = collect_cum_logits(
-            snn, test_set, cfg.T, desc=f"snn {name}", **eval_kwargs
+            snn, test, cfg.T, desc=f"snn {name}", **eval_kwargs
         )
+    ops = _gather_ops(counter.pop(), len(context.test), world)
+    test_logits = gather_samples(test_logits, len(context.test), world, dim=1)
+    test_labels = gather_samples(test_labels, len(context.test), world)
     cal_logits, cal_labels = calibration_cum_logits(
         snn,
-        calibration_set,
+        _shard(context.calibration, world),
         cfg.T,
         dropout=cfg.cutoff.calibration_dropout,
-        seed=seed,
+        seed=seed + world.rank,
         **eval_kwargs,
     )
+    cal_logits = gather_samples(cal_logits, len(context.calibration), world, dim=1)
+    cal_labels = gather_samples(cal_labels, len(context.calibration), world)
     evaluated = evaluate_cutoff(
         test_logits,
         test_labels,
@@ -239,7 +346,7 @@ def _train_and_evaluate(
         rules=cfg.cutoff.rules,
         epsilons=cfg.cutoff.epsilons,
         bins=cfg.cutoff.bins,
-        ops=counter.pop(),
+        ops=ops,
     )
     return {
         "name": name,
@@ -251,6 +358,23 @@ def _train_and_evaluate(
         "train": trained.summary(),
         "seconds": time.perf_counter() - run_start,
     }
+
+
+def _shard(dataset, world: World):
+    """This rank's evaluation shard (the whole dataset in a single process)."""
+    if not world.distributed:
+        return dataset
+    return Subset(dataset, shard_indices(len(dataset), world))
+
+
+def _gather_ops(ops: OpCounts, total: int, world: World) -> OpCounts:
+    """Per-sample operation counts of every rank's shard, in dataset order."""
+    if not world.distributed:
+        return ops
+    for table in (ops.spikes, ops.sops, ops.analogue_macs):
+        for name, counts in table.items():
+            table[name] = gather_samples(counts, total, world, dim=1)
+    return ops
 
 
 def _slug(name: str) -> str:

@@ -2,9 +2,12 @@
 
 ``train_ann`` trains a QCFS-ANN with cross-entropy (for conversion); ``train_snn`` trains a
 spiking network directly with the mean or TET loss on its per-step logits. Both use SGD with
-momentum, weight decay and a cosine schedule to zero (the paper's optimiser), are seeded, and
-run a fixed number of epochs: the final model is the result, nothing is selected on a test
-split. ``L_RCS`` is computed and logged even when its weight α is 0, so runs can be compared.
+momentum, weight decay and a cosine schedule to zero (the paper's optimiser) and share one
+loop that also runs under ``torchrun`` (DDP, :mod:`spikecut.distributed`), in mixed precision
+on CUDA, checkpoints every epoch (:mod:`spikecut.checkpoint`) and resumes. The final model is
+the last epoch's, or the best epoch's on a validation split carved from the training data;
+never selected on the test split. ``L_RCS`` is computed and logged even when its weight α is
+0, so runs can be compared.
 """
 
 from __future__ import annotations
@@ -13,24 +16,53 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .distributed import (
+    ShardedSampler,
+    World,
+    all_reduce_sum,
+    broadcast_state,
+    epoch_seed,
+    shard_indices,
+    sync_batchnorm,
+    unsync_batchnorm,
+)
 from .losses import snn_loss
 from .neurons import reset
 from .regularizers import RCSRegularizer
 from .speed import prepare_for_training
 
-__all__ = ["TrainConfig", "EpochLog", "TrainResult", "train_ann", "train_snn", "seed_everything"]
+__all__ = [
+    "TrainConfig",
+    "FitOptions",
+    "EpochLog",
+    "TrainResult",
+    "train_ann",
+    "train_snn",
+    "seed_everything",
+    "accuracy",
+]
 
 
 @dataclass
 class TrainConfig:
-    """Optimiser and schedule; defaults are the paper's values scaled to the small default."""
+    """Optimiser, schedule and how training runs; defaults suit the small embedded default.
+
+    ``batch_size`` is the global batch: under torchrun each of N processes takes
+    ``batch_size / N``. ``amp`` is mixed precision ("bf16", or "fp16" with loss scaling on
+    CUDA). ``workers`` are DataLoader worker processes. ``sync_batchnorm`` pools BatchNorm
+    statistics over all processes. ``validation_fraction`` of the training data (stratified,
+    seeded) is held out to measure accuracy after each epoch; ``select: best`` then keeps the
+    best epoch's weights.
+    """
 
     epochs: int = 30
     batch_size: int = 64
@@ -38,6 +70,11 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.0
+    amp: str = "off"
+    workers: int = 0
+    sync_batchnorm: bool = False
+    validation_fraction: float = 0.0
+    select: str = "last"
 
 
 @dataclass
@@ -51,20 +88,30 @@ class EpochLog:
     train_accuracy: float
     lr: float
     seconds: float
+    samples_per_second: float = float("nan")
+    validation_accuracy: float | None = None
 
 
 @dataclass
 class TrainResult:
     history: list[EpochLog] = field(default_factory=list)
     seconds: float = 0.0
+    selected_epoch: int | None = None  # the epoch whose weights are the result
+    resumed_from: int | None = None  # the checkpoint's epoch when the run was resumed
+    peak_memory_mb: float | None = None  # CUDA only
 
     def summary(self) -> dict:
         last = self.history[-1] if self.history else None
+        rates = [e.samples_per_second for e in self.history if math.isfinite(e.samples_per_second)]
         return {
             "epochs": len(self.history),
             "final_loss": last.loss if last else float("nan"),
             "final_rcs": last.rcs if last else float("nan"),
             "final_train_accuracy": last.train_accuracy if last else float("nan"),
+            "selected_epoch": self.selected_epoch,
+            "resumed_from": self.resumed_from,
+            "samples_per_second": sum(rates) / len(rates) if rates else None,
+            "peak_memory_mb": self.peak_memory_mb,
             "seconds": self.seconds,
             "history": [asdict(e) for e in self.history],
         }
@@ -95,8 +142,11 @@ def as_time_major(x: Tensor, steps: int, repeat: bool) -> Tensor:
     return x.transpose(0, 1)
 
 
-# (loss, task loss, RCS loss, logits whose argmax is the prediction) of one batch
-StepFn = Callable[[Tensor, Tensor, RCSRegularizer], tuple[Tensor, Tensor, Tensor, Tensor]]
+# (net, x, y, rcs) -> (loss, task loss, RCS loss, logits whose argmax is the prediction);
+# ``net`` is the model, or its DistributedDataParallel wrapper under torchrun.
+StepFn = Callable[
+    [nn.Module, Tensor, Tensor, RCSRegularizer], tuple[Tensor, Tensor, Tensor, Tensor]
+]
 
 
 def train_ann(
@@ -109,17 +159,30 @@ def train_ann(
     device: str | torch.device = "cpu",
     progress: bool = True,
     desc: str = "train",
+    options: FitOptions | None = None,
 ) -> TrainResult:
-    """Train a QCFS-ANN in place with cross-entropy + ``alpha`` · L_RCS."""
+    """Train a QCFS-ANN in place with cross-entropy + ``alpha`` · L_RCS.
 
-    def step(x: Tensor, y: Tensor, rcs: RCSRegularizer):
-        logits = model(x)
+    ``options`` (:class:`FitOptions`): processes, validation, checkpoints and resume.
+    """
+
+    def step(net: nn.Module, x: Tensor, y: Tensor, rcs: RCSRegularizer):
+        logits = net(x)
         task_loss = F.cross_entropy(logits, y)
         rcs_loss = rcs.loss(logits, y)
         return task_loss + alpha * rcs_loss if alpha else task_loss, task_loss, rcs_loss, logits
 
     return _fit(
-        model, dataset, config, step, seed=seed, device=device, progress=progress, desc=desc
+        model,
+        dataset,
+        config,
+        step,
+        lambda net, x: net(x),
+        seed=seed,
+        device=device,
+        progress=progress,
+        desc=desc,
+        options=options,
     )
 
 
@@ -139,6 +202,7 @@ def train_snn(
     device: str | torch.device = "cpu",
     progress: bool = True,
     desc: str = "train",
+    options: FitOptions | None = None,
 ) -> TrainResult:
     """Train a spiking network in place with surrogate gradients (SPEC §4, §5).
 
@@ -150,27 +214,55 @@ def train_snn(
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
 
-    def step(x: Tensor, y: Tensor, rcs: RCSRegularizer):
+    def step(net: nn.Module, x: Tensor, y: Tensor, rcs: RCSRegularizer):
         reset(snn)
-        outputs = snn(as_time_major(x, steps, repeat))
+        outputs = net(as_time_major(x, steps, repeat))
         task_loss = snn_loss(loss, outputs, y, tet_lambda=tet_lambda)
         rcs_loss = rcs.loss(outputs, y)
         total = task_loss + alpha * rcs_loss if alpha else task_loss
         return total, task_loss, rcs_loss, outputs.detach().mean(0)
+
+    def predict(net: nn.Module, x: Tensor) -> Tensor:
+        reset(net)
+        return net(as_time_major(x, steps, repeat)).float().mean(0)
 
     result = _fit(
         snn,
         dataset,
         config,
         step,
+        predict,
         seed=seed,
         device=device,
         progress=progress,
         desc=desc,
         rcs_options={"rho": rho, "mask_rho": mask_rho},
+        options=options,
     )
     reset(snn)
     return result
+
+
+@dataclass
+class FitOptions:
+    """How a training loop runs beyond the optimiser: processes, checkpoints, selection.
+
+    ``validation`` is a dataset carved from the training data (never the test split); with
+    it, accuracy is measured after every epoch and ``select="best"`` keeps the weights of the
+    best epoch (ties keep the earlier one). ``checkpoint`` is a file written atomically after
+    every epoch; ``resume=True`` continues from it when it exists. ``fingerprint`` names what
+    produced the run (config and seed): a checkpoint of another configuration is refused.
+    """
+
+    world: World = field(default_factory=World)
+    validation: Dataset | None = None
+    select: str = "last"
+    checkpoint: Path | None = None
+    resume: bool = False
+    fingerprint: str = ""
+    batch_size_eval: int = 256
+    # Called after each epoch's checkpoint with the epoch number (e.g. to stop a test run).
+    on_epoch_end: Callable[[int], None] | None = None
 
 
 def _fit(
@@ -178,82 +270,271 @@ def _fit(
     dataset: Dataset,
     config: TrainConfig,
     step_fn: StepFn,
+    predict: Callable[[nn.Module, Tensor], Tensor],
     *,
     seed: int,
     device: str | torch.device,
     progress: bool,
     desc: str,
     rcs_options: dict | None = None,
+    options: FitOptions | None = None,
 ) -> TrainResult:
-    """The loop shared by both trainers: seeded order, SGD + cosine schedule, logging."""
-    if config.epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {config.epochs}")
-    generator = seed_everything(seed)
-    prepare_for_training(model.to(device), device).train()
-    loader = DataLoader(
-        dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator
-    )
-    if len(loader) == 0:
+    """The loop shared by both trainers: seeded per-epoch order, SGD + cosine schedule, DDP,
+    mixed precision, validation, checkpoints and resume.
+
+    Epoch ``e`` is seeded from ``(seed, e, rank)`` alone (data order, augmentation, dropout),
+    so a run resumed from the checkpoint of epoch ``e - 1`` repeats the uninterrupted run.
+    ``predict(model, x)`` gives the logits whose argmax is the prediction (validation).
+    """
+    opts = options or FitOptions()
+    world = opts.world
+    device = torch.device(device)
+    _check_fit(config, opts, device, len(dataset))
+    model.to(device)
+    if config.sync_batchnorm and world.distributed:
+        sync_batchnorm(model)
+    prepare_for_training(model, device).train()
+    sampler = ShardedSampler(len(dataset), config.batch_size, world, seed=seed)
+    if sampler.batches == 0:
         raise ValueError(
             f"the training set has {len(dataset)} samples, fewer than one batch of "
             f"{config.batch_size}"
         )
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size // world.size,
+        sampler=sampler,
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+    )
+    net = _wrap_ddp(model, world, device)
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=config.lr,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
-    total_steps = config.epochs * len(loader)
-    warmup_steps = int(config.warmup_epochs * len(loader))
+    steps_per_epoch = sampler.batches
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _cosine_lr(step, total_steps, warmup_steps)
     )
+    amp_dtype = AMP_DTYPES[config.amp]
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+
     result = TrainResult()
-    start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=desc, disable=not progress, leave=False)
+    best: dict = {}
+    first_epoch = 1
+    if opts.resume and opts.checkpoint is not None and opts.checkpoint.is_file():
+        first_epoch, best = _restore(opts, model, optimizer, scheduler, scaler, result)
+    start = time.perf_counter() - result.seconds
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    bar = tqdm(
+        total=total_steps,
+        initial=(first_epoch - 1) * steps_per_epoch,
+        desc=desc,
+        disable=not (progress and world.is_main),
+        leave=False,
+    )
     with RCSRegularizer(model, **(rcs_options or {})) as rcs:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(first_epoch, config.epochs + 1):
             epoch_start = time.perf_counter()
-            sums = {"loss": 0.0, "task": 0.0, "rcs": 0.0, "correct": 0, "seen": 0}
-            for x, y in loader:
-                x, y = x.to(device), y.to(device)
-                loss, task_loss, rcs_loss, logits = step_fn(x, y, rcs)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training diverged at epoch {epoch}: loss is {loss.item()} "
-                        f"(lr={scheduler.get_last_lr()[0]:.4g}); lower the learning rate or alpha"
-                    )
+            torch.manual_seed(epoch_seed(seed, epoch, world.rank))
+            sampler.set_epoch(epoch)
+            model.train()
+            # loss·n, task·n, rcs·n, correct, seen: summed on the device, read once per epoch
+            sums = torch.zeros(5, dtype=torch.float64, device=device)
+            for batch, (x, y) in enumerate(loader):
+                x = x.to(device, non_blocking=True)
+                y = y.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss, task_loss, rcs_loss, logits = step_fn(net, x, y, rcs)
+                if batch % CHECK_EVERY == 0:
+                    _check_finite(loss, epoch, scheduler)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 n = y.shape[0]
-                sums["loss"] += loss.item() * n
-                sums["task"] += task_loss.item() * n
-                sums["rcs"] += rcs_loss.item() * n
-                sums["correct"] += int((logits.argmax(1) == y).sum())
-                sums["seen"] += n
+                sums += torch.stack(
+                    [
+                        loss.detach().double() * n,
+                        task_loss.detach().double() * n,
+                        rcs_loss.detach().double() * n,
+                        (logits.argmax(1) == y).sum().double(),
+                        torch.tensor(float(n), dtype=torch.float64, device=device),
+                    ]
+                )
                 bar.update(1)
-                bar.set_postfix(
-                    epoch=epoch,
-                    loss=f"{loss.item():.3f}",
-                    rcs=f"{rcs_loss.item():.2f}",
-                    refresh=False,
-                )
-            seen = sums["seen"]
-            result.history.append(
-                EpochLog(
-                    epoch=epoch,
-                    loss=sums["loss"] / seen,
-                    task_loss=sums["task"] / seen,
-                    rcs=sums["rcs"] / seen,
-                    train_accuracy=sums["correct"] / seen,
-                    lr=optimizer.param_groups[0]["lr"],
-                    seconds=time.perf_counter() - epoch_start,
-                )
+                if batch % CHECK_EVERY == 0:
+                    bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
+            totals = all_reduce_sum(sums).tolist()
+            if not math.isfinite(totals[0]):
+                _check_finite(torch.tensor(totals[0]), epoch, scheduler)
+            seconds = time.perf_counter() - epoch_start
+            log = EpochLog(
+                epoch=epoch,
+                loss=totals[0] / totals[4],
+                task_loss=totals[1] / totals[4],
+                rcs=totals[2] / totals[4],
+                train_accuracy=totals[3] / totals[4],
+                lr=optimizer.param_groups[0]["lr"],
+                seconds=seconds,
+                samples_per_second=totals[4] / seconds,
             )
+            if opts.validation is not None:
+                log.validation_accuracy = accuracy(
+                    model, opts.validation, predict, world, opts.batch_size_eval, device
+                )
+                if not best or log.validation_accuracy > best["accuracy"]:
+                    best = {
+                        "epoch": epoch,
+                        "accuracy": log.validation_accuracy,
+                        "model": _cpu_state(model),
+                    }
+            result.history.append(log)
+            result.seconds = time.perf_counter() - start
+            if opts.checkpoint is not None and world.is_main:
+                _save(opts, model, optimizer, scheduler, scaler, result, best, epoch)
+            _barrier(world)
+            if opts.on_epoch_end is not None:
+                opts.on_epoch_end(epoch)
     bar.close()
+    if opts.select == "best" and best:
+        model.load_state_dict(best["model"])
+        result.selected_epoch = best["epoch"]
+    else:
+        result.selected_epoch = config.epochs
+    if config.sync_batchnorm and world.distributed:
+        unsync_batchnorm(model)
+    broadcast_state(model)  # every rank evaluates rank 0's weights
     model.eval()
+    if device.type == "cuda":
+        result.peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20
     result.seconds = time.perf_counter() - start
     return result
+
+
+AMP_DTYPES: dict[str, torch.dtype | None] = {
+    "off": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+SELECTIONS = ("last", "best")
+# Steps between reads of the loss on the host (each read waits for the GPU).
+CHECK_EVERY = 25
+
+
+def _check_fit(config: TrainConfig, opts: FitOptions, device: torch.device, n: int) -> None:
+    if config.epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {config.epochs}")
+    if config.amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {config.amp!r}")
+    if config.amp == "fp16" and device.type != "cuda":
+        raise ValueError(f"amp 'fp16' needs a CUDA device, the model is on {device}; use 'bf16'")
+    if opts.select not in SELECTIONS:
+        raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {opts.select!r}")
+    if opts.select == "best" and opts.validation is None:
+        raise ValueError("select='best' needs a validation split (train.validation_fraction > 0)")
+    if config.batch_size % opts.world.size:
+        raise ValueError(
+            f"the global batch size {config.batch_size} must be divisible by the number of "
+            f"processes {opts.world.size}"
+        )
+
+
+def _check_finite(loss: Tensor, epoch: int, scheduler) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"training diverged at epoch {epoch}: loss is {loss.item()} "
+            f"(lr={scheduler.get_last_lr()[0]:.4g}); lower the learning rate or alpha"
+        )
+
+
+def _wrap_ddp(model: nn.Module, world: World, device: torch.device) -> nn.Module:
+    if not world.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def _barrier(world: World) -> None:
+    if world.distributed:
+        torch.distributed.barrier()
+
+
+def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module,
+    dataset: Dataset,
+    predict: Callable[[nn.Module, Tensor], Tensor],
+    world: World | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> float:
+    """Top-1 accuracy of ``predict(model, x)`` on ``dataset``, each rank taking its shard."""
+    world = world or World()
+    was_training = model.training
+    model.eval()
+    shard = Subset(dataset, shard_indices(len(dataset), world))
+    counts = torch.zeros(2, dtype=torch.float64, device=device)
+    for x, y in DataLoader(shard, batch_size=batch_size, shuffle=False):
+        y = y.to(device)
+        counts[0] += (predict(model, x.to(device)).argmax(1) == y).sum()
+        counts[1] += y.shape[0]
+    model.train(was_training)
+    correct, seen = all_reduce_sum(counts).tolist()
+    return correct / seen if seen else float("nan")
+
+
+def _save(opts, model, optimizer, scheduler, scaler, result, best, epoch) -> None:
+    state = {
+        "kind": CHECKPOINT_KIND,
+        "fingerprint": opts.fingerprint,
+        "epoch": epoch,
+        "model": _cpu_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "history": [asdict(e) for e in result.history],
+        "seconds": result.seconds,
+        "best": best,
+    }
+    save_checkpoint(opts.checkpoint, state)
+
+
+CHECKPOINT_KIND = "spikecut-training"
+
+
+def _restore(opts, model, optimizer, scheduler, scaler, result) -> tuple[int, dict]:
+    """Load the checkpoint into the training objects; return (next epoch, best so far)."""
+    state = load_checkpoint(opts.checkpoint)
+    path = opts.checkpoint
+    if state.get("kind") != CHECKPOINT_KIND:
+        raise CheckpointError(f"{path}: not a training checkpoint (kind {state.get('kind')!r})")
+    if state.get("fingerprint") != opts.fingerprint:
+        raise CheckpointError(
+            f"{path}: was written by another configuration or seed "
+            f"({state.get('fingerprint')!r}, this run is {opts.fingerprint!r}); "
+            "resume with the same configuration, or start afresh without --resume"
+        )
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        result.history = [EpochLog(**e) for e in state["history"]]
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: does not fit this model or optimiser: {err}") from None
+    result.seconds = float(state.get("seconds", 0.0))
+    result.resumed_from = int(state["epoch"])
+    return int(state["epoch"]) + 1, dict(state.get("best") or {})

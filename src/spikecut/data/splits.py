@@ -1,10 +1,13 @@
-"""Deterministic stratified train/test splits (numpy only)."""
+"""Deterministic stratified splits: train/test, and a validation split carved from train."""
 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
 
 
 def stratified_split(
@@ -69,3 +72,53 @@ def _allocate(counts: np.ndarray, test_size: int) -> np.ndarray:
         else:
             quotas[np.argmin(np.where(quotas > 1, deficit, np.inf))] -= 1
     return quotas
+
+
+class LabelledSubset(Subset):
+    """A subset that keeps the dataset's ``num_classes`` and ``labels`` (e.g. the training
+    data minus a validation split carved from it)."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
+        super().__init__(dataset, list(map(int, indices)))
+        self.num_classes = dataset_num_classes(dataset)
+        self.labels = torch.as_tensor(dataset_labels(dataset))[self.indices]
+
+
+def dataset_labels(dataset: Dataset) -> np.ndarray:
+    """Every sample's label: the dataset's ``labels`` attribute, else read item by item."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        labels = [int(dataset[i][1]) for i in range(len(dataset))]
+    return np.asarray(torch.as_tensor(labels), dtype=np.int64)
+
+
+def dataset_num_classes(dataset: Dataset) -> int:
+    """The dataset's ``num_classes`` attribute (a clear error when it has none)."""
+    num_classes = getattr(dataset, "num_classes", None)
+    if num_classes is None:
+        raise TypeError(f"{type(dataset).__name__} has no 'num_classes' attribute")
+    return int(num_classes)
+
+
+def carve_validation(
+    train: Dataset, plain: Dataset, fraction: float, seed: int
+) -> tuple[LabelledSubset, LabelledSubset, LabelledSubset]:
+    """Hold out a stratified ``fraction`` of the training data for model selection.
+
+    ``train`` is the training split with augmentation and ``plain`` the same samples
+    without it. Returns ``(train, plain, validation)`` subsets: the first two keep the same
+    samples, the validation samples come from ``plain`` (no augmentation) and are disjoint
+    from them. The split depends only on the labels, ``fraction`` and ``seed``.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    if len(train) != len(plain):
+        raise ValueError(f"train ({len(train)}) and plain ({len(plain)}) must hold the same data")
+    labels = dataset_labels(plain)
+    held_out = max(len(np.unique(labels)), round(fraction * len(labels)))
+    keep, validation = stratified_split(labels, held_out, seed)
+    return (
+        LabelledSubset(train, keep),
+        LabelledSubset(plain, keep),
+        LabelledSubset(plain, validation),
+    )
