@@ -172,10 +172,11 @@ def locate_cifar(root: str | os.PathLike | None, folder: str, files: Sequence[st
     for candidate in candidates:
         if all((candidate / f).is_file() for f in files):
             return candidate
-    tried = [str(c / f) for c in candidates for f in files if not (c / f).is_file()]
+    missing = [str(c / f) for c in candidates for f in files if not (c / f).is_file()]
     raise FileNotFoundError(
-        f"CIFAR files not found; expected {', '.join(files)} in root or in root/{folder} "
-        f"(the extracted tarball); tried: {', '.join(tried)}"
+        f"CIFAR files not found: expected {', '.join(files)} together in {base} or in "
+        f"{base / folder} (root is the extracted {folder}/ folder or its parent); "
+        f"missing: {', '.join(missing)}"
     )
 
 
