@@ -1,0 +1,218 @@
+"""Image datasets that keep 8-bit pixels: in memory (CIFAR) or decoded from files on access
+(Tiny-ImageNet), plus the seeded class-balanced subset used for smoke runs (``limit=``).
+
+Items are ``(float32 [C, H, W], int label)``: the stored uint8 image goes through
+``transform``, which augments on uint8 pixels and ends with the conversion to float and the
+normalisation (see :mod:`spikecut.data.augment`). Without a transform an item is the image
+in [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .augment import ToFloat
+
+__all__ = ["ByteImageDataset", "ImageFileDataset", "decode_image", "stratified_subset"]
+
+Transform = Callable[[Tensor], Tensor]
+
+
+class _LabelledImages(Dataset):
+    """What both datasets share: labels, classes, the transform and the item conversion."""
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray | Tensor,
+        num_classes: int,
+        transform: Transform | None,
+        name: str,
+        classes: Sequence[str] | None,
+    ) -> None:
+        labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        if labels.ndim != 1:
+            raise ValueError(f"labels must be 1-D, got shape {tuple(labels.shape)}")
+        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(
+                f"labels must lie in [0, {num_classes - 1}], found "
+                f"{int(labels.min())}..{int(labels.max())}"
+            )
+        if classes is not None and len(classes) != num_classes:
+            raise ValueError(f"{len(classes)} class names for {num_classes} classes")
+        self.labels = labels
+        self.num_classes = int(num_classes)
+        self.transform = transform
+        self.name = name
+        self.classes = list(classes) if classes is not None else None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def raw(self, index: int) -> Tensor:
+        """The stored uint8 image ``[C, H, W]`` of sample ``index`` (treat as read-only)."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        image = self.raw(index)
+        x = self.transform(image) if self.transform is not None else ToFloat()(image)
+        return x, int(self.labels[index])
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, n={len(self)}, "
+            f"input_shape={self.input_shape}, num_classes={self.num_classes}, "
+            f"transform={self.transform!r})"
+        )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+
+class ByteImageDataset(_LabelledImages):
+    """Images held in memory as one uint8 ``[N, C, H, W]`` tensor (CIFAR: 150 MB for 50k),
+    converted to float per item by ``transform``."""
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Sequence[int] | np.ndarray | Tensor,
+        num_classes: int,
+        transform: Transform | None = None,
+        name: str = "",
+        classes: Sequence[str] | None = None,
+    ) -> None:
+        if images.ndim != 4 or images.dtype != torch.uint8:
+            raise ValueError(
+                f"images must be a uint8 tensor [N, C, H, W], got {images.dtype} "
+                f"of shape {tuple(images.shape)}"
+            )
+        super().__init__(labels, num_classes, transform, name, classes)
+        if len(self.labels) != len(images):
+            raise ValueError(f"{len(images)} images but {len(self.labels)} labels")
+        self.images = images
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Shape of one item, ``(C, H, W)``."""
+        c, h, w = self.images.shape[1:]
+        return (c, h, w)
+
+    def raw(self, index: int) -> Tensor:
+        return self.images[index]
+
+    def with_transform(self, transform: Transform | None) -> ByteImageDataset:
+        """The same images and labels (shared, not copied) with another ``transform``."""
+        return ByteImageDataset(
+            self.images, self.labels, self.num_classes, transform, self.name, self.classes
+        )
+
+
+class ImageFileDataset(_LabelledImages):
+    """Images decoded from files on every access (:func:`decode_image`), nothing cached.
+
+    Every file must decode to ``size = (H, W)`` pixels in ``mode`` ("RGB" or "L"); a file that
+    does not raises ValueError naming it when it is read.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[str | os.PathLike],
+        labels: Sequence[int] | np.ndarray | Tensor,
+        num_classes: int,
+        size: tuple[int, int],
+        transform: Transform | None = None,
+        name: str = "",
+        classes: Sequence[str] | None = None,
+        mode: str = "RGB",
+    ) -> None:
+        super().__init__(labels, num_classes, transform, name, classes)
+        if len(files) != len(self.labels):
+            raise ValueError(f"{len(files)} files but {len(self.labels)} labels")
+        if mode not in ("RGB", "L"):
+            raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
+        self.files = [str(f) for f in files]
+        self.size = (int(size[0]), int(size[1]))
+        self.mode = mode
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Shape of one item, ``(C, H, W)``."""
+        return (3 if self.mode == "RGB" else 1, *self.size)
+
+    def raw(self, index: int) -> Tensor:
+        return decode_image(self.files[index], self.size, self.mode)
+
+    def with_transform(self, transform: Transform | None) -> ImageFileDataset:
+        """The same files and labels with another ``transform``."""
+        return ImageFileDataset(
+            self.files,
+            self.labels,
+            self.num_classes,
+            self.size,
+            transform,
+            self.name,
+            self.classes,
+            self.mode,
+        )
+
+
+def decode_image(path: str | os.PathLike, size: tuple[int, int], mode: str = "RGB") -> Tensor:
+    """The image file at ``path`` as a uint8 ``[C, H, W]`` tensor, converted to ``mode``.
+
+    ValueError naming the file if it cannot be decoded or is not ``size = (H, W)`` pixels.
+    """
+    try:
+        with Image.open(path) as image:
+            image = image.convert(mode)
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ValueError(f"{path}: not a decodable image file ({exc})") from exc
+    height, width = size
+    if image.size != (width, height):
+        raise ValueError(
+            f"{path}: expected a {height}x{width} (HxW) image, found {image.height}x{image.width}"
+        )
+    array = np.array(image, dtype=np.uint8)  # a writable copy
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def stratified_subset(
+    labels: Sequence[int] | np.ndarray, limit: int | None, seed: int
+) -> np.ndarray:
+    """Sorted indices of ``limit`` samples spread evenly over the classes (all if ``None`` or
+    ``limit >= len(labels)``).
+
+    The samples of each class are shuffled by a numpy generator seeded with ``seed``; then the
+    first sample of every class is taken, then the second, and so on, so class counts differ
+    by at most one while a class has samples left. Depends only on ``labels``, ``limit`` and
+    ``seed``.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1
+    ):
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    if limit is None or limit >= n:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(int(seed))
+    order = rng.permutation(n)
+    shuffled = labels[order]
+    # rank of each (shuffled) sample among the samples of its class
+    by_class = np.argsort(shuffled, kind="stable")
+    sorted_labels = shuffled[by_class]
+    starts = np.searchsorted(sorted_labels, sorted_labels, side="left")
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_class] = np.arange(n) - starts
+    picked = order[np.argsort(rank, kind="stable")[:limit]]
+    return np.sort(picked).astype(np.int64)
