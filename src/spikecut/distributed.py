@@ -197,6 +197,23 @@ def broadcast_state(model: nn.Module) -> None:
             dist.broadcast(tensor, src=0)
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """All-reduce (sum) whose gradient is the all-reduced gradient: every rank's loss
+    depends on every rank's contribution to the sum."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor) -> Tensor:
+        out = values.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class CrossRankBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics pool over the batches of all ranks.
 
@@ -214,14 +231,12 @@ class CrossRankBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training and _active()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0, *range(2, x.dim())]
         count = torch.tensor(
             [x.numel() / x.shape[1]], dtype=torch.float32, device=x.device
         ).expand(x.shape[1])
         stats = torch.cat([x.float().sum(dims), (x.float() ** 2).sum(dims), count])
-        total = all_reduce(stats)
+        total = _SumOverRanks.apply(stats)
         channels = x.shape[1]
         sums, squares, n = total[:channels], total[channels : 2 * channels], total[2 * channels :]
         mean = sums / n
