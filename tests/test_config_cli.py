@@ -117,3 +117,22 @@ def test_cli_report_on_missing_or_corrupt_results(capsys, tmp_path):
     corrupt.write_text('{"experiment": "x", "T": ')
     status, _, err = run_cli(capsys, "report", str(corrupt))
     assert status == 2 and "not valid JSON" in err
+
+
+def test_training_options_are_validated():
+    from spikecut.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="'train.select' is 'best' but there is no validation"):
+        parse_config({"train": {"select": "best"}})
+    with pytest.raises(
+        ConfigError, match="'train.precision' is 'fp8'; expected one of: fp32, bf16"
+    ):
+        parse_config({"train": {"precision": "fp8"}})
+    with pytest.raises(ConfigError, match="validation_fraction' must be in"):
+        parse_config({"train": {"validation_fraction": 1.0}})
+    with pytest.raises(ConfigError, match="'train.workers' must be >= 0"):
+        parse_config({"train": {"workers": -1}})
+    cfg = parse_config(
+        {"train": {"select": "best", "validation_fraction": 0.1, "precision": "bf16"}}
+    )
+    assert cfg.train.select == "best" and cfg.train.precision == "bf16"

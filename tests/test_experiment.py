@@ -102,3 +102,26 @@ def test_seeds_repeat_every_run_and_differ(tmp_path):
     assert {r["group"] for r in results["runs"]} == {"base"}
     assert results["runs"][0]["train"]["history"] != results["runs"][1]["train"]["history"]
     assert "## Mean ± std over seeds" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("method", ["conversion", "direct"])
+def test_validation_split_selects_the_best_epoch_and_is_recorded(tmp_path, method):
+    cfg = load_config(
+        CONFIGS / "digits-qcfs.yaml",
+        [
+            "train.epochs=2",
+            "train.validation_fraction=0.1",
+            "train.select=best",
+            f"method={method}",
+            "T=4",
+            "runs=[{name: a, alpha: 0.002}]",
+            "cutoff.rules=[topk]",
+        ],
+    )
+    results = run_experiment(cfg, tmp_path, progress=False)
+    train = results["runs"][0]["train"]
+    scores = [e["validation_accuracy"] for e in train["history"]]
+    assert all(s is not None and 0.5 < s <= 1.0 for s in scores)
+    assert train["selected_epoch"] == scores.index(max(scores)) + 1
+    assert (tmp_path / "checkpoints" / "a.ckpt").is_file()
+    assert (tmp_path / "runs" / "a.json").is_file()

@@ -55,3 +55,51 @@ def test_bad_training_settings_are_refused():
         train_ann(model, data, TrainConfig(epochs=0), progress=False)
     with pytest.raises(ValueError, match="fewer than one batch"):
         train_ann(model, data, TrainConfig(epochs=1, batch_size=10_000), progress=False)
+
+
+def test_validation_split_is_carved_from_train_disjoint_stratified_and_unaugmented():
+    from spikecut.data.splits import carve_validation
+
+    train = get_dataset("digits", split="train", augment=True)
+    plain = get_dataset("digits", split="train", augment=False)
+    kept, kept_plain, validation = carve_validation(train, plain, 0.1, seed=0)
+    assert len(validation) == round(0.1 * len(plain)) and len(kept) + len(validation) == len(plain)
+    assert not set(kept.indices) & set(validation.indices)
+    assert kept.indices == kept_plain.indices
+    counts = torch.bincount(validation.labels, minlength=10)
+    assert counts.min() >= 13 and counts.max() <= 16  # ~10 % of each of ~144 per class
+    x, y = validation[0]
+    x_plain, y_plain = plain[validation.indices[0]]
+    assert torch.equal(x, x_plain) and y == y_plain  # no augmentation in validation
+    assert validation.num_classes == 10
+
+
+def test_best_epoch_on_the_validation_split_is_the_result():
+    from spikecut.data.splits import carve_validation
+    from spikecut.train import FitOptions, accuracy
+
+    train = get_dataset("digits", split="train", augment=True)
+    plain = get_dataset("digits", split="train", augment=False)
+    train, _, validation = carve_validation(train, plain, 0.1, seed=0)
+    seed_everything(0)
+    model = create("digits-cnn", num_classes=10, threshold=2.0)
+    # a high learning rate makes the later epochs worse than the best one often enough
+    config = TrainConfig(epochs=4, batch_size=64, lr=0.5, select="best")
+    options = FitOptions(validation=validation, select="best")
+    result = train_ann(model, train, config, progress=False, options=options)
+    scores = [e.validation_accuracy for e in result.history]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert result.selected_epoch == scores.index(max(scores)) + 1
+    assert accuracy(model, validation, lambda net, x: net(x)) == pytest.approx(max(scores))
+    with pytest.raises(ValueError, match="select='best' needs a validation split"):
+        train_ann(model, train, config, progress=False, options=FitOptions(select="best"))
+
+
+def test_mixed_precision_bf16_trains_and_fp16_needs_cuda():
+    model = create("digits-cnn", num_classes=10, threshold=2.0)
+    data = get_dataset("digits", split="train", augment=False)
+    result = train_ann(model, data, TrainConfig(epochs=1, precision="bf16"), progress=False)
+    assert result.history[0].train_accuracy > 0.3  # it learns under autocast
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+    with pytest.raises(ValueError, match="fp16' needs a CUDA device.*use 'bf16'"):
+        train_ann(model, data, TrainConfig(epochs=1, precision="fp16"), progress=False)

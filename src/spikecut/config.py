@@ -291,12 +291,12 @@ METHODS = ("conversion", "direct")
 def _check_direct(cfg: ExperimentConfig) -> None:
     from .losses import LOSSES
     from .neurons import SURROGATES
-    from .train import AMP_DTYPES, SELECTIONS
+    from .train import PRECISIONS, SELECTIONS
 
     d = cfg.direct
     choices = [
         ("method", cfg.method, METHODS),
-        ("train.amp", cfg.train.amp, tuple(AMP_DTYPES)),
+        ("train.precision", cfg.train.precision, tuple(PRECISIONS)),
         ("train.select", cfg.train.select, SELECTIONS),
         ("direct.loss", d.loss, tuple(LOSSES)),
         ("direct.reset", d.reset, ("hard", "soft")),

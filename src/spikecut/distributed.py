@@ -232,9 +232,9 @@ class CrossRankBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (self.training and _active()):
             return super().forward(x)
         dims = [0, *range(2, x.dim())]
-        count = torch.tensor(
-            [x.numel() / x.shape[1]], dtype=torch.float32, device=x.device
-        ).expand(x.shape[1])
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float32, device=x.device).expand(
+            x.shape[1]
+        )
         stats = torch.cat([x.float().sum(dims), (x.float() ** 2).sum(dims), count])
         total = _SumOverRanks.apply(stats)
         channels = x.shape[1]
@@ -251,9 +251,7 @@ class CrossRankBatchNorm(nn.modules.batchnorm._BatchNorm):
                 self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
         shape = [1, channels] + [1] * (x.dim() - 2)
-        y = (x - mean.view(shape).to(x.dtype)) * torch.rsqrt(var + self.eps).view(shape).to(
-            x.dtype
-        )
+        y = (x - mean.view(shape).to(x.dtype)) * torch.rsqrt(var + self.eps).view(shape).to(x.dtype)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y
@@ -293,4 +291,3 @@ def _copy_batchnorm(bn: nn.Module, cls: type, plain_type: type | None) -> nn.Mod
         new = new.to(reference.device)
     new.load_state_dict(bn.state_dict())
     return new.train(bn.training)
-

@@ -13,6 +13,8 @@ pays nothing.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 import torch
@@ -176,6 +178,18 @@ class RCSRegularizer:
     def _record_spikes(self, neuron: nn.Module, _inputs: tuple, output: Tensor) -> None:
         seq = neuron.unfold(output)  # [T, B, ...] whether folded or not
         self._spikes[neuron].append(seq / neuron.amplitude)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Record nothing inside the block (e.g. a validation pass within training)."""
+        if not self._active:
+            yield
+            return
+        self.__exit__(None, None, None)
+        try:
+            yield
+        finally:
+            self.__enter__()
 
     def clear(self) -> None:
         """Drop what was recorded (e.g. after an evaluation pass inside the block)."""

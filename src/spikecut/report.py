@@ -573,6 +573,11 @@ def _train_table(runs: list[dict]) -> str:
         value = train.get(key)
         return format(value, fmt) if _is_number(value) else _DASH
 
+    def best_validation(train: dict) -> str:
+        scores = [e.get("validation_accuracy") for e in train.get("history", [])]
+        scores = [s for s in scores if _is_number(s)]
+        return f"{100 * max(scores):.2f}" if scores else _DASH
+
     rows = []
     for run in runs:
         train = run.get("train", {})
@@ -580,12 +585,18 @@ def _train_table(runs: list[dict]) -> str:
             [
                 run["name"],
                 num(train, "epochs", "g"),
+                num(train, "selected_epoch", "g"),
+                best_validation(train),
                 num(train, "final_loss", ".4f"),
                 num(train, "final_rcs", ".4f"),
+                num(train, "samples_per_second", ".0f"),
+                num(train, "peak_memory_mb", ".0f"),
                 num(train, "seconds", ".1f"),
             ]
         )
-    return _table(["Run", "Epochs", "Final loss", "Final RCS", "Seconds"], rows)
+    headers = ["Run", "Epochs", "Kept epoch", "Best val. acc %", "Final loss", "Final RCS"]
+    headers += ["Samples/s", "Peak GPU MiB", "Seconds"]
+    return _table(headers, rows)
 
 
 def _config_block(config: dict) -> str:

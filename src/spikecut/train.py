@@ -57,11 +57,11 @@ class TrainConfig:
     """Optimiser, schedule and how training runs; defaults suit the small embedded default.
 
     ``batch_size`` is the global batch: under torchrun each of N processes takes
-    ``batch_size / N``. ``amp`` is mixed precision ("bf16", or "fp16" with loss scaling on
-    CUDA). ``workers`` are DataLoader worker processes. ``sync_batchnorm`` pools BatchNorm
-    statistics over all processes. ``validation_fraction`` of the training data (stratified,
-    seeded) is held out to measure accuracy after each epoch; ``select: best`` then keeps the
-    best epoch's weights.
+    ``batch_size / N``. ``precision`` is "fp32", or mixed precision: "bf16", or "fp16" with
+    loss scaling (CUDA only). ``workers`` are DataLoader worker processes.
+    ``sync_batchnorm`` pools BatchNorm statistics over all processes.
+    ``validation_fraction`` of the training data (stratified, seeded) is held out to measure
+    accuracy after each epoch; ``select: best`` then keeps the best epoch's weights.
     """
 
     epochs: int = 30
@@ -70,7 +70,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.0
-    amp: str = "off"
+    precision: str = "fp32"
     workers: int = 0
     sync_batchnorm: bool = False
     validation_fraction: float = 0.0
@@ -320,8 +320,8 @@ def _fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _cosine_lr(step, total_steps, warmup_steps)
     )
-    amp_dtype = AMP_DTYPES[config.amp]
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+    autocast_dtype = PRECISIONS[config.precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
 
     result = TrainResult()
     best: dict = {}
@@ -349,7 +349,9 @@ def _fit(
             for batch, (x, y) in enumerate(loader):
                 x = x.to(device, non_blocking=True)
                 y = y.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                with torch.autocast(
+                    device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+                ):
                     loss, task_loss, rcs_loss, logits = step_fn(net, x, y, rcs)
                 if batch % CHECK_EVERY == 0:
                     _check_finite(loss, epoch, scheduler)
@@ -386,9 +388,10 @@ def _fit(
                 samples_per_second=totals[4] / seconds,
             )
             if opts.validation is not None:
-                log.validation_accuracy = accuracy(
-                    model, opts.validation, predict, world, opts.batch_size_eval, device
-                )
+                with rcs.paused():
+                    log.validation_accuracy = accuracy(
+                        model, opts.validation, predict, world, opts.batch_size_eval, device
+                    )
                 if not best or log.validation_accuracy > best["accuracy"]:
                     best = {
                         "epoch": epoch,
@@ -418,8 +421,8 @@ def _fit(
     return result
 
 
-AMP_DTYPES: dict[str, torch.dtype | None] = {
-    "off": None,
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None,
     "bf16": torch.bfloat16,
     "fp16": torch.float16,
 }
@@ -431,10 +434,14 @@ CHECK_EVERY = 25
 def _check_fit(config: TrainConfig, opts: FitOptions, device: torch.device, n: int) -> None:
     if config.epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {config.epochs}")
-    if config.amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {config.amp!r}")
-    if config.amp == "fp16" and device.type != "cuda":
-        raise ValueError(f"amp 'fp16' needs a CUDA device, the model is on {device}; use 'bf16'")
+    if config.precision not in PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}"
+        )
+    if config.precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"precision 'fp16' needs a CUDA device, the model is on {device}; use 'bf16'"
+        )
     if opts.select not in SELECTIONS:
         raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {opts.select!r}")
     if opts.select == "best" and opts.validation is None:

@@ -14,7 +14,8 @@ in the published layout or the one Tonic's downloads leave; nothing is ever down
 Splits are deterministic: sorted file lists, then (for the 90/10 ones) a seeded stratified
 split. Training augmentation is a random translation of up to ±25 native pixels (scaled when
 down-sampled), zero fill, the same shift for every frame of a sample. Frames can be cached on
-disk (``cache=`` a folder or :class:`~spikecut.data.framing.FrameCache`).
+disk (``cache=`` a folder, ``"auto"`` for ``$SPIKECUT_CACHE/frames``, or a
+:class:`~spikecut.data.framing.FrameCache`).
 
 :class:`EventSourceDataset` frames any indexable source of ``(events, label)`` pairs, e.g. a
 Tonic dataset object, the same way.
@@ -554,9 +555,14 @@ def _opt_pair(size: Sequence[int] | None) -> tuple[int, int] | None:
 
 
 def _as_cache(cache: CacheArg) -> FrameCache | None:
+    """None (frame every access), ``"auto"`` (``$SPIKECUT_CACHE/frames``), a folder, or a cache."""
     if cache is None or isinstance(cache, FrameCache):
         return cache
-    return FrameCache(cache)
+    if cache == "auto":
+        from .emulated import default_cache_dir
+
+        return FrameCache(default_cache_dir() / "frames")
+    return FrameCache(Path(cache).expanduser())
 
 
 def _augmentation(framing: Framing) -> RandomTranslate:
