@@ -97,6 +97,11 @@ def main() -> int:
     parser.add_argument("--batch", type=int, help="override every config's batch (smoke tests)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--skip-run", action="store_true", help="throughput table only")
+    parser.add_argument(
+        "--precisions",
+        default="config",
+        help="comma-separated precisions to time each setting in ('config': its own)",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,19 +117,21 @@ def main() -> int:
     rows = []
     for name in PAPER:
         cfg = load_config(ROOT / "configs" / f"{name}.yaml")
-        precision = cfg.train.precision if device.type == "cuda" else "fp32"
-        rows.append(
-            training_throughput(
-                cfg,
-                device=device,
-                steps=args.steps,
-                warmup=args.warmup,
-                batch_size=args.batch,
-                precision=precision,
+        own = cfg.train.precision if device.type == "cuda" else "fp32"
+        wanted = [own] if args.precisions == "config" else args.precisions.split(",")
+        for precision in wanted:
+            rows.append(
+                training_throughput(
+                    cfg,
+                    device=device,
+                    steps=args.steps,
+                    warmup=args.warmup,
+                    batch_size=args.batch,
+                    precision=precision,
+                )
             )
-        )
-        print(json.dumps(rows[-1]), flush=True)
-        torch.cuda.empty_cache() if device.type == "cuda" else None
+            print(json.dumps(rows[-1]), flush=True)
+            torch.cuda.empty_cache() if device.type == "cuda" else None
     baseline_cfg = load_config(ROOT / "configs" / "cifar10-resnet18-tet.yaml")
     fp32 = training_throughput(
         baseline_cfg,

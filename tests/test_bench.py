@@ -4,6 +4,7 @@ import importlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -225,3 +226,19 @@ def test_cli_bench_refuses_bad_options(monkeypatch, capsys):
     assert "CUDA is not available" in capsys.readouterr().err
     assert cli.main(["bench", "--threads", "0"]) == cli.EXIT_USAGE
     assert "--threads" in capsys.readouterr().err
+
+
+def test_training_throughput_of_a_config_and_item_shapes():
+    from spikecut.bench.training import item_shape, throughput_table, training_throughput
+    from spikecut.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    row = training_throughput(
+        load_config(root / "digits-qcfs.yaml"), device="cpu", steps=2, warmup=1, batch_size=8
+    )
+    assert row["samples_per_second"] > 0 and row["batch_size"] == 8
+    assert row["peak_memory_mb"] is None  # CPU
+    assert "| digits-qcfs | digits-cnn | conversion |" in throughput_table([row])
+    dvs = load_config(root / "cifar10dvs-vggsnn-tet.yaml")
+    assert item_shape(dvs) == (10, (10, 2, 48, 48), False)
+    assert item_shape(load_config(root / "tinyimagenet-resnet18-qcfs.yaml"))[1] == (3, 64, 64)
