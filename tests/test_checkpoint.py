@@ -185,6 +185,7 @@ def test_cli_run_killed_mid_training_resumes_to_the_uninterrupted_result(tmp_pat
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = load_checkpoint(ckpt)["epoch"]
+    (out / "checkpoints" / ".a.ckpt.stale.tmp").write_bytes(b"half a checkpoint")
     assert 1 <= killed_at < 12, f"the kill came too late (epoch {killed_at}) to test resuming"
     assert not (out / "results.json").exists()
 
@@ -193,6 +194,7 @@ def test_cli_run_killed_mid_training_resumes_to_the_uninterrupted_result(tmp_pat
     resumed = json.loads((out / "results.json").read_text())["runs"][0]
     whole = json.loads((tmp_path / "whole" / "results.json").read_text())["runs"][0]
     assert resumed["train"]["resumed_from"] == killed_at
+    assert not list(out.rglob(".*.tmp"))  # what the killed run left half-written is gone
     a = torch.load(out / "weights" / "a.pt", weights_only=True)
     b = torch.load(tmp_path / "whole" / "weights" / "a.pt", weights_only=True)
     for key in b:

@@ -288,3 +288,12 @@ def test_datasets_pickle_for_spawned_workers(tmp_path: Path) -> None:
         copy = pickle.loads(pickle.dumps(ds))
         torch.testing.assert_close(copy[1][0], ds[1][0])
         assert copy[1][1] == ds[1][1]
+
+
+def test_frame_cache_auto_lives_under_spikecut_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPIKECUT_CACHE", str(tmp_path / "c"))
+    cache = event_datasets._as_cache("auto")
+    assert isinstance(cache, FrameCache) and cache.root == tmp_path / "c" / "frames"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert event_datasets._as_cache("~/frames").root == tmp_path / "home" / "frames"
+    assert event_datasets._as_cache(None) is None

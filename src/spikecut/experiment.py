@@ -133,6 +133,8 @@ def _run_all(
 ) -> dict:
     if device.type == "cpu":
         keep_large_allocations()  # large activations reused, not re-faulted (spikecut.speed)
+    if world.is_main:
+        _remove_partial_writes(out)
     datasets = _datasets(cfg, progress and world.is_main)
     repeat = not is_frame_dataset(datasets[0])
     context = _RunContext(cfg, datasets, out, world, device, progress, repeat, resume)
@@ -208,6 +210,14 @@ def run_fingerprint(cfg: ExperimentConfig, run: RunConfig, seed: int) -> str:
     }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _remove_partial_writes(out: Path) -> None:
+    """Delete temporary files a killed run left behind (``atomic_write`` names them
+    ``.<file>.<random>.tmp``); the files they were to replace are whole."""
+    for folder in (out, out / "checkpoints", out / "runs", out / "weights"):
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def _run_file(out: Path, name: str) -> Path:
