@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .augment import pipeline
-from .images import ByteImageDataset, stratified_subset
+from .images import ByteImageDataset, locate_folder, stratified_subset
 from .registry import register_dataset
 
 __all__ = [
@@ -158,26 +158,9 @@ def read_cifar_meta(path: str | os.PathLike, key: str, num_classes: int) -> list
 
 
 def locate_cifar(root: str | os.PathLike | None, folder: str, files: Sequence[str]) -> Path:
-    """The folder holding every one of ``files``: ``root`` itself or ``root / folder``.
-
-    FileNotFoundError listing every path tried and the expected layout otherwise.
-    """
-    if root is None:
-        raise ValueError(
-            f"CIFAR needs root= the folder holding {folder}/ (or {folder} itself); spikecut "
-            "never downloads data"
-        )
-    base = Path(root).expanduser()
-    candidates = [base, base / folder]
-    for candidate in candidates:
-        if all((candidate / f).is_file() for f in files):
-            return candidate
-    missing = [str(c / f) for c in candidates for f in files if not (c / f).is_file()]
-    raise FileNotFoundError(
-        f"CIFAR files not found: expected {', '.join(files)} together in {base} or in "
-        f"{base / folder} (root is the extracted {folder}/ folder or its parent); "
-        f"missing: {', '.join(missing)}"
-    )
+    """The folder holding every one of ``files``: ``root`` itself or ``root / folder``."""
+    layout = f"root is the extracted {folder}/ folder or its parent"
+    return locate_folder("CIFAR", root, folder, files, layout)
 
 
 @register_dataset("cifar10")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -216,3 +217,28 @@ def stratified_subset(
     rank[by_class] = np.arange(n) - starts
     picked = order[np.argsort(rank, kind="stable")[:limit]]
     return np.sort(picked).astype(np.int64)
+
+
+def locate_folder(
+    dataset: str, root: str | os.PathLike | None, folder: str, files: Sequence[str], layout: str
+) -> Path:
+    """The folder holding every one of ``files``: ``root`` itself or ``root / folder``.
+
+    ``root=None`` is a ValueError (spikecut never downloads); otherwise a FileNotFoundError
+    that lists every missing path tried and describes the expected ``layout``.
+    """
+    if root is None:
+        raise ValueError(
+            f"{dataset} needs root= the folder holding {folder}/ (or {folder} itself); "
+            "spikecut never downloads data"
+        )
+    base = Path(root).expanduser()
+    candidates = [base, base / folder]
+    for candidate in candidates:
+        if all((candidate / f).is_file() for f in files):
+            return candidate
+    missing = [str(c / f) for c in candidates for f in files if not (c / f).is_file()]
+    raise FileNotFoundError(
+        f"{dataset} files not found: expected {', '.join(files)} together in {base} or in "
+        f"{base / folder} ({layout}); missing: {', '.join(missing)}"
+    )

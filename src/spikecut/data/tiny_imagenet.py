@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .augment import pipeline
-from .images import ImageFileDataset, stratified_subset
+from .images import ImageFileDataset, locate_folder, stratified_subset
 from .registry import register_dataset
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TINY_IMAGENET_FOLDER", "tiny_imagenet"]
@@ -82,22 +82,11 @@ def tiny_imagenet(
 
 def locate_tiny_imagenet(root: str | os.PathLike | None) -> Path:
     """The folder holding ``wnids.txt``: ``root`` or ``root / "tiny-imagenet-200"``."""
-    if root is None:
-        raise ValueError(
-            f"tiny-imagenet needs root= the {TINY_IMAGENET_FOLDER} folder (or its parent); "
-            "spikecut never downloads data"
-        )
-    path = Path(root).expanduser()
-    candidates = [path, path / TINY_IMAGENET_FOLDER]
-    for candidate in candidates:
-        if (candidate / "wnids.txt").is_file():
-            return candidate
-    raise FileNotFoundError(
-        "tiny-imagenet: wnids.txt not found; tried: "
-        + ", ".join(str(c / "wnids.txt") for c in candidates)
-        + f". Expected root to be the extracted {TINY_IMAGENET_FOLDER}/ folder (wnids.txt, "
-        "train/<wnid>/images/*.JPEG, val/images/*.JPEG, val/val_annotations.txt) or its parent"
+    layout = (
+        f"root is the extracted {TINY_IMAGENET_FOLDER}/ folder or its parent: wnids.txt, "
+        "train/<wnid>/images/*.JPEG, val/images/*.JPEG, val/val_annotations.txt"
     )
+    return locate_folder("tiny-imagenet", root, TINY_IMAGENET_FOLDER, ["wnids.txt"], layout)
 
 
 def read_wnids(path: Path) -> list[str]:
