@@ -125,3 +125,23 @@ def test_validation_split_selects_the_best_epoch_and_is_recorded(tmp_path, metho
     assert train["selected_epoch"] == scores.index(max(scores)) + 1
     assert (tmp_path / "checkpoints" / "a.ckpt").is_file()
     assert (tmp_path / "runs" / "a.json").is_file()
+
+
+def _small_digits(tmp_path, name, *overrides):
+    cfg = load_config(
+        CONFIGS / "digits-qcfs.yaml",
+        ["train.epochs=1", "T=4", "runs=[{name: a, alpha: 0.0}]", "cutoff.rules=[topk]"]
+        + list(overrides),
+    )
+    run = run_experiment(cfg, tmp_path / name, progress=False)["runs"][0]
+    return [e["loss"] for e in run["train"]["history"]], run["snn_accuracy_per_t"], run["beta"]
+
+
+def test_dataloader_workers_keep_runs_reproducible(tmp_path):
+    """Worker processes load the batches (training, validation, evaluation); augmentation in
+    workers is seeded per epoch, so a run repeats exactly, and without augmentation it equals
+    the run that loads in the main process."""
+    augmented = _small_digits(tmp_path, "w2a", "train.workers=2")
+    assert _small_digits(tmp_path, "w2b", "train.workers=2") == augmented
+    plain = _small_digits(tmp_path, "w0", "data.augment=false")
+    assert _small_digits(tmp_path, "w2", "data.augment=false", "train.workers=2") == plain

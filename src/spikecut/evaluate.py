@@ -31,8 +31,9 @@ __all__ = [
 ]
 
 
-def _loader(dataset: Dataset, batch_size: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False)
+def _loader(dataset: Dataset, batch_size: int, workers: int = 0) -> DataLoader:
+    """In dataset order; ``workers`` processes prepare the batches (decoding, framing)."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
 
 
 @torch.inference_mode()
@@ -59,15 +60,18 @@ def collect_cum_logits(
     device: str = "cpu",
     progress: bool = True,
     desc: str = "snn",
+    workers: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Run ``snn`` for ``steps`` steps on every sample; return ``(Y [T, N, K], labels [N])``.
 
     ``repeat=True`` repeats each static input at every step (direct encoding); otherwise
-    dataset items are frame sequences ``[T, ...]``. State is reset before every batch.
+    dataset items are frame sequences ``[T, ...]``. State is reset before every batch;
+    ``workers`` DataLoader processes load the items.
     """
     snn.to(device).eval()
     outputs, labels = [], []
-    for x, y in tqdm(_loader(dataset, batch_size), desc=desc, disable=not progress, leave=False):
+    batches = _loader(dataset, batch_size, workers)
+    for x, y in tqdm(batches, desc=desc, disable=not progress, leave=False):
         reset(snn)
         per_step = snn(as_time_major(x.to(device), steps, repeat))
         outputs.append(per_step.float().cumsum(0).cpu())

@@ -302,7 +302,13 @@ def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: s
             )
         trained = train_ann(model, context.train, cfg.train, **train_kwargs)
         ann_acc = accuracy(
-            model, context.test, lambda net, x: net(x), world, cfg.batch_size_eval, device
+            model,
+            context.test,
+            lambda net, x: net(x),
+            world,
+            cfg.batch_size_eval,
+            device,
+            cfg.train.workers,
         )
         trained_model, snn = model, to_snn(model)
     else:
@@ -329,6 +335,7 @@ def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: s
         "device": str(device),
         "progress": context.progress,
         "repeat": context.repeat,
+        "workers": cfg.train.workers,
     }
     test = _shard(context.test, world)
     with OpCounter(snn) as counter:  # spikes and SOPs of the test pass (spikecut.ops)

@@ -390,7 +390,13 @@ def _fit(
             if opts.validation is not None:
                 with rcs.paused():
                     log.validation_accuracy = accuracy(
-                        model, opts.validation, predict, world, opts.batch_size_eval, device
+                        model,
+                        opts.validation,
+                        predict,
+                        world,
+                        opts.batch_size_eval,
+                        device,
+                        config.workers,
                     )
                 if not best or log.validation_accuracy > best["accuracy"]:
                     best = {
@@ -487,14 +493,16 @@ def accuracy(
     world: World | None = None,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    workers: int = 0,
 ) -> float:
-    """Top-1 accuracy of ``predict(model, x)`` on ``dataset``, each rank taking its shard."""
+    """Top-1 accuracy of ``predict(model, x)`` on ``dataset``, each rank taking its shard
+    (``workers`` DataLoader processes load it)."""
     world = world or World()
     was_training = model.training
     model.eval()
     shard = Subset(dataset, shard_indices(len(dataset), world))
     counts = torch.zeros(2, dtype=torch.float64, device=device)
-    for x, y in DataLoader(shard, batch_size=batch_size, shuffle=False):
+    for x, y in DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers):
         y = y.to(device)
         counts[0] += (predict(model, x.to(device)).argmax(1) == y).sum()
         counts[1] += y.shape[0]
