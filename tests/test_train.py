@@ -85,14 +85,14 @@ def test_best_epoch_on_the_validation_split_is_the_result():
     model = create("digits-cnn", num_classes=10, threshold=2.0)
     # a high learning rate makes the later epochs worse than the best one often enough
     config = TrainConfig(epochs=4, batch_size=64, lr=0.5, select="best")
-    options = FitOptions(validation=validation, select="best")
+    options = FitOptions(validation=validation)
     result = train_ann(model, train, config, progress=False, options=options)
     scores = [e.validation_accuracy for e in result.history]
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert result.selected_epoch == scores.index(max(scores)) + 1
     assert accuracy(model, validation, lambda net, x: net(x)) == pytest.approx(max(scores))
     with pytest.raises(ValueError, match="select='best' needs a validation split"):
-        train_ann(model, train, config, progress=False, options=FitOptions(select="best"))
+        train_ann(model, train, config, progress=False, options=FitOptions())
 
 
 def test_mixed_precision_bf16_trains_and_fp16_needs_cuda():

@@ -20,7 +20,7 @@ from . import cutoff
 from .layers import calibration_dropout
 from .neurons import reset
 from .ops import OpCounts
-from .train import as_time_major
+from .train import accuracy, as_time_major
 
 __all__ = [
     "ann_accuracy",
@@ -36,17 +36,12 @@ def _loader(dataset: Dataset, batch_size: int, workers: int = 0) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
 
 
-@torch.inference_mode()
 def ann_accuracy(
     model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: str = "cpu"
 ) -> float:
-    """Top-1 accuracy (fraction) of an ordinary network."""
+    """Top-1 accuracy (fraction) of an ordinary network (:func:`spikecut.train.accuracy`)."""
     model.to(device).eval()
-    correct = seen = 0
-    for x, y in _loader(dataset, batch_size):
-        correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
-        seen += y.shape[0]
-    return correct / seen
+    return accuracy(model, dataset, lambda net, x: net(x), batch_size=batch_size, device=device)
 
 
 @torch.inference_mode()

@@ -224,6 +224,10 @@ def _run_file(out: Path, name: str) -> Path:
     return out / "runs" / f"{_slug(name)}.json"
 
 
+def _weights_file(out: Path, name: str) -> Path:
+    return out / "weights" / f"{_slug(name)}.pt"
+
+
 def _finished_run(context: _RunContext, run: RunConfig, seed: int, name: str) -> dict | None:
     """The saved results of a run that finished with this configuration, or None."""
     path = _run_file(context.out, name)
@@ -236,8 +240,7 @@ def _finished_run(context: _RunContext, run: RunConfig, seed: int, name: str) ->
         return None  # unreadable: run it again
     if saved.get("fingerprint") != run_fingerprint(context.cfg, run, seed):
         return None
-    weights = context.out / "weights" / f"{_slug(name)}.pt"
-    return entry if weights.is_file() else None
+    return entry if _weights_file(context.out, name).is_file() else None
 
 
 def is_frame_dataset(dataset) -> bool:
@@ -280,7 +283,6 @@ def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: s
     fit = FitOptions(
         world=world,
         validation=context.validation,
-        select=cfg.train.select,
         checkpoint=out / "checkpoints" / f"{_slug(name)}.ckpt",
         resume=context.resume,
         fingerprint=run_fingerprint(cfg, run, seed),
@@ -328,7 +330,7 @@ def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: s
         )
         trained_model, ann_acc = snn, None
     if world.is_main:
-        _save_weights(trained_model, out / "weights" / f"{_slug(name)}.pt")
+        _save_weights(trained_model, _weights_file(out, name))
 
     eval_kwargs = {
         "batch_size": cfg.batch_size_eval,
@@ -422,7 +424,7 @@ def load_run_snn(
         raise ValueError(
             f"{out / 'results.json'}: no run named {run_name!r}; runs: {', '.join(map(repr, runs))}"
         )
-    weights = out / "weights" / f"{_slug(run_name)}.pt"
+    weights = _weights_file(out, run_name)
     if not weights.is_file():
         raise FileNotFoundError(f"weights of run {run_name!r} not found: {weights}")
     if num_classes is None:

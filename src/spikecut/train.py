@@ -248,15 +248,15 @@ class FitOptions:
     """How a training loop runs beyond the optimiser: processes, checkpoints, selection.
 
     ``validation`` is a dataset carved from the training data (never the test split); with
-    it, accuracy is measured after every epoch and ``select="best"`` keeps the weights of the
-    best epoch (ties keep the earlier one). ``checkpoint`` is a file written atomically after
-    every epoch; ``resume=True`` continues from it when it exists. ``fingerprint`` names what
-    produced the run (config and seed): a checkpoint of another configuration is refused.
+    it, accuracy is measured after every epoch and ``TrainConfig.select="best"`` keeps the
+    weights of the best epoch (ties keep the earlier one). ``checkpoint`` is a file written
+    atomically after every epoch; ``resume=True`` continues from it when it exists.
+    ``fingerprint`` names what produced the run (config and seed): a checkpoint of another
+    configuration is refused.
     """
 
     world: World = field(default_factory=World)
     validation: Dataset | None = None
-    select: str = "last"
     checkpoint: Path | None = None
     resume: bool = False
     fingerprint: str = ""
@@ -289,7 +289,7 @@ def _fit(
     opts = options or FitOptions()
     world = opts.world
     device = torch.device(device)
-    _check_fit(config, opts, device, len(dataset))
+    _check_fit(config, opts, device)
     model.to(device)
     if config.sync_batchnorm and world.distributed:
         sync_batchnorm(model)
@@ -354,7 +354,8 @@ def _fit(
                 ):
                     loss, task_loss, rcs_loss, logits = step_fn(net, x, y, rcs)
                 if batch % CHECK_EVERY == 0:
-                    _check_finite(loss, epoch, scheduler)
+                    _check_finite(loss.item(), epoch, scheduler)
+                    bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -371,11 +372,8 @@ def _fit(
                     ]
                 )
                 bar.update(1)
-                if batch % CHECK_EVERY == 0:
-                    bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
             totals = all_reduce_sum(sums).tolist()
-            if not math.isfinite(totals[0]):
-                _check_finite(torch.tensor(totals[0]), epoch, scheduler)
+            _check_finite(totals[0], epoch, scheduler)
             seconds = time.perf_counter() - epoch_start
             log = EpochLog(
                 epoch=epoch,
@@ -412,7 +410,7 @@ def _fit(
             if opts.on_epoch_end is not None:
                 opts.on_epoch_end(epoch)
     bar.close()
-    if opts.select == "best" and best:
+    if config.select == "best" and best:
         model.load_state_dict(best["model"])
         result.selected_epoch = best["epoch"]
     else:
@@ -437,7 +435,7 @@ SELECTIONS = ("last", "best")
 CHECK_EVERY = 25
 
 
-def _check_fit(config: TrainConfig, opts: FitOptions, device: torch.device, n: int) -> None:
+def _check_fit(config: TrainConfig, opts: FitOptions, device: torch.device) -> None:
     if config.epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {config.epochs}")
     if config.precision not in PRECISIONS:
@@ -448,21 +446,16 @@ def _check_fit(config: TrainConfig, opts: FitOptions, device: torch.device, n: i
         raise ValueError(
             f"precision 'fp16' needs a CUDA device, the model is on {device}; use 'bf16'"
         )
-    if opts.select not in SELECTIONS:
-        raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {opts.select!r}")
-    if opts.select == "best" and opts.validation is None:
+    if config.select not in SELECTIONS:
+        raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {config.select!r}")
+    if config.select == "best" and opts.validation is None:
         raise ValueError("select='best' needs a validation split (train.validation_fraction > 0)")
-    if config.batch_size % opts.world.size:
-        raise ValueError(
-            f"the global batch size {config.batch_size} must be divisible by the number of "
-            f"processes {opts.world.size}"
-        )
 
 
-def _check_finite(loss: Tensor, epoch: int, scheduler) -> None:
-    if not torch.isfinite(loss):
+def _check_finite(loss: float, epoch: int, scheduler) -> None:
+    if not math.isfinite(loss):
         raise FloatingPointError(
-            f"training diverged at epoch {epoch}: loss is {loss.item()} "
+            f"training diverged at epoch {epoch}: loss is {loss} "
             f"(lr={scheduler.get_last_lr()[0]:.4g}); lower the learning rate or alpha"
         )
 
