@@ -25,6 +25,7 @@ from spikecut.distributed import (
     gather_samples,
     shard_indices,
     sync_batchnorm,
+    teardown,
     unsync_batchnorm,
 )
 from spikecut.models import create
@@ -106,7 +107,7 @@ def _pieces_worker(rank, store, out):
                 out,
             )
     finally:
-        dist.destroy_process_group()
+        teardown()
 
 
 def test_cross_rank_batchnorm_and_gathering_in_two_processes(tmp_path):
@@ -148,7 +149,7 @@ def _train_worker(rank, store, out, epochs):
         if rank == 0:
             torch.save({"state": model.state_dict(), "loss": [e.loss for e in result.history]}, out)
     finally:
-        dist.destroy_process_group()
+        teardown()
 
 
 def _qcfs_model():

@@ -85,9 +85,16 @@ def setup(device: torch.device) -> tuple[World, torch.device]:
     return world, device
 
 
-def teardown() -> None:
-    """Leave the process group (if one was joined)."""
+def teardown(synchronise: bool = True) -> None:
+    """Leave the process group (if one was joined).
+
+    ``synchronise`` first waits for every rank, so that none closes its connections while
+    another still uses them (gloo aborts the process then). Skip it after an error: the other
+    ranks may never arrive.
+    """
     if dist.is_available() and dist.is_initialized():
+        if synchronise and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

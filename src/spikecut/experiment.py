@@ -115,8 +115,10 @@ def run_experiment(
     world, device = distributed.setup(resolve_device(cfg.device))
     try:
         results = _run_all(cfg, out, world, device, progress, resume)
-    finally:
-        distributed.teardown()
+    except BaseException:
+        distributed.teardown(synchronise=False)
+        raise
+    distributed.teardown()
     results["environment"]["seconds"] = time.perf_counter() - start
     if world.is_main:
         write_report(results, out)
