@@ -89,3 +89,36 @@ def test_limit_augmentation_and_bad_options(tmp_path):
         _dvs(tmp_path, limit=61)
     with pytest.raises(ValueError, match=r"frames must be \[N, T, 2, H, W\]"):
         FrameTensorDataset(np.zeros((2, 4, 3, 5, 5)), np.zeros(2), 10)
+
+
+def _enter(tmp_path, **options):
+    options = {"test_size": 60, "steps": 8, "cache": str(tmp_path), "progress": False, **options}
+    return get_dataset("mnist5k-enter", split="test", **options)
+
+
+def test_entering_digits_hold_little_evidence_early(tmp_path, count_emulations):
+    data = _enter(tmp_path)
+    dvs = _dvs(tmp_path, steps=8)
+    assert len(data) == 60 and torch.equal(data.labels, dvs.labels)  # same split
+    assert data[0][0].shape == (8, 2, 34, 34)
+    per_slice = data.frames_data.float().sum(dim=(0, 2, 3, 4))
+    # Slice 1 sees only the leading edges; from the middle on the whole digit saccades.
+    assert per_slice[0] < 0.1 * per_slice[3]
+    assert (per_slice[4:] > 0.2 * per_slice[3]).all()
+    # Saccading digits (mnist5k-dvs) give every slice about the same evidence.
+    dvs_slices = dvs.frames_data.float().sum(dim=(0, 2, 3, 4))
+    assert dvs_slices[0] > 0.3 * dvs_slices.max()
+    # Each digit comes from one of the four sides: the first events sit near one border.
+    first = data.frames_data[:, 1].float().sum(dim=1)  # [N, 34, 34], slice 2
+    cols, rows = first.sum(dim=1), first.sum(dim=2)
+    near = torch.stack(
+        [cols[:, :12].sum(1), cols[:, -12:].sum(1), rows[:, :12].sum(1), rows[:, -12:].sum(1)]
+    ) / first.sum(dim=(1, 2)).clamp_min(1)
+    sides = near.argmax(0)
+    assert (near.max(0).values > 0.7).float().mean() > 0.9
+    assert len(set(sides.tolist())) == 4
+    _enter(tmp_path)
+    _enter(tmp_path, enter_ms=100.0)
+    assert count_emulations == [60, 60, 60]  # cached; a new motion builds anew
+    with pytest.raises(ValueError, match="enter_ms and saccade_ms must be positive"):
+        _enter(tmp_path, saccade_ms=0.0)

@@ -10,6 +10,7 @@ import pytest
 from spikecut.data.emulator import (
     NMNIST_SACCADE_VERTICES,
     DVSEmulator,
+    entering_frames,
     image_to_events,
     saccade_frames,
 )
@@ -324,3 +325,47 @@ def test_bad_saccade_arguments():
         saccade_frames(image, saccade_us=10, steps_per_saccade=20)
     with pytest.raises(ValueError, match=r"image must be intensities in \[0, 1\]"):
         saccade_frames(image * 255)
+
+
+# ---------------------------------------------------------------- entering the field of view
+
+
+@pytest.mark.parametrize("side", ["left", "right", "top", "bottom"])
+def test_entering_digit_starts_unseen_and_grows_from_its_side(side):
+    image = ring_image()
+    frames, times = entering_frames(image, side=side, enter_us=100_000, enter_steps=40)
+    assert frames.shape == (40 + 3 * 20 + 1, 34, 34)
+    assert times[0] == 0 and np.all(np.diff(times) > 0) and times[40] == 100_000
+    assert frames[0].max() == 0.0  # nothing of the digit is visible at the start
+    visible = frames[:41].sum(axis=(1, 2))
+    assert np.all(np.diff(visible) >= -1e-9) and visible[-1] > 0  # more and more comes in
+    # Part-way in, the light sits on the side the digit came from.
+    half = frames[20]
+    cols, rows = half.sum(axis=0), half.sum(axis=1)
+    edge = {
+        "left": cols[:17].sum() / cols.sum(),
+        "right": cols[17:].sum() / cols.sum(),
+        "top": rows[:17].sum() / rows.sum(),
+        "bottom": rows[17:].sum() / rows.sum(),
+    }[side]
+    assert edge > 0.9
+    # Once in, the saccades are the N-MNIST ones, shifted in time.
+    saccades, saccade_times = saccade_frames(image)
+    assert np.allclose(frames[40:], saccades) and np.array_equal(
+        times[40:], saccade_times + 100_000
+    )
+
+
+def test_entering_digit_events_arrive_late():
+    frames, times = entering_frames(ring_image(), side="left", enter_us=150_000, saccade_us=50_000)
+    events = DVSEmulator().emulate(frames, times)
+    per_slice = np.histogram(events["t"], bins=8, range=(0, 300_000))[0]
+    assert per_slice[0] < 0.1 * per_slice[3]  # the first slice sees only an edge coming in
+    assert np.all(per_slice[4:] > 0)
+
+
+def test_entering_frames_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="side must be one of left, right, top, bottom"):
+        entering_frames(ring_image(), side="front")
+    with pytest.raises(ValueError, match="enter_us=10 and enter_steps=60"):
+        entering_frames(ring_image(), enter_us=10)

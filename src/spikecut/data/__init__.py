@@ -9,7 +9,7 @@ int label)`` items (event datasets: ``(float32 [T, 2, H, W], int label)``);
 
 from . import cifar as _cifar  # noqa: F401  (registers cifar10 and cifar100)
 from . import embedded as _embedded  # noqa: F401  (registers mnist5k and digits)
-from . import emulated as _emulated  # noqa: F401  (registers mnist5k-dvs)
+from . import emulated as _emulated  # noqa: F401  (registers mnist5k-dvs, mnist5k-enter)
 from . import event_datasets as _event_datasets  # noqa: F401  (registers the event datasets)
 from . import tiny_imagenet as _tiny_imagenet  # noqa: F401  (registers tiny-imagenet)
 from .augment import (
@@ -34,7 +34,7 @@ from .cifar import (
 )
 from .embedded import MNIST_MEAN, MNIST_STD, load_mnist5k, locate_mnist5k
 from .emulated import FrameTensorDataset
-from .emulator import DVSEmulator, image_to_events, saccade_frames
+from .emulator import DVSEmulator, entering_frames, image_to_events, saccade_frames
 from .event_datasets import EventFrameDataset, EventSample, EventSourceDataset
 from .events import EVENT_DTYPE, EventFileError, make_events, read_dvs_gesture, read_events
 from .framing import FrameCache, Framing, source_key, to_frames
@@ -68,6 +68,7 @@ __all__ = [
     "stratified_subset",
     "DVSEmulator",
     "FrameTensorDataset",
+    "entering_frames",
     "image_to_events",
     "saccade_frames",
     "EVENT_DTYPE",

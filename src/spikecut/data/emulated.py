@@ -1,7 +1,9 @@
-"""``mnist5k-dvs``: the embedded MNIST-5k seen through the DVS emulator, as event frames.
+"""``mnist5k-dvs`` and ``mnist5k-enter``: the embedded MNIST-5k seen through the DVS emulator.
 
-Each digit is moved along N-MNIST-style saccades in front of an emulated 34×34 event camera
-(:mod:`spikecut.data.emulator`); its events are cut into T count frames ``[T, 2, 34, 34]``.
+In ``mnist5k-dvs`` each digit is moved along N-MNIST-style saccades in front of an emulated
+34×34 event camera (:mod:`spikecut.data.emulator`); in ``mnist5k-enter`` it first slides into
+the field of view from a random side, so early slices see only part of it. The events are
+cut into T count frames ``[T, 2, 34, 34]``.
 The split is MNIST-5k's own (same seed, same 4000/1000 digits). Every sample's noise comes
 from its own generator seeded by (seed, digit index), so the frames do not depend on the
 order of conversion. The frames of a split are cached on disk as one array keyed by the
@@ -21,13 +23,20 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .embedded import load_mnist5k, locate_mnist5k
-from .emulator import NMNIST_SENSOR_SIZE, DVSEmulator, image_to_events
+from .emulator import (
+    ENTRY_SIDES,
+    NMNIST_SACCADE_VERTICES,
+    NMNIST_SENSOR_SIZE,
+    DVSEmulator,
+    entering_frames,
+    saccade_frames,
+)
 from .framing import FrameCache, Framing, source_key
 from .registry import register_dataset
 from .splits import stratified_split
 from .transforms import RandomTranslate
 
-__all__ = ["FrameTensorDataset", "default_cache_dir", "mnist5k_dvs"]
+__all__ = ["FrameTensorDataset", "default_cache_dir", "mnist5k_dvs", "mnist5k_enter"]
 
 
 def default_cache_dir() -> Path:
@@ -86,6 +95,10 @@ class FrameTensorDataset(Dataset):
         )
 
 
+Motion = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+"""``motion(image, rng) -> (frames [S, H, W], timestamps_us [S])``: what the sensor sees."""
+
+
 def emulate_frames(
     images: np.ndarray,
     indices: np.ndarray,
@@ -93,10 +106,13 @@ def emulate_frames(
     framing: Framing,
     seed: int,
     progress: bool = True,
+    motion: Motion | None = None,
 ) -> np.ndarray:
     """Frames ``[N, T, 2, H, W]`` (uint8, or uint16 if a count exceeds 255) of ``images``.
 
-    ``images`` are ``[N, h, w]`` in [0, 1]; ``indices`` name each image for its noise seed.
+    ``images`` are ``[N, h, w]`` in [0, 1]; ``indices`` name each image for its noise seed
+    (the generator also draws whatever is random in ``motion``, e.g. an entry side).
+    ``motion`` defaults to N-MNIST-style saccades (:func:`saccade_frames`).
     """
     out = np.empty((len(images), *framing.frame_shape), dtype=np.uint16)
     for row, (image, index) in enumerate(
@@ -109,11 +125,15 @@ def emulate_frames(
         )
     ):
         rng = np.random.default_rng([seed, int(index)])
-        events = image_to_events(image, emulator, sensor_size=framing.sensor_size, rng=rng)
-        frames = framing(events)
-        if frames.max() > np.iinfo(np.uint16).max:
-            raise ValueError(f"digit {index}: a pixel count of {frames.max()} overflows uint16")
-        out[row] = frames
+        if motion is None:
+            frames, times = saccade_frames(image, framing.sensor_size)
+        else:
+            frames, times = motion(image, rng)
+        events = emulator.emulate(frames, times, rng=rng)
+        counts = framing(events)
+        if counts.max() > np.iinfo(np.uint16).max:
+            raise ValueError(f"digit {index}: a pixel count of {counts.max()} overflows uint16")
+        out[row] = counts
     return out.astype(np.uint8) if out.max() <= 255 else out
 
 
@@ -147,6 +167,118 @@ def mnist5k_dvs(
     on one core) and later uses read it back. ``limit`` keeps a seeded random subset of that
     many digits of the split (for quick checks).
     """
+    emulator_options = {
+        "contrast": float(contrast),
+        "refractory_us": int(refractory_us),
+        "mismatch": float(mismatch),
+        "noise_rate_hz": float(noise_rate_hz),
+    }
+    return _emulated_mnist5k(
+        "mnist5k-dvs",
+        root,
+        split,
+        framing=Framing(NMNIST_SENSOR_SIZE, steps, slicing),
+        emulator_options=emulator_options,
+        motion=None,
+        motion_key={},
+        test_size=test_size,
+        seed=seed,
+        augment=augment,
+        max_shift=max_shift,
+        limit=limit,
+        cache=cache,
+        progress=progress,
+    )
+
+
+@register_dataset("mnist5k-enter")
+def mnist5k_enter(
+    root: str | None = None,
+    split: str = "train",
+    *,
+    steps: int = 8,
+    slicing: str = "time",
+    enter_ms: float = 150.0,
+    saccade_ms: float = 50.0,
+    test_size: int = 1000,
+    seed: int = 0,
+    augment: bool = False,
+    max_shift: int = 3,
+    contrast: float = 0.25,
+    refractory_us: int = 1000,
+    mismatch: float = 0.02,
+    noise_rate_hz: float = 0.0,
+    limit: int | None = None,
+    cache: str | None = None,
+    progress: bool = True,
+) -> FrameTensorDataset:
+    """MNIST-5k entering an emulated event camera's view: items ``[T, 2, 34, 34]`` counts.
+
+    Each digit starts out of view on a side drawn per digit (left, right, top or bottom),
+    slides in at constant speed until it is centred after ``enter_ms``, then makes three
+    N-MNIST-style saccades of ``saccade_ms`` each
+    (:func:`~spikecut.data.emulator.entering_frames`). The recording's window, from 0 to
+    ``enter_ms + 3 · saccade_ms``, is cut into ``steps`` slices, so the first slices hold only
+    the leading part of the digit and the answer forms over time (as in gestures and real
+    scenes), unlike ``mnist5k-dvs`` where every slice shows the whole digit. The other
+    options are those of ``mnist5k-dvs``; same split, same cache.
+    """
+    if enter_ms <= 0 or saccade_ms <= 0:
+        raise ValueError(
+            f"enter_ms and saccade_ms must be positive, got {enter_ms!r} and {saccade_ms!r}"
+        )
+    enter_us, saccade_us = int(round(enter_ms * 1000)), int(round(saccade_ms * 1000))
+    n_saccades = len(NMNIST_SACCADE_VERTICES)
+    window = (0, enter_us + n_saccades * saccade_us + 1)  # events fall in (0, end]
+
+    def motion(image: np.ndarray, rng: np.random.Generator):
+        side = ENTRY_SIDES[int(rng.integers(len(ENTRY_SIDES)))]
+        return entering_frames(
+            image, NMNIST_SENSOR_SIZE, side=side, enter_us=enter_us, saccade_us=saccade_us
+        )
+
+    emulator_options = {
+        "contrast": float(contrast),
+        "refractory_us": int(refractory_us),
+        "mismatch": float(mismatch),
+        "noise_rate_hz": float(noise_rate_hz),
+    }
+    return _emulated_mnist5k(
+        "mnist5k-enter",
+        root,
+        split,
+        framing=Framing(NMNIST_SENSOR_SIZE, steps, slicing, window=window),
+        emulator_options=emulator_options,
+        motion=motion,
+        motion_key={"enter_us": enter_us, "saccade_us": saccade_us, "sides": ENTRY_SIDES},
+        test_size=test_size,
+        seed=seed,
+        augment=augment,
+        max_shift=max_shift,
+        limit=limit,
+        cache=cache,
+        progress=progress,
+    )
+
+
+def _emulated_mnist5k(
+    name: str,
+    root: str | None,
+    split: str,
+    *,
+    framing: Framing,
+    emulator_options: dict,
+    motion: Motion | None,
+    motion_key: dict,
+    test_size: int,
+    seed: int,
+    augment: bool,
+    max_shift: int,
+    limit: int | None,
+    cache: str | None,
+    progress: bool,
+) -> FrameTensorDataset:
+    """The split of MNIST-5k seen by the emulator moving as ``motion``, framed and cached."""
     path = locate_mnist5k(root)
     pixels, labels = load_mnist5k(path)
     train_idx, test_idx = stratified_split(labels, test_size, seed)
@@ -155,16 +287,9 @@ def mnist5k_dvs(
         if not 1 <= limit <= len(idx):
             raise ValueError(f"limit must be in 1..{len(idx)} for the {split} split, got {limit}")
         idx = np.sort(np.random.default_rng([seed, limit]).permutation(idx)[:limit])
-    framing = Framing(NMNIST_SENSOR_SIZE, steps, slicing)
-    emulator_options = {
-        "contrast": float(contrast),
-        "refractory_us": int(refractory_us),
-        "mismatch": float(mismatch),
-        "noise_rate_hz": float(noise_rate_hz),
-    }
     emulator = DVSEmulator(**emulator_options, seed=seed)
     key = {
-        "dataset": "mnist5k-dvs",
+        "dataset": name,
         "source": source_key(path),
         "split": split,
         "test_size": int(test_size),
@@ -173,10 +298,12 @@ def mnist5k_dvs(
         "emulator": emulator_options,
         "framing": framing.key(),
     }
+    if motion_key:
+        key["motion"] = motion_key
     store = FrameCache(cache if cache is not None else default_cache_dir() / "frames")
     images = pixels[idx].reshape(-1, 28, 28).astype(np.float64) / 255.0
     frames = store.get_or_build(
-        key, lambda: emulate_frames(images, idx, emulator, framing, seed, progress)
+        key, lambda: emulate_frames(images, idx, emulator, framing, seed, progress, motion)
     )
     transform = RandomTranslate(max_shift, fill=0.0) if augment and split == "train" else None
     return FrameTensorDataset(
@@ -184,5 +311,5 @@ def mnist5k_dvs(
         labels[idx],
         10,
         transform,
-        f"mnist5k-dvs/{split}",
+        f"{name}/{split}",
     )

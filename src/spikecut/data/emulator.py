@@ -31,8 +31,11 @@ from .events import EVENT_DTYPE, make_events
 __all__ = [
     "NMNIST_SACCADE_VERTICES",
     "NMNIST_SENSOR_SIZE",
+    "ENTRY_SIDES",
     "DVSEmulator",
+    "entering_frames",
     "image_to_events",
+    "render_at_offsets",
     "saccade_frames",
 ]
 
@@ -390,15 +393,78 @@ def saccade_frames(
     path = closed[:-1, None, :] + frac[None, :, None] * np.diff(closed, axis=0)[:, None, :]
     path = np.concatenate([path.reshape(-1, 2), closed[-1:]])  # [S + 1, (dx, dy)]
 
-    height, width = (int(s) for s in sensor_size)
-    h, w = image.shape
-    weights_y = _hat_matrix(height, h, (height - h) / 2 + path[:, 1])
-    weights_x = _hat_matrix(width, w, (width - w) / 2 + path[:, 0])
-    frames = weights_y @ image @ weights_x.transpose(0, 2, 1)
-
     n_saccades = corners.shape[0]
     times = np.rint(np.linspace(0, n_saccades * saccade_us, path.shape[0])).astype(np.int64)
-    return np.clip(frames, 0.0, 1.0), times + int(start_us)
+    return render_at_offsets(image, sensor_size, path), times + int(start_us)
+
+
+def render_at_offsets(
+    image: np.ndarray, sensor_size: tuple[int, int], offsets: np.ndarray
+) -> np.ndarray:
+    """Frames ``[N, height, width]`` of ``image`` centred on a black canvas, shifted by
+    ``offsets`` ``[N, (dx, dy)]`` pixels (bilinear at sub-pixel offsets; parts of the image
+    shifted off the canvas are not seen)."""
+    height, width = (int(s) for s in sensor_size)
+    h, w = image.shape
+    weights_y = _hat_matrix(height, h, (height - h) / 2 + offsets[:, 1])
+    weights_x = _hat_matrix(width, w, (width - w) / 2 + offsets[:, 0])
+    frames = weights_y @ image @ weights_x.transpose(0, 2, 1)
+    return np.clip(frames, 0.0, 1.0)
+
+
+_OUT_OF_VIEW_MARGIN = 4.0  # pixels beyond the edge: covers the saccade offsets and bilinear blur
+
+ENTRY_SIDES = ("left", "right", "top", "bottom")
+"""Where a digit of :func:`entering_frames` comes from, as seen on the sensor."""
+
+
+def entering_frames(
+    image: np.ndarray,
+    sensor_size: tuple[int, int] = NMNIST_SENSOR_SIZE,
+    *,
+    side: str = "left",
+    enter_us: int = 150_000,
+    enter_steps: int = 60,
+    **saccade_options,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frames of ``image`` sliding into view from ``side``, then making saccades.
+
+    The image starts just outside the canvas (not a pixel of it visible) and moves at
+    constant speed, sampled ``enter_steps`` times, until it sits centred at ``enter_us``;
+    then it follows :func:`saccade_frames` (``saccade_options``) from there. So the first
+    part of the recording shows a growing part of the digit, its leading edge first: the
+    evidence arrives over time, as with a gesture or an object entering a scene. Returns
+    ``frames`` ``[enter_steps + S + 1, height, width]`` and ``timestamps_us`` from 0.
+    """
+    if side not in ENTRY_SIDES:
+        raise ValueError(f"side must be one of {', '.join(ENTRY_SIDES)}, got {side!r}")
+    if enter_us < enter_steps or enter_steps <= 0:
+        raise ValueError(
+            f"enter_us={enter_us} and enter_steps={enter_steps} must be positive, with at "
+            "least one µs per step"
+        )
+    image = np.asarray(image)
+    if image.ndim != 2 or min(image.shape) == 0:
+        raise ValueError(f"image must be a non-empty 2-D array [h, w], got shape {image.shape}")
+    height, width = (int(s) for s in sensor_size)
+    h, w = image.shape
+    # Distance from the centred position to the first position where nothing is visible.
+    away = {
+        "left": (-((width + w) / 2 + _OUT_OF_VIEW_MARGIN), 0.0),
+        "right": ((width + w) / 2 + _OUT_OF_VIEW_MARGIN, 0.0),
+        "top": (0.0, -((height + h) / 2 + _OUT_OF_VIEW_MARGIN)),
+        "bottom": (0.0, (height + h) / 2 + _OUT_OF_VIEW_MARGIN),
+    }[side]
+    vertices = saccade_options.get("vertices", NMNIST_SACCADE_VERTICES)
+    first = np.asarray(vertices[0], dtype=np.float64)  # where the saccades start
+    frac = np.arange(enter_steps)[:, None] / enter_steps
+    path = first + (1.0 - frac) * np.asarray(away)[None, :]
+    entry = render_at_offsets(
+        _check_intensities(image, "image").astype(np.float64), sensor_size, path
+    )
+    entry_times = np.rint(frac[:, 0] * enter_us).astype(np.int64)
+    frames, times = saccade_frames(image, sensor_size, start_us=enter_us, **saccade_options)
+    return np.concatenate([entry, frames]), np.concatenate([entry_times, times])
 
 
 def image_to_events(
