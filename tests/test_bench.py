@@ -217,7 +217,10 @@ def test_cli_bench_defaults_to_the_finished_default_experiments(monkeypatch, tmp
     assert cli.main(["bench", "--quick"]) == 0
     assert seen["results_dirs"] == ["results/mnist5k-tet"]
     said = capsys.readouterr().out
-    assert "no finished run in results/default, results/mnist5k-dvs-tet" in said
+    assert (
+        "no finished run in results/default, results/mnist5k-dvs-tet, "
+        "results/mnist5k-enter-tet, results/mnist5k-resnet20-qcfs" in said
+    )
 
 
 def test_cli_bench_refuses_bad_options(monkeypatch, capsys):

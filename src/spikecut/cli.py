@@ -21,7 +21,13 @@ EXIT_USAGE = 2
 
 
 # Where `make run` and the README's commands put the default experiments.
-DEFAULT_RESULTS = ("results/default", "results/mnist5k-tet", "results/mnist5k-dvs-tet")
+DEFAULT_RESULTS = (
+    "results/default",
+    "results/mnist5k-tet",
+    "results/mnist5k-dvs-tet",
+    "results/mnist5k-enter-tet",
+    "results/mnist5k-resnet20-qcfs",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
