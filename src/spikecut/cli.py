@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a config over seeds x RCS weights alpha and compare each alpha with alpha = 0 "
         "(confidence intervals, paired tests, layer diagnostics); resumable",
         description="Train and evaluate the config once per (alpha, seed), then report per alpha "
-        "the mean and 95%% Student-t interval over seeds of the SNN accuracy at T, the mean OCT "
+        "the mean and 95% Student-t interval over seeds of the SNN accuracy at T, the mean OCT "
         "and the Top-K (epsilon = 0) accuracy and mean exit, and against alpha = 0 the mean "
         "paired difference, paired t-test and exact sign-flip test. Writes study.json, study.md "
         "and plots beside the experiment's results.json. Finished runs are kept and skipped "
@@ -176,6 +176,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
     except StudyDiverged as err:  # a run diverged: one line, the finished runs are kept
         print(f"spikecut: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    if study is None:  # another rank of a torchrun study: rank 0 prints and writes
+        return 0
     print(study_summary(study))
     print(f"\nwrote {out / 'study.json'}, {out / 'study.md'} and plots to {out}/")
     return 0

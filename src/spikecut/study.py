@@ -221,8 +221,9 @@ def run_study(
     progress: bool = True,
     diagnostics: bool = True,
     diagnostic_samples: int | None = 500,
-) -> dict:
-    """Run (or continue) the study and write ``study.json``, ``study.md`` and its plots.
+) -> dict | None:
+    """Run (or continue) the study, write ``study.json``, ``study.md`` and its plots, and
+    return the study dict (None on the other processes under ``torchrun``: rank 0 writes).
 
     Raises :class:`StudyDiverged` when a run's training diverges; the finished runs stay in
     ``runs/`` and a later call with the same settings skips them.
@@ -236,6 +237,8 @@ def run_study(
         results = run_experiment(scfg, out, progress=progress, resume=True)
     except FloatingPointError as err:
         raise StudyDiverged(_divergence_message(scfg, out, err)) from err
+    if results["environment"].get("rank", 0) != 0:
+        return None  # under torchrun, rank 0 measures and writes
     found = None
     if diagnostics:
         names = [run["name"] for run in results["runs"]]
