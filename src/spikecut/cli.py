@@ -1,5 +1,5 @@
 """Command line: ``spikecut run [CONFIG.yaml] [--out DIR] [--set key=value ...] [--resume]``
-and friends (``report``, ``config``, ``bench``). Under ``torchrun --nproc_per_node=N -m
+and friends (``study``, ``report``, ``config``, ``bench``). Under ``torchrun --nproc_per_node=N -m
 spikecut run ...`` the processes train together and rank 0 prints and writes.
 
 A configuration problem (missing file, unknown key, wrong type, unknown dataset) is one line
@@ -60,6 +60,59 @@ def build_parser() -> argparse.ArgumentParser:
         "configuration); finished runs are not repeated",
     )
 
+    study = sub.add_parser(
+        "study",
+        help="run a config over seeds x RCS weights alpha and compare each alpha with alpha = 0 "
+        "(confidence intervals, paired tests, layer diagnostics); resumable",
+        description="Train and evaluate the config once per (alpha, seed), then report per alpha "
+        "the mean and 95% Student-t interval over seeds of the SNN accuracy at T, the mean OCT "
+        "and the Top-K (epsilon = 0) accuracy and mean exit, and against alpha = 0 the mean "
+        "paired difference, paired t-test and exact sign-flip test. Writes study.json, study.md "
+        "and plots beside the experiment's results.json. Finished runs are kept and skipped "
+        "when the same command is run again; an interrupted run continues from its checkpoint. "
+        "The config's 'runs' and 'seeds' are replaced by --alphas and --seeds.",
+    )
+    study.add_argument("config", nargs="?", help="experiment YAML (default: built-in MNIST-5k)")
+    study.add_argument(
+        "--alphas",
+        nargs="+",
+        type=float,
+        default=[0.0, 0.002, 0.005],
+        metavar="A",
+        help="RCS weights to compare; must include 0, the baseline (default: %(default)s)",
+    )
+    study.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[0, 1, 2, 3, 4],
+        metavar="S",
+        help="seeds, at least 2 (default: %(default)s)",
+    )
+    study.add_argument("--out", help="output folder (default: results/<experiment name>-study)")
+    study.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )
+    study.add_argument("--quiet", action="store_true", help="no progress bars")
+    study.add_argument(
+        "--no-diagnostics",
+        dest="diagnostics",
+        action="store_false",
+        help="skip the per-layer firing-rate and response-convergence diagnostics",
+    )
+    study.add_argument(
+        "--samples",
+        type=int,
+        default=500,
+        help="test samples for the diagnostics, evenly spaced over the split (default: "
+        "%(default)s)",
+    )
+
     report = sub.add_parser("report", help="re-render report.md and plots from a results.json")
     report.add_argument("results", help="path to results.json")
     report.add_argument("--out", help="output folder (default: the results file's folder)")
@@ -105,6 +158,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if results["environment"].get("rank", 0) == 0:
         print(summary_table(results))
         print(f"\nwrote {out / 'results.json'}, {out / 'report.md'} and plots to {out}/")
+    return 0
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from .study import StudyDiverged, default_study_dir, run_study
+    from .study_report import study_summary
+
+    if args.samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {args.samples}")
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else default_study_dir(cfg)
+    try:
+        study = run_study(
+            cfg,
+            args.alphas,
+            args.seeds,
+            out,
+            progress=not args.quiet,
+            diagnostics=args.diagnostics,
+            diagnostic_samples=args.samples,
+        )
+    except StudyDiverged as err:  # a run diverged: one line, the finished runs are kept
+        print(f"spikecut: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if study is None:  # another rank of a torchrun study: rank 0 prints and writes
+        return 0
+    print(study_summary(study))
+    print(f"\nwrote {out / 'study.json'}, {out / 'study.md'} and plots to {out}/")
     return 0
 
 
@@ -167,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
         "run": _cmd_run,
+        "study": _cmd_study,
         "report": _cmd_report,
         "config": _cmd_config,
         "bench": _cmd_bench,
