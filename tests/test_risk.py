@@ -123,6 +123,20 @@ def test_fixed_sequence_stops_at_the_first_failure_and_is_monotone(score):
     assert looser.exit_steps(Y).double().mean() < rule.exit_steps(Y).double().mean()
 
 
+@pytest.mark.parametrize("T", [1, 2, 6])
+@pytest.mark.parametrize("score", risk.RISK_SCORES)
+def test_calibration_curve_counts_the_losses_of_every_threshold(score, T):
+    # The curve (computed by interval differences) equals applying each λ directly.
+    Y, labels = random_logits(T=T, N=300)
+    rule = co.RiskControlledCutoff(score=score, risk=0.05)
+    grid, counts = rule.calibration_curve(Y, labels)
+    for j in list(range(0, grid.numel(), 97)) + [grid.numel() - 1]:
+        rule.threshold = float(grid[j])
+        steps = rule.exit_steps(Y)
+        assert int(counts[j]) == int(risk.exit_loss(Y, labels, steps).sum()), (j, grid[j])
+    assert counts[0] == 0  # λ = +inf: nobody exits early
+
+
 @pytest.mark.parametrize("score", risk.RISK_SCORES)
 def test_online_decisions_equal_the_offline_matrix(score):
     Y, labels = random_logits(N=600)

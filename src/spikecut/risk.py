@@ -47,6 +47,7 @@ __all__ = [
     "RISK_SCORES",
     "RiskControlledCutoff",
     "SpikeCP",
+    "CHECK_MODES",
     "binomial_cdf",
     "check_guarantee",
     "clopper_pearson",
@@ -251,21 +252,24 @@ class RiskControlledCutoff(ExitRule):
         """``(λ grid [G], loss counts [G])`` on a calibration split, strict to loose."""
         validate_cum_logits(cum_logits, labels)
         _require_samples(cum_logits, "RiskControlledCutoff.calibrate")
-        T, N, _ = cum_logits.shape
         s = risk_score(cum_logits, self.score).cpu()
         running = s.cummax(dim=0).values  # exit before step t+1 iff running[t] > λ
         correct = _correct(cum_logits, labels).cpu()
-        correct_at_T = correct[-1]
         grid = _GRID
-        counts = torch.empty(grid.numel(), dtype=torch.long)
-        columns = torch.arange(N)
-        for start in range(0, grid.numel(), 256):
-            lam = grid[start : start + 256].unsqueeze(1)  # [G', 1]
-            exit_index = torch.zeros(lam.shape[0], N, dtype=torch.long)
-            for t in range(T - 1):
-                exit_index += running[t].unsqueeze(0) <= lam
-            right = correct[exit_index, columns.expand_as(exit_index)]
-            counts[start : start + 256] = (correct_at_T & ~right).sum(dim=1)
+        G = grid.numel()
+        # running[t, i] <= λ_j  <=>  j <= J[t, i] (the grid descends), J = #{λ >= running} - 1.
+        J = G - torch.searchsorted(grid.flip(0), running, right=False) - 1  # [T, N]
+        # Sample i exits at (0-based) step k for j in (J[k], J[k-1]] (J[-1] := G-1; the last
+        # step takes j in [0, J[T-2]]): J falls with t, so the pieces tile 0..G-1. Its loss
+        # there is lost[k] = correct at T and wrong at k; add it per piece, by differences.
+        lost = (correct[-1] & ~correct).long()  # [T, N]
+        start = torch.cat([J[:-1] + 1, torch.zeros_like(J[:1])])  # [T, N]
+        end = torch.cat([torch.full_like(J[:1], G - 1), J[:-1]])  # inclusive
+        used = start <= end
+        diff = torch.zeros(G + 1, dtype=torch.long)
+        diff.scatter_add_(0, start[used], lost[used])
+        diff.scatter_add_(0, end[used] + 1, -lost[used])
+        counts = diff.cumsum(0)[:G]
         return grid, counts
 
     def calibrate(self, cum_logits: Tensor, labels: Tensor) -> RiskControlledCutoff:
@@ -447,6 +451,9 @@ def evaluate_guaranteed(rule: ExitRule, cum_logits: Tensor, labels: Tensor) -> d
     return row
 
 
+CHECK_MODES = ("resample", "split")
+
+
 def check_guarantee(
     cum_logits: Tensor,
     labels: Tensor,
@@ -457,26 +464,33 @@ def check_guarantee(
     repeats: int = 200,
     cal_fraction: float = 0.5,
     seed: int = 0,
+    mode: str = "resample",
     confidence: float = 0.95,
 ) -> dict[str, Any]:
-    """Re-split pooled outputs ``repeats`` times into calibration/test and count violations.
+    """Recalibrate ``repeats`` times on pooled outputs and count how often the risk is missed.
 
     ``make_rule(cal_logits, cal_labels)`` returns a *calibrated* rule (so a calibrator that
     ignores its split, e.g. thresholds fitted on the training data, can be checked too).
-    Each repeat draws a random ``cal_fraction`` of the samples to calibrate on and tests on
-    the rest; a violation is a test loss (mean ℓ) above ``risk``. Returns the violation
-    rate with its Clopper–Pearson interval at ``confidence``, whether that rate is
-    significantly above ``delta`` (the interval's lower end above δ), the mean exit, the
-    mean test loss and the mean accuracy change against T.
+    Each repeat calibrates on ``n = cal_fraction · N`` samples and measures the loss ℓ:
 
-    Caveats: the test loss is itself an estimate, so a rule whose true risk equals ``risk``
-    exactly would "violate" about half the time; LTT lands below the bound, so a valid rule
-    violates rarely. The repeats share samples, so they are not independent draws of the
-    population; the interval describes the re-split distribution of these outputs.
+    * ``mode="resample"`` (default): the pool is the population. The n calibration samples
+      are drawn from it i.i.d. (with replacement), so they are exchangeable by construction,
+      and the rule's loss is measured on the whole pool: its exact risk under that
+      population. A violation is exactly the event LTT bounds, ``E[ℓ] > risk``.
+    * ``mode="split"``: a random split without replacement, the loss measured on the other
+      samples. That test loss is itself an estimate: a rule whose risk sits just under the
+      bound exceeds it on a finite test split far more often than δ, so this mode
+      over-counts violations of a valid rule (and the repeats share samples).
+
+    Returns the violation rate with its Clopper–Pearson interval at ``confidence``, whether
+    it is significantly above ``delta`` (the interval's lower end above δ), the mean exit,
+    the mean loss, the mean accuracy change against T and the share of certified repeats.
     """
     validate_cum_logits(cum_logits, labels)
     repeats = _check_int("repeats", repeats, 1)
     cal_fraction = _check_fraction("cal_fraction", cal_fraction)
+    if mode not in CHECK_MODES:
+        raise ValueError(f"mode: expected one of {', '.join(CHECK_MODES)}, got {mode!r}")
     N = cum_logits.shape[1]
     n_cal = round(cal_fraction * N)
     if not 1 <= n_cal < N:
@@ -485,10 +499,14 @@ def check_guarantee(
     labels = labels.to(cum_logits.device)
     losses, exits, deltas, certified = [], [], [], []
     for _ in range(repeats):
-        perm = torch.randperm(N, generator=g).to(cum_logits.device)
-        cal, test = perm[:n_cal], perm[n_cal:]
+        if mode == "resample":
+            cal = torch.randint(N, (n_cal,), generator=g).to(cum_logits.device)
+            y, lab = cum_logits, labels
+        else:
+            perm = torch.randperm(N, generator=g).to(cum_logits.device)
+            cal, test = perm[:n_cal], perm[n_cal:]
+            y, lab = cum_logits[:, test], labels[test]
         rule = make_rule(cum_logits[:, cal], labels[cal])
-        y, lab = cum_logits[:, test], labels[test]
         steps = rule.exit_steps(y)
         losses.append(float(exit_loss(y, lab, steps).double().mean()))
         exits.append(float(steps.double().mean()))
@@ -498,9 +516,10 @@ def check_guarantee(
     violations = sum(loss > risk for loss in losses)
     lower, upper = clopper_pearson(violations, repeats, confidence)
     return {
+        "mode": mode,
         "repeats": repeats,
         "n_calibration": n_cal,
-        "n_test": N - n_cal,
+        "n_test": N if mode == "resample" else N - n_cal,
         "risk": risk,
         "delta": delta,
         "violations": violations,
