@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from spikecut.cli import main
 from spikecut.config import ConfigError, load_config
 from spikecut.experiment import _datasets, run_experiment, run_fingerprint
 
@@ -68,7 +70,9 @@ def test_bad_calibration_settings_are_config_errors(override, message):
         load_config(DIGITS, [override])
 
 
-def test_a_run_reports_the_guaranteed_rules(tmp_path):
+@pytest.fixture(scope="module")
+def guaranteed_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("guaranteed")
     cfg = load_config(
         DIGITS,
         [
@@ -79,7 +83,11 @@ def test_a_run_reports_the_guaranteed_rules(tmp_path):
             "cutoff.calibration.fraction=0.3",  # 431 held out: enough for risk 1 %, δ 0.1
         ],
     )
-    results = run_experiment(cfg, tmp_path, progress=False)
+    return run_experiment(cfg, out, progress=False), out
+
+
+def test_a_run_reports_the_guaranteed_rules(guaranteed_run):
+    results, tmp_path = guaranteed_run
     split = results["calibration_split"]
     assert split == {
         "source": "heldout",
@@ -106,3 +114,27 @@ def test_a_run_reports_the_guaranteed_rules(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "## Guaranteed rules (held-out calibration)" in report
     assert "| topk-risk | risk 0.01, δ 0.1 | 431 |" in report
+
+
+def test_cli_check_pools_the_cached_outputs_and_counts_violations(guaranteed_run, capsys):
+    results, out = guaranteed_run
+    cached = torch.load(out / "outputs" / "a.pt", weights_only=True)
+    assert cached["heldout"][0].shape == (8, 431, 10) and cached["test"][1].shape == (360,)
+    assert main(["check", str(out), "--repeats", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert "791 pooled held-out + test samples, risk 0.01" in printed
+    report = json.loads((out / "check-a.json").read_text())
+    assert report["pool"] == 791
+    ltt = report["checks"]["topk-risk"]
+    assert ltt["repeats"] == 20 and ltt["n_calibration"] == 396 and ltt["mode"] == "resample"
+    lo, hi = ltt["violation_interval"]
+    assert lo <= ltt["violation_rate"] <= hi
+    assert "topk (paper, as run: ε = 0, training split)" in report["checks"]
+
+
+def test_cli_check_refuses_a_run_without_a_heldout_split(guaranteed_run, tmp_path, capsys):
+    results, _ = guaranteed_run
+    saved = dict(results, calibration_split={"source": "train", "size": 0})
+    (tmp_path / "results.json").write_text(json.dumps(saved))
+    assert main(["check", str(tmp_path)]) == 2
+    assert "has no held-out calibration split" in capsys.readouterr().err

@@ -50,6 +50,7 @@ __all__ = [
     "build_trainable_snn",
     "is_frame_dataset",
     "load_run_snn",
+    "load_run_outputs",
 ]
 
 
@@ -250,7 +251,7 @@ def run_fingerprint(cfg: ExperimentConfig, run: RunConfig, seed: int) -> str:
 def _remove_partial_writes(out: Path) -> None:
     """Delete temporary files a killed run left behind (``atomic_write`` names them
     ``.<file>.<random>.tmp``); the files they were to replace are whole."""
-    for folder in (out, out / "checkpoints", out / "runs", out / "weights"):
+    for folder in (out, out / "checkpoints", out / "runs", out / "weights", out / "outputs"):
         for tmp in folder.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
 
@@ -261,6 +262,14 @@ def _run_file(out: Path, name: str) -> Path:
 
 def _weights_file(out: Path, name: str) -> Path:
     return out / "weights" / f"{_slug(name)}.pt"
+
+
+def _outputs_file(out: Path, name: str) -> Path:
+    return out / "outputs" / f"{_slug(name)}.pt"
+
+
+def _save_outputs(path: Path, outputs: dict) -> None:
+    atomic_write(path, lambda tmp: torch.save(outputs, tmp))
 
 
 def _finished_run(context: _RunContext, run: RunConfig, seed: int, name: str) -> dict | None:
@@ -408,6 +417,9 @@ def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: s
         )
         held_logits = gather_samples(held_logits, len(context.heldout), world, dim=1)
         held_labels = gather_samples(held_labels, len(context.heldout), world)
+        if world.is_main:  # cached for `spikecut check` (spikecut.risk.check_guarantee)
+            outputs = {"heldout": (held_logits, held_labels), "test": (test_logits, test_labels)}
+            _save_outputs(_outputs_file(out, name), outputs)
         g = cfg.cutoff.guarantee
         evaluated["guaranteed"] = evaluate_guaranteed_rules(
             test_logits,
@@ -494,3 +506,33 @@ def load_run_snn(
         raise ValueError(f"{weights}: cannot load the weights of run {run_name!r}: {err}") from err
     snn = to_snn(model) if cfg.method == "conversion" else target.eval()
     return snn, runs[run_name], cfg
+
+
+def load_run_outputs(
+    out_dir: str | Path, run_name: str, *, device: str = "cpu", progress: bool = False
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The SNN outputs ``{"heldout": (Y, labels), "test": (Y, labels)}`` of a finished run.
+
+    Read from ``outputs/<slug>.pt`` where the run cached them; otherwise the SNN is rebuilt
+    from its weights (:func:`load_run_snn`), run on the held-out and test splits of its
+    configuration (the same seed carves the same held-out split), and the outputs cached.
+    """
+    out = Path(out_dir)
+    path = _outputs_file(out, run_name)
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    snn, _, cfg = load_run_snn(out, run_name)
+    if cfg.cutoff.calibration.source != "heldout":
+        raise ConfigError(
+            f"run {run_name!r} in {out} has no held-out calibration split "
+            f"(cutoff.calibration.source is {cfg.cutoff.calibration.source!r})"
+        )
+    _, _, _, test, heldout = _datasets(cfg, progress)
+    repeat = not is_frame_dataset(test)
+    kwargs = {"batch_size": cfg.batch_size_eval, "device": device, "progress": progress}
+    outputs = {
+        "heldout": collect_cum_logits(snn, heldout, cfg.T, repeat=repeat, **kwargs),
+        "test": collect_cum_logits(snn, test, cfg.T, repeat=repeat, **kwargs),
+    }
+    _save_outputs(path, outputs)
+    return outputs
