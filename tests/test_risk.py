@@ -63,14 +63,14 @@ def test_clopper_pearson_against_beta_quantiles():
 
 
 def _bad_and_good(n_good: int, n_bad: int = 3, T: int = 4):
-    """Two classes, label 0. Good samples: gap 10 at every step (per-step score 10). Bad
-    samples: wrong at t = 1 with gap 5 (score 5), then right with per-step gap 0.5, so
-    they are correct at T and lose their answer iff they exit at t = 1."""
+    """Two classes, label 0. Good samples: gap 10·t. Bad samples: wrong at t = 1 with gap 5
+    (score 5), then right with gap 0.5·(t + 1) <= 2.5 < 5, so they are correct at T and
+    lose their answer iff they exit at t = 1."""
     good = torch.tensor([10.0, 0.0]).expand(T, n_good, 2) * torch.arange(1, T + 1).view(T, 1, 1)
     bad = torch.zeros(T, n_bad, 2)
     bad[0, :, 1] = 5.0
     for t in range(1, T):
-        bad[t, :, 0] = 5.0 + 0.5 * (t + 1)  # gap 0.5·(t+1) above the stuck 5, per step < 1
+        bad[t, :, 0] = 5.0 + 0.5 * (t + 1)  # gap 0.5·(t+1) above the stuck 5
         bad[t, :, 1] = 5.0
     labels = torch.zeros(n_good + n_bad, dtype=torch.long)
     return torch.cat([good, bad], dim=1), labels
@@ -137,10 +137,12 @@ def test_calibration_curve_counts_the_losses_of_every_threshold(score, T):
     assert counts[0] == 0  # λ = +inf: nobody exits early
 
 
-@pytest.mark.parametrize("score", risk.RISK_SCORES)
-def test_online_decisions_equal_the_offline_matrix(score):
+@pytest.mark.parametrize(("score", "power"), [(s, 0.0) for s in risk.RISK_SCORES] + [("topk", 1)])
+def test_online_decisions_equal_the_offline_matrix(score, power):
     Y, labels = random_logits(N=600)
-    rule = co.RiskControlledCutoff(score=score, risk=0.05).calibrate(Y, labels)
+    rule = co.RiskControlledCutoff(score=score, risk=0.05, step_power=power)
+    rule.calibrate(Y, labels)
+    assert rule.to_dict()["step_power"] == power
     T = Y.shape[0]
     matrix = rule.fire_matrix(Y)
     for t in range(1, T + 1):
@@ -152,7 +154,8 @@ def test_scores_are_monotone_transforms_of_the_paper_scores():
     Y, _ = random_logits(N=200)
     T = Y.shape[0]
     t = torch.arange(1, T + 1).view(T, 1).double()
-    assert torch.allclose(risk.risk_score(Y, "topk"), co.topk_gap(Y).double() / t)
+    assert torch.allclose(risk.risk_score(Y, "topk"), co.topk_gap(Y).double())
+    assert torch.allclose(risk.risk_score(Y, "topk", step_power=1.0), co.topk_gap(Y).double() / t)
     p_max = Y.double().softmax(-1).amax(-1)
     assert torch.allclose(risk.risk_score(Y, "softmax"), -torch.log1p(-p_max))
     h = torch.special.entr(Y.double().softmax(-1)).sum(-1)
@@ -166,6 +169,8 @@ def test_errors_name_what_was_expected():
         co.RiskControlledCutoff(delta=1.0)
     with pytest.raises(ValueError, match="score: expected one of topk, softmax, entropy"):
         co.RiskControlledCutoff(score="margin")
+    with pytest.raises(ValueError, match="step_power: expected a finite value >= 0, got -1"):
+        co.RiskControlledCutoff(step_power=-1)
     with pytest.raises(RuntimeError, match="call calibrate"):
         co.RiskControlledCutoff().exit_steps(random_logits(N=5)[0])
 
