@@ -1,6 +1,7 @@
 """Command line: ``spikecut run [CONFIG.yaml] [--out DIR] [--set key=value ...] [--resume]``
-and friends (``study``, ``report``, ``config``, ``bench``). Under ``torchrun --nproc_per_node=N -m
-spikecut run ...`` the processes train together and rank 0 prints and writes.
+and friends (``study``, ``report``, ``config``, ``bench``, ``check``). Under ``torchrun
+--nproc_per_node=N -m spikecut run ...`` the processes train together and rank 0 prints and
+writes.
 
 A configuration problem (missing file, unknown key, wrong type, unknown dataset) is one line
 on stderr and exit status 2, never a traceback.
@@ -142,6 +143,22 @@ def build_parser() -> argparse.ArgumentParser:
         "those of the default experiments that exist: " + ", ".join(DEFAULT_RESULTS) + ")",
     )
 
+    check = sub.add_parser(
+        "check",
+        help="check the guaranteed rules of a finished run by recalibrating on resamples",
+        description="Pool a run's held-out and test outputs, recalibrate each rule on many "
+        "draws and count how often its risk exceeds the promised one "
+        "(spikecut.risk.check_guarantee). Writes check-<run>.json beside results.json.",
+    )
+    check.add_argument("results", help="a finished run's folder (with results.json)")
+    check.add_argument("--run", help="run name (default: the first run)")
+    check.add_argument("--repeats", type=int, default=200)
+    check.add_argument("--cal-fraction", type=float, default=0.5)
+    check.add_argument("--mode", choices=("resample", "split"), default="resample")
+    check.add_argument("--risk", type=float, help="default: the run's cutoff.guarantee.risk")
+    check.add_argument("--delta", type=float, help="default: the run's cutoff.guarantee.delta")
+    check.add_argument("--seed", type=int, default=0)
+
     show = sub.add_parser("config", help="print the validated configuration as YAML")
     show.add_argument("config", nargs="?", help="experiment YAML (default: built-in)")
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -234,6 +251,81 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import cutoff
+    from ._io import atomic_write_json
+    from .config import parse_config
+    from .experiment import _slug, load_run_outputs
+    from .report import load_results
+
+    folder = Path(args.results)
+    try:
+        results = load_results(folder / "results.json")
+        cfg = parse_config(results["config"])
+    except (ValueError, KeyError) as err:
+        raise ConfigError(f"{folder / 'results.json'}: {err}") from None
+    split = results.get("calibration_split") or {}
+    if split.get("source") != "heldout":
+        raise ConfigError(
+            f"{folder / 'results.json'}: the run has no held-out calibration split "
+            f"(calibration_split: {split or 'absent'}); its networks trained on all the "
+            "training data, so there is nothing exchangeable with the test split to pool"
+        )
+    runs = {run["name"]: run for run in results["runs"]}
+    name = args.run or next(iter(runs))
+    if name not in runs:
+        raise ConfigError(f"no run named {name!r} in {folder}; runs: {', '.join(runs)}")
+    g = cfg.cutoff.guarantee
+    risk = g.risk if args.risk is None else args.risk
+    delta = g.delta if args.delta is None else args.delta
+    outputs = load_run_outputs(folder, name)
+    Y = torch.cat([outputs["heldout"][0], outputs["test"][0]], dim=1)
+    labels = torch.cat([outputs["heldout"][1], outputs["test"][1]])
+
+    def ltt(score):
+        return lambda y, lab: cutoff.RiskControlledCutoff(score, risk, delta).calibrate(y, lab)
+
+    def paper_at_risk(y, lab):  # the paper's calibration at ε = risk, no finite-sample term
+        return cutoff.TopKCutoff(epsilon=risk, bins=cfg.cutoff.bins).calibrate(y, lab)
+
+    checks = {f"{s}-risk": ltt(s) for s in ("topk", "softmax", "entropy")}
+    checks[f"topk (paper, ε = {risk:g} on each draw)"] = paper_at_risk
+    if runs[name].get("beta") is not None:  # the run's own Top-K: training data + dropout
+        as_run = cutoff.TopKCutoff(bins=cfg.cutoff.bins)
+        as_run.beta = torch.tensor(runs[name]["beta"])
+        checks["topk (paper, as run: ε = 0, training split)"] = lambda y, lab: as_run
+    report = {"run": name, "pool": Y.shape[1], "checks": {}}
+    print(
+        f"{name}: {Y.shape[1]} pooled held-out + test samples, risk {risk:g}, δ {delta:g}, "
+        f"{args.repeats} {args.mode} draws of {args.cal_fraction:g}"
+    )
+    for label, make in checks.items():
+        r = cutoff.check_guarantee(
+            Y,
+            labels,
+            make,
+            risk=risk,
+            delta=delta,
+            repeats=args.repeats,
+            cal_fraction=args.cal_fraction,
+            seed=args.seed,
+            mode=args.mode,
+        )
+        report["checks"][label] = r
+        lo, hi = r["violation_interval"]
+        flag = "  ABOVE δ" if r["significantly_above_delta"] else ""
+        print(
+            f"  {label:45s} violations {r['violation_rate']:.3f} [{lo:.3f}, {hi:.3f}]"
+            f"  mean loss {100 * r['mean_loss']:.2f} %  mean exit {r['mean_exit']:.2f}{flag}"
+        )
+    path = folder / f"check-{_slug(name)}.json"
+    atomic_write_json(path, report)
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -252,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": _cmd_report,
         "config": _cmd_config,
         "bench": _cmd_bench,
+        "check": _cmd_check,
     }
     try:
         return commands[args.command](args)

@@ -525,3 +525,24 @@ def make_rule(name: str, epsilon: float = 0.0, **params: Any) -> ExitRule:
     if name not in RULES:
         raise ValueError(f"unknown cutoff rule {name!r}; known rules: {', '.join(sorted(RULES))}")
     return RULES[name](epsilon=epsilon, **params)
+
+
+# Rules with a statistical guarantee live in their own module; re-exported here so every exit
+# rule is reachable as ``spikecut.cutoff.<Name>``. Imported last: risk.py builds on this module.
+from .risk import (  # noqa: E402
+    GUARANTEED_RULES,
+    RiskControlledCutoff,
+    SpikeCP,
+    check_guarantee,
+    evaluate_guaranteed,
+    make_guaranteed_rule,
+)
+
+__all__ += [
+    "GUARANTEED_RULES",
+    "RiskControlledCutoff",
+    "SpikeCP",
+    "check_guarantee",
+    "evaluate_guaranteed",
+    "make_guaranteed_rule",
+]

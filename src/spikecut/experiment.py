@@ -27,7 +27,12 @@ from .data import get_dataset
 from .data.registry import DATASETS
 from .data.splits import carve_validation
 from .distributed import World, gather_samples, shard_indices
-from .evaluate import calibration_cum_logits, collect_cum_logits, evaluate_cutoff
+from .evaluate import (
+    calibration_cum_logits,
+    collect_cum_logits,
+    evaluate_cutoff,
+    evaluate_guaranteed_rules,
+)
 from .models import create
 from .models.registry import MODELS
 from .neurons import LIF, SURROGATES
@@ -45,6 +50,7 @@ __all__ = [
     "build_trainable_snn",
     "is_frame_dataset",
     "load_run_snn",
+    "load_run_outputs",
 ]
 
 
@@ -79,18 +85,42 @@ def dataset_options(cfg: ExperimentConfig, progress: bool = True) -> dict:
 
 
 def _datasets(cfg: ExperimentConfig, progress: bool = True):
-    """(train, calibration, validation or None, test): calibration is the training data
-    without augmentation; the validation split, if configured, is carved from it."""
+    """(train, calibration, validation or None, test, held-out calibration or None).
+
+    calibration is the training data without augmentation (the paper's calibration pass).
+    With ``cutoff.calibration.source: heldout`` a stratified fraction of the training data
+    is carved off first (from ``cfg.seed``), without augmentation and never trained on;
+    the validation split, if configured, is then carved from what remains.
+    """
     data, opts = cfg.data, dataset_options(cfg, progress)
     train = get_dataset(data.name, data.root, split="train", augment=data.augment, **opts)
     calibration = get_dataset(data.name, data.root, split="train", augment=False, **opts)
     test = get_dataset(data.name, data.root, split="test", augment=False, **opts)
+    heldout = None
+    if cfg.cutoff.calibration.source == "heldout":
+        train, calibration, heldout = carve_validation(
+            train, calibration, cfg.cutoff.calibration.fraction, cfg.seed
+        )
     validation = None
     if cfg.train.validation_fraction > 0:
         train, calibration, validation = carve_validation(
             train, calibration, cfg.train.validation_fraction, cfg.seed
         )
-    return train, calibration, validation, test
+    return train, calibration, validation, test, heldout
+
+
+def calibration_split_record(cfg: ExperimentConfig, heldout, train_size: int) -> dict:
+    """What results.json records about the held-out calibration split."""
+    cal = cfg.cutoff.calibration
+    if heldout is None:
+        return {"source": cal.source, "size": 0, "fraction": 0.0, "train_size": train_size}
+    return {
+        "source": cal.source,
+        "size": len(heldout),
+        "fraction": cal.fraction,
+        "seed": cfg.seed,
+        "train_size": train_size,
+    }
 
 
 def _save_weights(model: torch.nn.Module, path: Path) -> None:
@@ -171,6 +201,7 @@ def _run_all(
             "rank": world.rank,
             "threads": torch.get_num_threads(),
         },
+        "calibration_split": calibration_split_record(cfg, datasets[4], len(datasets[0])),
         "runs": runs,
     }
     return results
@@ -187,7 +218,7 @@ class _RunContext:
 
     def __init__(self, cfg, datasets, out, world, device, progress, repeat, resume) -> None:
         self.cfg = cfg
-        self.train, self.calibration, self.validation, self.test = datasets
+        self.train, self.calibration, self.validation, self.test, self.heldout = datasets
         self.out = out
         self.world = world
         self.device = device
@@ -210,6 +241,9 @@ def run_fingerprint(cfg: ExperimentConfig, run: RunConfig, seed: int) -> str:
         "alpha": run.alpha,
         "seed": seed,
     }
+    calibration = config["cutoff"]["calibration"]
+    if calibration["source"] == "heldout":  # trains on less data; absent: fingerprints as before
+        payload["heldout_fraction"] = calibration["fraction"]
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -217,7 +251,7 @@ def run_fingerprint(cfg: ExperimentConfig, run: RunConfig, seed: int) -> str:
 def _remove_partial_writes(out: Path) -> None:
     """Delete temporary files a killed run left behind (``atomic_write`` names them
     ``.<file>.<random>.tmp``); the files they were to replace are whole."""
-    for folder in (out, out / "checkpoints", out / "runs", out / "weights"):
+    for folder in (out, out / "checkpoints", out / "runs", out / "weights", out / "outputs"):
         for tmp in folder.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
 
@@ -228,6 +262,14 @@ def _run_file(out: Path, name: str) -> Path:
 
 def _weights_file(out: Path, name: str) -> Path:
     return out / "weights" / f"{_slug(name)}.pt"
+
+
+def _outputs_file(out: Path, name: str) -> Path:
+    return out / "outputs" / f"{_slug(name)}.pt"
+
+
+def _save_outputs(path: Path, outputs: dict) -> None:
+    atomic_write(path, lambda tmp: torch.save(outputs, tmp))
 
 
 def _finished_run(context: _RunContext, run: RunConfig, seed: int, name: str) -> dict | None:
@@ -369,6 +411,28 @@ def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: s
         bins=cfg.cutoff.bins,
         ops=ops,
     )
+    if context.heldout is not None:
+        held_logits, held_labels = collect_cum_logits(
+            snn, _shard(context.heldout, world), cfg.T, desc="held-out", **eval_kwargs
+        )
+        held_logits = gather_samples(held_logits, len(context.heldout), world, dim=1)
+        held_labels = gather_samples(held_labels, len(context.heldout), world)
+        if world.is_main:  # cached for `spikecut check` (spikecut.risk.check_guarantee)
+            outputs = {"heldout": (held_logits, held_labels), "test": (test_logits, test_labels)}
+            _save_outputs(_outputs_file(out, name), outputs)
+        g = cfg.cutoff.guarantee
+        evaluated["guaranteed"] = evaluate_guaranteed_rules(
+            test_logits,
+            test_labels,
+            held_logits,
+            held_labels,
+            rules=g.rules,
+            risk=g.risk,
+            delta=g.delta,
+            alpha=g.alpha,
+            max_set_size=g.max_set_size,
+            ops=ops,
+        )
     return {
         "name": name,
         "alpha": run.alpha,
@@ -442,3 +506,33 @@ def load_run_snn(
         raise ValueError(f"{weights}: cannot load the weights of run {run_name!r}: {err}") from err
     snn = to_snn(model) if cfg.method == "conversion" else target.eval()
     return snn, runs[run_name], cfg
+
+
+def load_run_outputs(
+    out_dir: str | Path, run_name: str, *, device: str = "cpu", progress: bool = False
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The SNN outputs ``{"heldout": (Y, labels), "test": (Y, labels)}`` of a finished run.
+
+    Read from ``outputs/<slug>.pt`` where the run cached them; otherwise the SNN is rebuilt
+    from its weights (:func:`load_run_snn`), run on the held-out and test splits of its
+    configuration (the same seed carves the same held-out split), and the outputs cached.
+    """
+    out = Path(out_dir)
+    path = _outputs_file(out, run_name)
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    snn, _, cfg = load_run_snn(out, run_name)
+    if cfg.cutoff.calibration.source != "heldout":
+        raise ConfigError(
+            f"run {run_name!r} in {out} has no held-out calibration split "
+            f"(cutoff.calibration.source is {cfg.cutoff.calibration.source!r})"
+        )
+    _, _, _, test, heldout = _datasets(cfg, progress)
+    repeat = not is_frame_dataset(test)
+    kwargs = {"batch_size": cfg.batch_size_eval, "device": device, "progress": progress}
+    outputs = {
+        "heldout": collect_cum_logits(snn, heldout, cfg.T, repeat=repeat, **kwargs),
+        "test": collect_cum_logits(snn, test, cfg.T, repeat=repeat, **kwargs),
+    }
+    _save_outputs(path, outputs)
+    return outputs

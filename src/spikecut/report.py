@@ -94,6 +94,16 @@ def _validate_run(run: Any, path: str, T: int) -> None:
         raise ValueError(f"{_join(path, 'rules')}: expected a list, found {_describe(rules)}")
     for j, rule in enumerate(rules):
         _validate_rule(rule, f"{path}.rules[{j}]", T)
+    guaranteed = run.get("guaranteed", [])
+    if not isinstance(guaranteed, list):
+        raise ValueError(
+            f"{_join(path, 'guaranteed')}: expected a list, found {_describe(guaranteed)}"
+        )
+    for j, rule in enumerate(guaranteed):
+        _validate_rule(rule, f"{path}.guaranteed[{j}]", T)
+        for key in ("loss", "coverage"):
+            if key in rule:
+                _require_number(rule, key, f"{path}.guaranteed[{j}]", 0.0, 1.0)
 
 
 def _validate_rule(rule: Any, path: str, T: int) -> None:
@@ -427,6 +437,13 @@ def _render_markdown(results: dict) -> str:
         parts += ["## Mean ± std over seeds", seeds]
     for run in runs:
         parts += [f"## Rules at ε = 0: {run['name']}", _rules_table(run, T)]
+    if any(run.get("guaranteed") for run in runs):
+        parts += ["## Guaranteed rules (held-out calibration)", _guarantee_note(results)]
+        parts += [
+            f"### {run['name']}\n\n{_guaranteed_table(run, T)}"
+            for run in runs
+            if run.get("guaranteed")
+        ]
     for rule in _rule_names(results):
         if any(len(_sweep(run, rule)) > 1 for run in runs):
             title = _RULE_TITLES.get(rule, rule)
@@ -492,6 +509,66 @@ def _rule_row(label: str, eps: str, acc: float, mean_exit: float, acc_T: float, 
         _speedup(T, mean_exit),
         _points(acc - acc_T),
     ]
+
+
+def _guarantee_note(results: dict) -> str:
+    split = results.get("calibration_split") or {}
+    size = f"n = {split['size']} held-out samples" if split.get("size") else "a held-out split"
+    return (
+        f"Calibrated on {size} the network never trained on, without dropout. *-risk rules: "
+        "Learn-then-Test certifies P(loss ≤ risk) ≥ 1 − δ, loss = share of samples correct at T "
+        "and wrong at their exit (against the SNN at T, not the ANN; assumes calibration and "
+        "test samples are exchangeable); not certified = too few samples, every sample runs to "
+        "T. Bound = empirical calibration loss and its p-value. SpikeCP: conformal sets at "
+        "every step, exit at the first with ≤ max set size labels; coverage ≥ 1 − α. "
+        "Test loss, coverage and set size are measured on the test split."
+    )
+
+
+def _guaranteed_table(run: dict, T: int) -> str:
+    acc_T = _final_acc(run)
+    rows = []
+    for r in run["guaranteed"]:
+        if "risk" in r:
+            level = f"risk {r['risk']:g}, δ {r['delta']:g}"
+            if r.get("certified"):
+                bound = f"{100.0 * r['empirical_risk']:.2f} % (p = {r['p_value']:.3f})"
+            else:
+                bound = f"not certified (p = {r['p_value']:.3f})"
+        else:
+            level = f"α {r['alpha']:g}, set ≤ {r['max_set_size']}"
+            bound = _DASH
+        rows.append(
+            [
+                r["rule"],
+                level,
+                str(r.get("n", _DASH)),
+                bound,
+                *_rule_row("", "", r["accuracy"], r["mean_exit"], acc_T, T)[2:],
+                _pct(r.get("loss")),
+                _pct(r.get("coverage")),
+                _steps(r.get("mean_set_size")),
+            ]
+        )
+    top = _topk(run)
+    blank = [_DASH] * 3
+    if top is not None:
+        paper = _rule_row("", "", top["accuracy"], top["mean_exit"], acc_T, T)[2:]
+        rows.append([f"topk (paper, ε = {_eps(top['epsilon'])})", _DASH, _DASH, _DASH, *paper])
+        rows[-1] += blank
+    rows.append(
+        [
+            "OCT (oracle)",
+            _DASH,
+            _DASH,
+            _DASH,
+            *_rule_row("", "", acc_T, run["oct_mean"], acc_T, T)[2:],
+        ]
+    )
+    rows[-1] += blank
+    header = ["Rule", "Level", "n", "Bound", "Acc %", "Mean exit", "Speed-up", "Δacc (pts)"]
+    header += ["Test loss %", "Coverage %", "Set size"]
+    return _table(header, rows, numeric_from=4)
 
 
 def _sweep_table(runs: list[dict], rule: str) -> str:
