@@ -237,3 +237,23 @@ def test_event_experiment_end_to_end_on_emulated_dvs_frames(tmp_path):
         topk = next(r for r in run["rules"] if r["rule"] == "topk" and r["epsilon"] == 0.0)
         assert topk["accuracy"] >= snn_at_T - 0.03 and topk["mean_exit"] <= 4.0
         assert sum(topk["exit_histogram"]) == 600
+
+
+def test_entering_digits_make_the_answer_form_over_time(tmp_path):
+    """On mnist5k-enter the first slice holds only an edge of the digit: a TET-trained net is
+    far less accurate at t = 1 than at T, and the oracle exit (OCT) comes late."""
+    cfg = load_config(
+        CONFIGS / "mnist5k-enter-tet.yaml",
+        [
+            "train.epochs=5",
+            "train.batch_size=32",
+            f"data.options={{limit: 600, cache: {str(tmp_path / 'cache')!r}}}",
+            "cutoff.epsilons=[0.0]",
+            "runs=[{name: alpha=0, alpha: 0.0}]",
+        ],
+    )
+    (run,) = run_experiment(cfg, tmp_path / "out", progress=False)["runs"]
+    per_step = run["snn_accuracy_per_t"]
+    assert per_step[-1] >= 0.7  # measured 0.85
+    assert per_step[0] <= per_step[-1] - 0.4  # measured 0.15 at t = 1
+    assert run["oct_mean"] >= 2.5  # measured 3.4; mnist5k-dvs gives about 1.3

@@ -31,6 +31,21 @@ DEFAULT_RESULTS = (
 )
 
 
+def _add_experiment_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """CONFIG, --out, --set and --quiet: how a command that runs an experiment is told which."""
+    parser.add_argument("config", nargs="?", help="experiment YAML (default: built-in MNIST-5k)")
+    parser.add_argument("--out", help=f"output folder (default: {default_out})")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikecut",
@@ -43,17 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run an experiment end to end (the built-in MNIST-5k default without CONFIG)",
         description="Train, convert, calibrate, evaluate every cutoff rule and write a report.",
     )
-    run.add_argument("config", nargs="?", help="experiment YAML (default: built-in MNIST-5k)")
-    run.add_argument("--out", help="output folder (default: results/<experiment name>)")
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
-    )
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_experiment_arguments(run, "results/<experiment name>")
     run.add_argument(
         "--resume",
         action="store_true",
@@ -73,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "when the same command is run again; an interrupted run continues from its checkpoint. "
         "The config's 'runs' and 'seeds' are replaced by --alphas and --seeds.",
     )
-    study.add_argument("config", nargs="?", help="experiment YAML (default: built-in MNIST-5k)")
+    _add_experiment_arguments(study, "results/<experiment name>-study")
     study.add_argument(
         "--alphas",
         nargs="+",
@@ -90,16 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seeds, at least 2 (default: %(default)s)",
     )
-    study.add_argument("--out", help="output folder (default: results/<experiment name>-study)")
-    study.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
-    )
-    study.add_argument("--quiet", action="store_true", help="no progress bars")
     study.add_argument(
         "--no-diagnostics",
         dest="diagnostics",
