@@ -41,6 +41,7 @@ from .regularizers import RCSRegularizer
 from .speed import prepare_for_training
 
 __all__ = [
+    "TrainingDiverged",
     "TrainConfig",
     "FitOptions",
     "EpochLog",
@@ -183,6 +184,7 @@ def train_ann(
         progress=progress,
         desc=desc,
         options=options,
+        alpha=alpha,
     )
 
 
@@ -238,6 +240,7 @@ def train_snn(
         desc=desc,
         rcs_options={"rho": rho, "mask_rho": mask_rho},
         options=options,
+        alpha=alpha,
     )
     reset(snn)
     return result
@@ -278,6 +281,7 @@ def _fit(
     desc: str,
     rcs_options: dict | None = None,
     options: FitOptions | None = None,
+    alpha: float = 0.0,
 ) -> TrainResult:
     """The loop shared by both trainers: seeded per-epoch order, SGD + cosine schedule, DDP,
     mixed precision, validation, checkpoints and resume.
@@ -285,6 +289,7 @@ def _fit(
     Epoch ``e`` is seeded from ``(seed, e, rank)`` alone (data order, augmentation, dropout),
     so a run resumed from the checkpoint of epoch ``e - 1`` repeats the uninterrupted run.
     ``predict(model, x)`` gives the logits whose argmax is the prediction (validation).
+    ``alpha`` (the RCS weight the step uses) only names it when training diverges.
     """
     opts = options or FitOptions()
     world = opts.world
@@ -354,7 +359,7 @@ def _fit(
                 ):
                     loss, task_loss, rcs_loss, logits = step_fn(net, x, y, rcs)
                 if batch % CHECK_EVERY == 0:
-                    _check_finite(loss.item(), epoch, scheduler)
+                    _check_finite(loss.item(), epoch, scheduler, alpha)
                     bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -373,7 +378,7 @@ def _fit(
                 )
                 bar.update(1)
             totals = all_reduce_sum(sums).tolist()
-            _check_finite(totals[0], epoch, scheduler)
+            _check_finite(totals[0], epoch, scheduler, alpha)
             seconds = time.perf_counter() - epoch_start
             log = EpochLog(
                 epoch=epoch,
@@ -452,12 +457,41 @@ def _check_fit(config: TrainConfig, opts: FitOptions, device: torch.device) -> N
         raise ValueError("select='best' needs a validation split (train.validation_fraction > 0)")
 
 
-def _check_finite(loss: float, epoch: int, scheduler) -> None:
+class TrainingDiverged(FloatingPointError):
+    """Training produced a non-finite loss: the run cannot go on with these settings.
+
+    Attributes: ``epoch`` (1-based), ``lr`` (the learning rate at that step), ``loss`` (the
+    non-finite value), ``alpha`` (the RCS weight of the run) and ``run`` (the run's name;
+    ``None`` until a caller that knows it, e.g. :func:`spikecut.experiment.run_experiment`,
+    names it with :meth:`in_run`); ``report``, where an experiment wrote one for the runs
+    that finished before. A ``FloatingPointError``, so code that caught that still
+    does; ``str(err)`` is one line that says what to change.
+    """
+
+    def __init__(
+        self, epoch: int, lr: float, loss: float, alpha: float = 0.0, run: str | None = None
+    ) -> None:
+        super().__init__(epoch, lr, loss, alpha, run)  # args: pickles and copies as it is
+        self.epoch, self.lr, self.loss, self.alpha, self.run = epoch, lr, loss, alpha, run
+        self.report: Path | None = None  # the report of the runs finished before it, if any
+
+    def __str__(self) -> str:
+        who = f"run {self.run!r}" if self.run is not None else "training"
+        fix = "lower train.lr"
+        if self.alpha:
+            fix += f" or the run's alpha ({self.alpha:g})"
+        where = f"at epoch {self.epoch}: loss is {self.loss} (lr {self.lr:.4g})"
+        return f"{who} diverged {where}; {fix}"
+
+    def in_run(self, run: str) -> TrainingDiverged:
+        """The same divergence, naming the run it happened in."""
+        return TrainingDiverged(self.epoch, self.lr, self.loss, self.alpha, run)
+
+
+def _check_finite(loss: float, epoch: int, scheduler, alpha: float) -> None:
+    """Raise :class:`TrainingDiverged` when ``loss`` is NaN or infinite."""
     if not math.isfinite(loss):
-        raise FloatingPointError(
-            f"training diverged at epoch {epoch}: loss is {loss} "
-            f"(lr={scheduler.get_last_lr()[0]:.4g}); lower the learning rate or alpha"
-        )
+        raise TrainingDiverged(epoch, scheduler.get_last_lr()[0], loss, alpha)
 
 
 def _wrap_ddp(model: nn.Module, world: World, device: torch.device) -> nn.Module:
