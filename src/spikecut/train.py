@@ -35,6 +35,7 @@ from .distributed import (
     sync_batchnorm,
     unsync_batchnorm,
 )
+from .layers import QCFS, clamp_thresholds
 from .losses import snn_loss
 from .neurons import reset
 from .regularizers import RCSRegularizer
@@ -100,6 +101,8 @@ class TrainResult:
     selected_epoch: int | None = None  # the epoch whose weights are the result
     resumed_from: int | None = None  # the checkpoint's epoch when the run was resumed
     peak_memory_mb: float | None = None  # CUDA only
+    # optimiser steps x QCFS layers whose threshold was raised to its floor (layers.QCFS)
+    threshold_clamps: int = 0
 
     def summary(self) -> dict:
         last = self.history[-1] if self.history else None
@@ -113,6 +116,7 @@ class TrainResult:
             "resumed_from": self.resumed_from,
             "samples_per_second": sum(rates) / len(rates) if rates else None,
             "peak_memory_mb": self.peak_memory_mb,
+            "threshold_clamps": self.threshold_clamps,
             "seconds": self.seconds,
             "history": [asdict(e) for e in self.history],
         }
@@ -329,6 +333,7 @@ def _fit(
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
 
     result = TrainResult()
+    has_qcfs = any(isinstance(m, QCFS) for m in model.modules())
     best: dict = {}
     first_epoch = 1
     if opts.resume and opts.checkpoint is not None and opts.checkpoint.is_file():
@@ -365,6 +370,8 @@ def _fit(
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                if has_qcfs:  # keep QCFS thresholds in their domain θ > 0 (layers.QCFS)
+                    result.threshold_clamps += clamp_thresholds(model)
                 scheduler.step()
                 n = y.shape[0]
                 sums += torch.stack(
@@ -549,6 +556,7 @@ def _save(opts, model, optimizer, scheduler, scaler, result, best, epoch) -> Non
         "scaler": scaler.state_dict(),
         "history": [asdict(e) for e in result.history],
         "seconds": result.seconds,
+        "threshold_clamps": result.threshold_clamps,
         "best": best,
     }
     save_checkpoint(opts.checkpoint, state)
@@ -578,5 +586,6 @@ def _restore(opts, model, optimizer, scheduler, scaler, result) -> tuple[int, di
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: does not fit this model or optimiser: {err}") from None
     result.seconds = float(state.get("seconds", 0.0))
+    result.threshold_clamps = int(state.get("threshold_clamps", 0))
     result.resumed_from = int(state["epoch"])
     return int(state["epoch"]) + 1, dict(state.get("best") or {})
