@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from spikecut.layers import QCFS, CalibrationDropout, calibration_dropout
+from spikecut.layers import QCFS, CalibrationDropout, calibration_dropout, clamp_thresholds
 from spikecut.neurons import IF, SpikingNetwork
 
 
@@ -72,3 +72,56 @@ def test_calibration_dropout_restores_model_after_an_error():
     with pytest.raises(RuntimeError), calibration_dropout(model, 0.3):
         raise RuntimeError("boom")
     assert model[0] is neuron
+
+
+def test_qcfs_threshold_floor_defaults_to_one_percent_and_is_validated():
+    assert QCFS(threshold=8.0).min_threshold == pytest.approx(0.08)
+    assert QCFS(threshold=1.0, min_threshold=0.2).min_threshold == 0.2
+    for bad in (0.0, -1.0, 1.5):
+        with pytest.raises(ValueError, match=r"min_threshold must be in \(0, threshold=1.0\]"):
+            QCFS(threshold=1.0, min_threshold=bad)
+
+
+def test_clamp_thresholds_raises_only_those_below_their_floor():
+    low, fine = QCFS(threshold=1.0), QCFS(threshold=2.0)
+    with torch.no_grad():
+        low.threshold.fill_(-0.3)
+        fine.threshold.fill_(0.5)
+    model = nn.Sequential(nn.Linear(2, 2), low, nn.Linear(2, 2), fine)
+    assert clamp_thresholds(model) == 1
+    assert low.threshold.item() == pytest.approx(0.01)
+    assert fine.threshold.item() == 0.5  # above its floor 0.02: untouched
+    assert clamp_thresholds(model) == 0
+
+
+def test_bn_qcfs_conv_bn_output_is_blind_to_a_joint_scale_so_sgd_only_turns_theta():
+    """Why θ can cross zero under plain SGD: between two BatchNorms, scaling the first BN's
+    γ, β and θ together leaves the output unchanged, so the gradient is orthogonal to
+    (γ, β, θ); SGD keeps their norm (and lets it grow) and only turns the direction."""
+    torch.manual_seed(0)
+    bn1, q = nn.BatchNorm2d(16), QCFS(levels=4, threshold=1.0)
+    bn2 = nn.BatchNorm2d(8, eps=1e-12)  # BN's eps is the only thing a scale would change
+    model = nn.Sequential(nn.Conv2d(1, 16, 3), bn1, q, nn.Conv2d(16, 8, 3), bn2)
+    x = torch.randn(32, 1, 8, 8)
+    target = torch.randn(32, 8, 4, 4)
+    with torch.no_grad():
+        bn1.bias.normal_(0.0, 0.5)
+
+    def loss():
+        return (model(x) - target).pow(2).mean()
+
+    params = (bn1.weight, bn1.bias, q.threshold)
+    base = loss()
+    grads = torch.autograd.grad(base, params)
+    with torch.no_grad():
+        for p in params:
+            p.mul_(2.0)  # a power of two: the quantisation floors see identical numbers
+        scaled = loss()
+    assert scaled.item() == pytest.approx(base.item(), rel=1e-5)
+    dot = sum((g * p).sum() for g, p in zip(grads, params, strict=True))
+    norms = (
+        torch.cat([g.flatten() for g in grads]).norm()
+        * torch.cat([p.detach().flatten() for p in params]).norm()
+    )
+    assert norms > 1e-3  # the gradient itself is not zero ...
+    assert abs(dot.item()) < 1e-3 * norms.item()  # ... only orthogonal to (γ, β, θ)

@@ -111,3 +111,20 @@ def test_paper_config_first_training_step_runs(path):
     assert torch.isfinite(torch.tensor([log.loss, log.rcs])).all()
     changed = [k for k, v in trained.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.endswith("weight") for k in changed)  # the optimiser step reached the weights
+
+
+def test_mnist5k_resnet20_testbed_is_deep_one_channel_and_compares_rcs():
+    """The deep conversion testbed (issue 10): ResNet-20 with QCFS on MNIST-5k, α = 0 against
+    RCS-ANN, T large enough to see the climb from t = 1."""
+    cfg = load_config(CONFIGS / "mnist5k-resnet20-qcfs.yaml")
+    assert (cfg.method, cfg.data.name, cfg.model.name) == ("conversion", "mnist5k", "resnet20")
+    assert [run.alpha for run in cfg.runs] == [0.0, 0.002]
+    assert cfg.T >= 16 and cfg.model.levels == 4
+    torch.manual_seed(0)
+    model = build_model(cfg, 10)
+    assert model.stem[0].in_channels == 1
+    x, y = torch.randn(4, 1, 28, 28), torch.arange(4)
+    data = TensorImageDataset(x, y, 10)
+    train = dataclasses.replace(cfg.train, epochs=1, batch_size=4)
+    result = train_ann(model, data, train, alpha=cfg.runs[1].alpha, progress=False)
+    assert result.history[0].rcs >= 0 and model(x).shape == (4, 10)  # RCS-ANN runs on it

@@ -205,3 +205,26 @@ def test_snn_regularizer_wants_one_whole_sequence_per_loss():
             rcs.loss(out, y)
         snn.reset()
         assert torch.isfinite(rcs.loss(snn(x), y))
+
+
+def test_degenerate_samples_score_high_with_bounded_gradients():
+    """A sample whose layer input is <= 0 everywhere (ANN) or that is silent (SNN) gets the
+    SPEC's eps-limited score, and no NaN or unbounded gradient reaches the network."""
+    z = torch.randn(4, 16 * 7 * 7)
+    z[0] = -1.0
+    z.requires_grad_(True)
+    scores = rcs_ann_scores(z)
+    batch_max = torch.relu(z).max().item()
+    assert scores[0].item() == pytest.approx(batch_max / math.sqrt(1e-5), rel=1e-5)
+    (grad,) = torch.autograd.grad(scores[0], z)
+    assert torch.isfinite(grad).all() and grad.abs().max().item() <= 1 / math.sqrt(1e-5) + 1e-3
+    assert grad[0].abs().max().item() == 0.0  # ReLU passes nothing to the silent sample
+
+    spikes = torch.zeros(8, 2, 10)
+    membranes = torch.rand(8, 2, 10)
+    membranes[:, 0] = 0.0  # sample 0 is silent at every step
+    membranes.requires_grad_(True)
+    snn = rcs_snn_scores(spikes, membranes)
+    assert snn[0].item() == pytest.approx(1e5)
+    (grad,) = torch.autograd.grad(snn[0], membranes)
+    assert torch.equal(grad, torch.zeros_like(grad))

@@ -103,3 +103,31 @@ def test_mixed_precision_bf16_trains_and_fp16_needs_cuda():
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
     with pytest.raises(ValueError, match="fp16' needs a CUDA device.*use 'bf16'"):
         train_ann(model, data, TrainConfig(epochs=1, precision="fp16"), progress=False)
+
+
+def test_deep_qcfs_thresholds_stay_in_their_domain_and_the_network_converts():
+    """Issue 10 at small scale: ResNet-20 with θ = 1 under SGD (lr 0.1, α = 0.002) turns QCFS
+    thresholds through zero (the BN scale symmetry, see layers.QCFS); on MNIST-5k a θ <= 0
+    layer went dead and the next BN's 1/sqrt(eps) blew the gradient up to NaN. The trainer
+    projects θ back onto its floor (1 % of the initial θ): the floor is reached here, every θ
+    stays above it, the loss stays finite and the network converts to an SNN."""
+    from spikecut.convert import to_snn
+    from spikecut.data import TensorImageDataset
+    from spikecut.layers import QCFS
+
+    digits = get_dataset("digits", split="train", augment=False)
+    torch.manual_seed(0)
+    index = torch.randperm(len(digits))[:256].tolist()
+    x = torch.stack([digits[i][0] for i in index])
+    data = TensorImageDataset(x, torch.tensor([digits[i][1] for i in index]), 10)
+    seed_everything(0)
+    model = create("resnet20", num_classes=10, in_channels=1, threshold=1.0)
+    config = TrainConfig(epochs=2, batch_size=32, lr=0.1)
+    result = train_ann(model, data, config, alpha=0.002, progress=False)
+    assert result.threshold_clamps > 0  # unconstrained, some θ left (0.01, ∞) ...
+    thetas = [m.threshold.item() for m in model.modules() if isinstance(m, QCFS)]
+    assert min(thetas) >= 0.01 - 1e-7  # ... and the projection held every one at its floor
+    assert all(torch.isfinite(torch.tensor(e.loss)) for e in result.history)
+    snn = to_snn(model)  # an IF neuron needs θ > 0: this raised ValueError before the floor
+    out = snn(x[:8].unsqueeze(0).expand(4, -1, -1, -1, -1))
+    assert out.shape == (4, 8, 10) and torch.isfinite(out).all()

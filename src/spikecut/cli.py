@@ -3,8 +3,8 @@ and friends (``study``, ``report``, ``config``, ``bench``, ``check``). Under ``t
 --nproc_per_node=N -m spikecut run ...`` the processes train together and rank 0 prints and
 writes.
 
-A configuration problem (missing file, unknown key, wrong type, unknown dataset) is one line
-on stderr and exit status 2, never a traceback.
+A configuration problem (missing file, unknown key, wrong type, unknown dataset) or a run
+whose training diverged is one line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_config
+from .train import TrainingDiverged
 
 __all__ = ["main", "build_parser"]
 
@@ -345,6 +346,14 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except (ConfigError, CheckpointError, FileNotFoundError) as err:
         print(f"spikecut: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingDiverged as err:  # the settings, not the program: say what to change
+        written = (
+            f"the runs finished before it are reported in {err.report}"
+            if err.report is not None
+            else "no run had finished, nothing was written"
+        )
+        print(f"spikecut: error: {err}; {written}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("spikecut: interrupted", file=sys.stderr)

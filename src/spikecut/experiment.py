@@ -40,7 +40,14 @@ from .ops import OpCounter, OpCounts
 from .registry import option_names
 from .report import write_report
 from .speed import keep_large_allocations
-from .train import FitOptions, accuracy, seed_everything, train_ann, train_snn
+from .train import (
+    FitOptions,
+    TrainingDiverged,
+    accuracy,
+    seed_everything,
+    train_ann,
+    train_snn,
+)
 
 __all__ = [
     "run_experiment",
@@ -139,19 +146,28 @@ def run_experiment(
     ``resume=True`` reuses the finished runs' results and continues an interrupted run from
     its last checkpoint (same configuration only). Under ``torchrun`` this joins the process
     group, and rank 0 writes the files.
+
+    A run whose training diverges (:class:`~spikecut.train.TrainingDiverged`) ends the
+    experiment: the runs finished before it are reported as usual (``results.json``,
+    ``report.md``, plots), with the diverged run under ``failed`` and the runs never started
+    under ``not_run``; then the error is raised again, naming the run, with ``report`` set
+    to the report's path (``None`` when no run had finished, and nothing was written).
     """
     start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     world, device = distributed.setup(resolve_device(cfg.device))
     try:
-        results = _run_all(cfg, out, world, device, progress, resume)
+        results, diverged = _run_all(cfg, out, world, device, progress, resume)
     except BaseException:
         distributed.teardown(synchronise=False)
         raise
     distributed.teardown()
     results["environment"]["seconds"] = time.perf_counter() - start
-    if world.is_main:
+    if world.is_main and results["runs"]:
         write_report(results, out)
+    if diverged is not None:
+        diverged.report = out / "report.md" if results["runs"] else None
+        raise diverged
     return results
 
 
@@ -162,7 +178,9 @@ def _run_all(
     device: torch.device,
     progress: bool,
     resume: bool,
-) -> dict:
+) -> tuple[dict, TrainingDiverged | None]:
+    """Every run in order; stops at the first that diverges and returns its error beside
+    the results of the runs before it."""
     if device.type == "cpu":
         keep_large_allocations()  # large activations reused, not re-faulted (spikecut.speed)
     if world.is_main:
@@ -172,19 +190,28 @@ def _run_all(
     context = _RunContext(cfg, datasets, out, world, device, progress, repeat, resume)
 
     seeds = cfg.seeds or [cfg.seed]
-    runs = []
-    for seed in seeds:
-        for run in cfg.runs:
-            name = run.name if len(seeds) == 1 else f"{run.name} seed={seed}"
-            entry = _finished_run(context, run, seed, name) if resume else None
-            if entry is None:
+    planned = [
+        (seed, run, run.name if len(seeds) == 1 else f"{run.name} seed={seed}")
+        for seed in seeds
+        for run in cfg.runs
+    ]
+    runs, failed, not_run, diverged = [], [], [], None
+    for index, (seed, run, name) in enumerate(planned):
+        entry = _finished_run(context, run, seed, name) if resume else None
+        if entry is None:
+            try:
                 entry = _train_and_evaluate(context, run, seed, name)
-                if world.is_main:
-                    saved = {"fingerprint": run_fingerprint(cfg, run, seed), "entry": entry}
-                    atomic_write_json(_run_file(out, name), saved)
-            if len(seeds) > 1:
-                entry["group"] = run.name
-            runs.append(entry)
+            except TrainingDiverged as err:
+                diverged = err.in_run(name)
+                failed.append(_failure(diverged, seed))
+                not_run = [later for _, _, later in planned[index + 1 :]]
+                break
+            if world.is_main:
+                saved = {"fingerprint": run_fingerprint(cfg, run, seed), "entry": entry}
+                atomic_write_json(_run_file(out, name), saved)
+        if len(seeds) > 1:
+            entry["group"] = run.name
+        runs.append(entry)
 
     results = {
         "experiment": cfg.name,
@@ -204,7 +231,22 @@ def _run_all(
         "calibration_split": calibration_split_record(cfg, datasets[4], len(datasets[0])),
         "runs": runs,
     }
-    return results
+    if diverged is not None:
+        results["failed"] = failed
+        results["not_run"] = not_run
+    return results, diverged
+
+
+def _failure(err: TrainingDiverged, seed: int) -> dict:
+    """What the report says about a run that diverged (JSON-safe: the loss is in the text)."""
+    return {
+        "name": err.run,
+        "alpha": err.alpha,
+        "seed": seed,
+        "epoch": err.epoch,
+        "lr": err.lr,
+        "error": str(err),
+    }
 
 
 def _device_name(device: torch.device) -> str:

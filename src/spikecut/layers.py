@@ -11,7 +11,18 @@ from torch.nn import functional as F
 
 from .neurons import LIF, TemporalModule
 
-__all__ = ["QCFS", "TEBN", "CalibrationDropout", "calibration_dropout", "floor_ste"]
+__all__ = [
+    "QCFS",
+    "TEBN",
+    "CalibrationDropout",
+    "calibration_dropout",
+    "floor_ste",
+    "MIN_THRESHOLD_FRACTION",
+    "clamp_thresholds",
+]
+
+# A QCFS threshold is kept >= this fraction of its initial value during training.
+MIN_THRESHOLD_FRACTION = 0.01
 
 
 class _FloorSTE(torch.autograd.Function):
@@ -40,16 +51,37 @@ class QCFS(nn.Module):
 
     While :attr:`input_record` is a list, every forward call appends its input ``z`` to it;
     the ANN version of the RCS regulariser reads these.
+
+    θ must stay positive (``h`` divides by it, and the IF neuron it becomes needs θ > 0), but
+    plain SGD does not keep it so: where the QCFS sits between two BatchNorms (BN → QCFS →
+    conv → BN), the network's output does not change when the first BN's γ, β and θ are
+    scaled together, so the gradient is orthogonal to that vector and SGD only turns its
+    direction; θ is one coordinate of it, and with θ small next to ‖γ‖ (θ = 1 against 16 or
+    64 channels of γ = 1) a few noisy steps turn it through zero. A QCFS with θ ≤ 0 outputs
+    zeros, the BN after it sees zero variance and multiplies gradients by 1/sqrt(eps); on
+    ResNet-20 that ended training with NaN. :func:`clamp_thresholds` (called by the
+    trainers after every optimiser step) keeps θ >= :attr:`min_threshold`, by default
+    ``MIN_THRESHOLD_FRACTION`` (1 %) of the initial θ: a projection onto the valid domain that
+    leaves every step inside it unchanged.
     """
 
-    def __init__(self, levels: int = 4, threshold: float = 8.0) -> None:
+    def __init__(
+        self, levels: int = 4, threshold: float = 8.0, min_threshold: float | None = None
+    ) -> None:
         super().__init__()
         if int(levels) != levels or levels < 1:
             raise ValueError(f"QCFS levels must be a positive integer, got {levels!r}")
         if not threshold > 0:
             raise ValueError(f"QCFS threshold must be > 0, got {threshold}")
+        if min_threshold is None:
+            min_threshold = MIN_THRESHOLD_FRACTION * float(threshold)
+        if not 0 < min_threshold <= threshold:
+            raise ValueError(
+                f"QCFS min_threshold must be in (0, threshold={threshold}], got {min_threshold}"
+            )
         self.levels = int(levels)
         self.threshold = nn.Parameter(torch.tensor(float(threshold)))
+        self.min_threshold = float(min_threshold)
         self.input_record: list[Tensor] | None = None
 
     def extra_repr(self) -> str:
@@ -61,6 +93,21 @@ class QCFS(nn.Module):
         theta = self.threshold
         q = floor_ste(F.relu(z) / theta * self.levels + 0.5) / self.levels
         return q.clamp(0.0, 1.0) * theta
+
+
+@torch.no_grad()
+def clamp_thresholds(model: nn.Module) -> int:
+    """Raise every QCFS threshold of ``model`` below its ``min_threshold`` to it (in place).
+
+    The projection step of projected SGD onto θ >= θ_min (see :class:`QCFS`); returns how
+    many thresholds it raised, so a trainer can report that the floor was reached.
+    """
+    raised = 0
+    for layer in model.modules():
+        if isinstance(layer, QCFS) and layer.threshold < layer.min_threshold:
+            layer.threshold.fill_(layer.min_threshold)
+            raised += 1
+    return raised
 
 
 class TEBN(TemporalModule):

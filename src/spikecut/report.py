@@ -63,7 +63,28 @@ def validate_results(results: dict) -> None:
             raise ValueError(f"{key}: expected a dict, found {_describe(results[key])}")
     for i, run in enumerate(runs):
         _validate_run(run, f"runs[{i}]", T)
+    _validate_incomplete(results)
     _check_json(results, "")
+
+
+def _validate_incomplete(results: dict) -> None:
+    """``failed`` (runs whose training diverged) and ``not_run`` (names), both optional."""
+    failed = results.get("failed", [])
+    if not isinstance(failed, list):
+        raise ValueError(f"failed: expected a list of failed runs, found {_describe(failed)}")
+    for i, run in enumerate(failed):
+        path = f"failed[{i}]"
+        if not isinstance(run, dict):
+            raise ValueError(f"{path}: expected a dict, found {_describe(run)}")
+        for key in ("name", "error"):
+            _require_str(run, key, path)
+        _require_number(run, "alpha", path)
+        epoch = _require(run, "epoch", path, "an integer >= 1")
+        if not _is_int(epoch) or epoch < 1:
+            raise ValueError(f"{path}.epoch: expected an integer >= 1, found {_describe(epoch)}")
+    not_run = results.get("not_run", [])
+    if not isinstance(not_run, list) or not all(isinstance(n, str) for n in not_run):
+        raise ValueError(f"not_run: expected a list of run names, found {_describe(not_run)}")
 
 
 def _validate_run(run: Any, path: str, T: int) -> None:
@@ -320,7 +341,17 @@ def summary_table(results: dict) -> str:
     followed by the mean ± std table when runs were repeated over seeds."""
     validate_results(results)
     seeds = _seed_table(results)
-    return _summary_table(results) + (f"\n\nMean ± std over seeds:\n\n{seeds}" if seeds else "")
+    text = _summary_table(results) + (f"\n\nMean ± std over seeds:\n\n{seeds}" if seeds else "")
+    incomplete = _incomplete_note(results)
+    return text + (f"\n\n{incomplete}" if incomplete else "")
+
+
+def _incomplete_note(results: dict) -> str:
+    """One paragraph naming the runs that diverged and those never started; empty if none."""
+    lines = [f"Failed: {run['error']}." for run in results.get("failed", [])]
+    if results.get("not_run"):
+        lines.append("Not run: " + ", ".join(results["not_run"]) + ".")
+    return "\n".join(lines)
 
 
 def _groups(results: dict) -> dict[str, list[dict]]:
@@ -432,6 +463,8 @@ def _render_markdown(results: dict) -> str:
         "## Summary",
         _summary_table(results),
     ]
+    if results.get("failed") or results.get("not_run"):
+        parts += ["## Failed runs", _failed_table(results)]
     seeds = _seed_table(results)
     if seeds:
         parts += ["## Mean ± std over seeds", seeds]
@@ -468,6 +501,19 @@ _METHODS = {
 }
 
 
+def _failed_table(results: dict) -> str:
+    """The runs without results: diverged (with the epoch and lr) or never started."""
+    rows = [
+        [run["name"], f"{run['alpha']:g}", f"diverged at epoch {run['epoch']}", run["error"]]
+        for run in results.get("failed", [])
+    ]
+    rows += [
+        [name, _DASH, "not run", "the experiment stopped at the failure above"]
+        for name in results.get("not_run", [])
+    ]
+    return _table(["Run", "α", "Status", "Message"], rows, numeric_from=4)
+
+
 def _intro(results: dict) -> str:
     T, n = results["T"], len(results["runs"])
     method = _METHODS.get(results.get("method", ""), "")
@@ -476,6 +522,12 @@ def _intro(results: dict) -> str:
         "timesteps (1..T); speed-up = T / mean exit step; Δacc = accuracy − SNN accuracy at T, "
         "in percentage points. OCT is the label-reading oracle (a lower bound on the exit step)."
     ]
+    missing = len(results.get("failed", [])) + len(results.get("not_run", []))
+    if missing:
+        lines.append(
+            f"**Incomplete:** {missing} configured run{'s' if missing != 1 else ''} "
+            "without results (see Failed runs); the tables hold the runs that finished."
+        )
     env = results.get("environment")
     if env:
         bits = [f"{k} {env[k]}" for k in ("spikecut", "torch", "device") if k in env]

@@ -35,12 +35,14 @@ from .distributed import (
     sync_batchnorm,
     unsync_batchnorm,
 )
+from .layers import QCFS, clamp_thresholds
 from .losses import snn_loss
 from .neurons import reset
 from .regularizers import RCSRegularizer
 from .speed import prepare_for_training
 
 __all__ = [
+    "TrainingDiverged",
     "TrainConfig",
     "FitOptions",
     "EpochLog",
@@ -99,6 +101,8 @@ class TrainResult:
     selected_epoch: int | None = None  # the epoch whose weights are the result
     resumed_from: int | None = None  # the checkpoint's epoch when the run was resumed
     peak_memory_mb: float | None = None  # CUDA only
+    # optimiser steps x QCFS layers whose threshold was raised to its floor (layers.QCFS)
+    threshold_clamps: int = 0
 
     def summary(self) -> dict:
         last = self.history[-1] if self.history else None
@@ -112,6 +116,7 @@ class TrainResult:
             "resumed_from": self.resumed_from,
             "samples_per_second": sum(rates) / len(rates) if rates else None,
             "peak_memory_mb": self.peak_memory_mb,
+            "threshold_clamps": self.threshold_clamps,
             "seconds": self.seconds,
             "history": [asdict(e) for e in self.history],
         }
@@ -183,6 +188,7 @@ def train_ann(
         progress=progress,
         desc=desc,
         options=options,
+        alpha=alpha,
     )
 
 
@@ -238,6 +244,7 @@ def train_snn(
         desc=desc,
         rcs_options={"rho": rho, "mask_rho": mask_rho},
         options=options,
+        alpha=alpha,
     )
     reset(snn)
     return result
@@ -278,6 +285,7 @@ def _fit(
     desc: str,
     rcs_options: dict | None = None,
     options: FitOptions | None = None,
+    alpha: float = 0.0,
 ) -> TrainResult:
     """The loop shared by both trainers: seeded per-epoch order, SGD + cosine schedule, DDP,
     mixed precision, validation, checkpoints and resume.
@@ -285,6 +293,7 @@ def _fit(
     Epoch ``e`` is seeded from ``(seed, e, rank)`` alone (data order, augmentation, dropout),
     so a run resumed from the checkpoint of epoch ``e - 1`` repeats the uninterrupted run.
     ``predict(model, x)`` gives the logits whose argmax is the prediction (validation).
+    ``alpha`` (the RCS weight the step uses) only names it when training diverges.
     """
     opts = options or FitOptions()
     world = opts.world
@@ -324,6 +333,7 @@ def _fit(
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
 
     result = TrainResult()
+    has_qcfs = any(isinstance(m, QCFS) for m in model.modules())
     best: dict = {}
     first_epoch = 1
     if opts.resume and opts.checkpoint is not None and opts.checkpoint.is_file():
@@ -354,12 +364,14 @@ def _fit(
                 ):
                     loss, task_loss, rcs_loss, logits = step_fn(net, x, y, rcs)
                 if batch % CHECK_EVERY == 0:
-                    _check_finite(loss.item(), epoch, scheduler)
+                    _check_finite(loss.item(), epoch, scheduler, alpha)
                     bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                if has_qcfs:  # keep QCFS thresholds in their domain θ > 0 (layers.QCFS)
+                    result.threshold_clamps += clamp_thresholds(model)
                 scheduler.step()
                 n = y.shape[0]
                 sums += torch.stack(
@@ -373,7 +385,7 @@ def _fit(
                 )
                 bar.update(1)
             totals = all_reduce_sum(sums).tolist()
-            _check_finite(totals[0], epoch, scheduler)
+            _check_finite(totals[0], epoch, scheduler, alpha)
             seconds = time.perf_counter() - epoch_start
             log = EpochLog(
                 epoch=epoch,
@@ -452,12 +464,41 @@ def _check_fit(config: TrainConfig, opts: FitOptions, device: torch.device) -> N
         raise ValueError("select='best' needs a validation split (train.validation_fraction > 0)")
 
 
-def _check_finite(loss: float, epoch: int, scheduler) -> None:
+class TrainingDiverged(FloatingPointError):
+    """Training produced a non-finite loss: the run cannot go on with these settings.
+
+    Attributes: ``epoch`` (1-based), ``lr`` (the learning rate at that step), ``loss`` (the
+    non-finite value), ``alpha`` (the RCS weight of the run) and ``run`` (the run's name;
+    ``None`` until a caller that knows it, e.g. :func:`spikecut.experiment.run_experiment`,
+    names it with :meth:`in_run`); ``report``, where an experiment wrote one for the runs
+    that finished before. A ``FloatingPointError``, so code that caught that still
+    does; ``str(err)`` is one line that says what to change.
+    """
+
+    def __init__(
+        self, epoch: int, lr: float, loss: float, alpha: float = 0.0, run: str | None = None
+    ) -> None:
+        super().__init__(epoch, lr, loss, alpha, run)  # args: pickles and copies as it is
+        self.epoch, self.lr, self.loss, self.alpha, self.run = epoch, lr, loss, alpha, run
+        self.report: Path | None = None  # the report of the runs finished before it, if any
+
+    def __str__(self) -> str:
+        who = f"run {self.run!r}" if self.run is not None else "training"
+        fix = "lower train.lr"
+        if self.alpha:
+            fix += f" or the run's alpha ({self.alpha:g})"
+        where = f"at epoch {self.epoch}: loss is {self.loss} (lr {self.lr:.4g})"
+        return f"{who} diverged {where}; {fix}"
+
+    def in_run(self, run: str) -> TrainingDiverged:
+        """The same divergence, naming the run it happened in."""
+        return TrainingDiverged(self.epoch, self.lr, self.loss, self.alpha, run)
+
+
+def _check_finite(loss: float, epoch: int, scheduler, alpha: float) -> None:
+    """Raise :class:`TrainingDiverged` when ``loss`` is NaN or infinite."""
     if not math.isfinite(loss):
-        raise FloatingPointError(
-            f"training diverged at epoch {epoch}: loss is {loss} "
-            f"(lr={scheduler.get_last_lr()[0]:.4g}); lower the learning rate or alpha"
-        )
+        raise TrainingDiverged(epoch, scheduler.get_last_lr()[0], loss, alpha)
 
 
 def _wrap_ddp(model: nn.Module, world: World, device: torch.device) -> nn.Module:
@@ -515,6 +556,7 @@ def _save(opts, model, optimizer, scheduler, scaler, result, best, epoch) -> Non
         "scaler": scaler.state_dict(),
         "history": [asdict(e) for e in result.history],
         "seconds": result.seconds,
+        "threshold_clamps": result.threshold_clamps,
         "best": best,
     }
     save_checkpoint(opts.checkpoint, state)
@@ -544,5 +586,6 @@ def _restore(opts, model, optimizer, scheduler, scaler, result) -> tuple[int, di
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: does not fit this model or optimiser: {err}") from None
     result.seconds = float(state.get("seconds", 0.0))
+    result.threshold_clamps = int(state.get("threshold_clamps", 0))
     result.resumed_from = int(state["epoch"])
     return int(state["epoch"]) + 1, dict(state.get("best") or {})
