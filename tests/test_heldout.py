@@ -120,7 +120,7 @@ def test_cli_check_pools_the_cached_outputs_and_counts_violations(guaranteed_run
     results, out = guaranteed_run
     cached = torch.load(out / "outputs" / "a.pt", weights_only=True)
     assert cached["heldout"][0].shape == (8, 431, 10) and cached["test"][1].shape == (360,)
-    assert main(["check", str(out), "--repeats", "20"]) == 0
+    assert main(["check", str(out), "--repeats", "20", "--train-split"]) == 0
     printed = capsys.readouterr().out
     assert "791 pooled held-out + test samples, risk 0.01" in printed
     report = json.loads((out / "check-a.json").read_text())
@@ -130,6 +130,8 @@ def test_cli_check_pools_the_cached_outputs_and_counts_violations(guaranteed_run
     lo, hi = ltt["violation_interval"]
     assert lo <= ltt["violation_rate"] <= hi
     assert "topk (paper, as run: ε = 0, training split)" in report["checks"]
+    fitted = report["checks"]["topk-risk (training split, no dropout)"]
+    assert fitted["certified_rate"] == 1.0 and 0.0 <= fitted["violation_rate"] <= 1.0
 
 
 def test_cli_check_refuses_a_run_without_a_heldout_split(guaranteed_run, tmp_path, capsys):

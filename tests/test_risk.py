@@ -246,3 +246,13 @@ def test_check_guarantee_counts_violations_on_synthetic_outputs():
     bad = co.check_guarantee(Y, labels, reckless, risk=0.05, delta=0.1, repeats=30)
     assert bad["violation_rate"] == 1.0 and bad["significantly_above_delta"]
     assert bad["mean_exit"] == 1.0
+
+
+def test_hoeffding_bentkus_is_never_looser_than_the_binomial_tail():
+    Y, labels = random_logits(N=1500, seed=5)
+    exact = co.RiskControlledCutoff("softmax", 0.03, 0.1).calibrate(Y, labels)
+    hb = co.RiskControlledCutoff("softmax", 0.03, 0.1, pvalue="hoeffding-bentkus")
+    hb.calibrate(Y, labels)
+    assert hb.certified and hb.threshold >= exact.threshold
+    assert (hb.exit_steps(Y) >= exact.exit_steps(Y)).all()
+    assert hb.to_dict()["pvalue"] == "hoeffding-bentkus"

@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--risk", type=float, help="default: the run's cutoff.guarantee.risk")
     check.add_argument("--delta", type=float, help="default: the run's cutoff.guarantee.delta")
     check.add_argument("--seed", type=int, default=0)
+    check.add_argument(
+        "--train-split",
+        action="store_true",
+        help="also check calibrators fitted once on the training split without dropout (data "
+        "the network fitted; reruns the SNN on it)",
+    )
 
     show = sub.add_parser("config", help="print the validated configuration as YAML")
     show.add_argument("config", nargs="?", help="experiment YAML (default: built-in)")
@@ -292,6 +298,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         as_run = cutoff.TopKCutoff(bins=cfg.cutoff.bins)
         as_run.beta = torch.tensor(runs[name]["beta"])
         checks["topk (paper, as run: ε = 0, training split)"] = lambda y, lab: as_run
+    if args.train_split:  # fitted once on data the network trained on: no guarantee
+        Ytr, ytr = _training_outputs(folder, name, cfg)
+        fitted_topk = cutoff.TopKCutoff(epsilon=risk, bins=cfg.cutoff.bins).calibrate(Ytr, ytr)
+        fitted_ltt = cutoff.RiskControlledCutoff("topk", risk, delta).calibrate(Ytr, ytr)
+        checks[f"topk (ε = {risk:g}, training split, no dropout)"] = lambda y, lab: fitted_topk
+        checks["topk-risk (training split, no dropout)"] = lambda y, lab: fitted_ltt
     report = {"run": name, "pool": Y.shape[1], "checks": {}}
     print(
         f"{name}: {Y.shape[1]} pooled held-out + test samples, risk {risk:g}, δ {delta:g}, "
@@ -316,10 +328,23 @@ def _cmd_check(args: argparse.Namespace) -> int:
             f"  {label:45s} violations {r['violation_rate']:.3f} [{lo:.3f}, {hi:.3f}]"
             f"  mean loss {100 * r['mean_loss']:.2f} %  mean exit {r['mean_exit']:.2f}{flag}"
         )
-    path = folder / f"check-{_slug(name)}.json"
+    path = folder / f"check-{_slug(name)}{'' if args.mode == 'resample' else '-' + args.mode}.json"
     atomic_write_json(path, report)
     print(f"wrote {path}")
     return 0
+
+
+def _training_outputs(folder: Path, name: str, cfg):
+    """The run's SNN outputs on its training split (no augmentation, no dropout)."""
+    from .evaluate import collect_cum_logits
+    from .experiment import _datasets, is_frame_dataset, load_run_snn
+
+    snn, _, _ = load_run_snn(folder, name)
+    _, plain, _, _, _ = _datasets(cfg, progress=False)
+    repeat = not is_frame_dataset(plain)
+    return collect_cum_logits(
+        snn, plain, cfg.T, repeat=repeat, batch_size=cfg.batch_size_eval, progress=False
+    )
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
