@@ -254,6 +254,6 @@ def test_entering_digits_make_the_answer_form_over_time(tmp_path):
     )
     (run,) = run_experiment(cfg, tmp_path / "out", progress=False)["runs"]
     per_step = run["snn_accuracy_per_t"]
-    assert per_step[-1] >= 0.7  # measured 0.85
-    assert per_step[0] <= per_step[-1] - 0.4  # measured 0.15 at t = 1
-    assert run["oct_mean"] >= 2.5  # measured 3.4; mnist5k-dvs gives about 1.3
+    assert per_step[-1] >= 0.6  # measured 0.77 (600 digits, 5 epochs)
+    assert per_step[0] <= per_step[-1] - 0.4  # measured 0.11 at t = 1
+    assert run["oct_mean"] >= 2.5  # measured 5.1; mnist5k-dvs gives about 1.3
