@@ -75,8 +75,8 @@ def test_runner_calls_the_anytime_driver_with_the_results_dirs(tmp_path, monkeyp
 
     class FakeAnytime:
         @staticmethod
-        def run_anytime_bench(dirs, *, device, quick):
-            calls.append((dirs, device, quick))
+        def run_anytime_bench(dirs, *, device, quick, rule):
+            calls.append((dirs, device, quick, rule))
             return [
                 dict(
                     experiment="digits",
@@ -100,7 +100,7 @@ def test_runner_calls_the_anytime_driver_with_the_results_dirs(tmp_path, monkeyp
     results = runner.run_bench(
         tmp_path / "r.json", config=cfg, results_dirs=["a", "b"], log=lambda _: None
     )
-    assert calls == [(["a", "b"], "cpu", False)]
+    assert calls == [(["a", "b"], "cpu", False, "topk")]
     assert results["anytime"][0]["wall_speedup"] == 1.8
     assert (
         "| digits | alpha=0 | topk | 0 | 2.00× | 1.80× | 0.90 |" in (tmp_path / "r.md").read_text()
@@ -204,7 +204,10 @@ def test_cli_bench_passes_its_options(monkeypatch, tmp_path):
     out = tmp_path / "x.json"
     status = cli.main(["bench", "--quick", "--out", str(out), "--results", "a", "b"])
     assert status == 0
-    assert seen == dict(out=out, quick=True, device="cpu", results_dirs=["a", "b"], threads=None)
+    expected = dict(out=out, quick=True, device="cpu", results_dirs=["a", "b"], threads=None)
+    assert seen == {**expected, "rule": "topk"}
+    assert cli.main(["bench", "--out", str(out), "--results", "a", "--rule", "topk-risk"]) == 0
+    assert seen["rule"] == "topk-risk"
 
 
 def test_cli_bench_defaults_to_the_finished_default_experiments(monkeypatch, tmp_path, capsys):
@@ -229,6 +232,8 @@ def test_cli_bench_refuses_bad_options(monkeypatch, capsys):
     assert "CUDA is not available" in capsys.readouterr().err
     assert cli.main(["bench", "--threads", "0"]) == cli.EXIT_USAGE
     assert "--threads" in capsys.readouterr().err
+    assert cli.main(["bench", "--rule", "softmax"]) == cli.EXIT_USAGE
+    assert "--rule 'softmax': expected topk or one of topk-risk" in capsys.readouterr().err
 
 
 def test_training_throughput_of_a_config_and_item_shapes():

@@ -12,7 +12,15 @@ import pytest
 from spikecut import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FILES = ["results.json", "report.md", "accuracy_vs_timestep.png", "exit_histograms.png", "beta.png"]
+FILES = [
+    "results.json",
+    "report.md",
+    "accuracy_vs_timestep.png",
+    "exit_histograms.png",
+    "beta.png",
+    "tradeoff-rcs.png",
+    "tradeoff-baseline.png",
+]
 
 
 def _rule(rule, eps, acc, mean_exit, hist, acc_T, T=4):
@@ -85,10 +93,18 @@ def written(tmp_path_factory):
 # ----------------------------------------------------------------------------- write_report
 
 
-def test_write_report_writes_all_five_files(written):
+def test_write_report_writes_every_file_and_a_tradeoff_per_run(written):
     _, out, paths = written
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)  # no stray temp files
-    assert set(paths) == {"results", "report", "accuracy_vs_timestep", "exit_histograms", "beta"}
+    assert set(paths) == {
+        "results",
+        "report",
+        "accuracy_vs_timestep",
+        "exit_histograms",
+        "beta",
+        "tradeoff:rcs",
+        "tradeoff:baseline",
+    }
     assert all(p.parent == out and p.is_file() for p in paths.values())
 
 
@@ -190,9 +206,43 @@ def test_plots_tolerate_missing_optional_fields(tmp_path):
     for plot in (report.plot_accuracy_vs_timestep, report.plot_exit_histograms, report.plot_beta):
         path = plot(results, tmp_path / f"{plot.__name__}.png")
         assert path.read_bytes()[:8] == PNG_MAGIC
+    name = results["runs"][0]["name"]
+    path = report.plot_tradeoff(results, name, tmp_path / "plot_tradeoff.png")
+    assert path.read_bytes()[:8] == PNG_MAGIC
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["plot_accuracy_vs_timestep.png", "plot_exit_histograms.png", "plot_beta.png"]
+        [
+            "plot_accuracy_vs_timestep.png",
+            "plot_exit_histograms.png",
+            "plot_beta.png",
+            "plot_tradeoff.png",
+        ]
     )
+    with pytest.raises(ValueError, match="no run named 'nope'"):
+        report.plot_tradeoff(results, "nope", tmp_path / "x.png")
+
+
+def _sweep_row(risk, acc, mean_exit):
+    row = _rule("topk-risk", risk, acc, mean_exit, [25, 25, 25, 25], 0.9876)
+    return {**row, "risk": risk, "delta": 0.1, "certified": True, "loss": 0.004}
+
+
+def test_the_guaranteed_sweep_is_validated_and_drawn_and_tabled(tmp_path):
+    results = make_results()
+    sweep = [_sweep_row(0.01, 0.985, 2.6), _sweep_row(0.05, 0.96, 1.9)]
+    results["runs"][0]["guaranteed_sweep"] = sweep
+    paths = report.write_report(results, tmp_path)
+    assert paths["tradeoff:rcs"].read_bytes()[:8] == PNG_MAGIC
+    md = (tmp_path / "report.md").read_text()
+    assert "![rcs](tradeoff-rcs.png)" in md and "![baseline](tradeoff-baseline.png)" in md
+    assert "| topk-risk | 0.05 | yes | 96.00 | 1.90 | 0.40 |" in md
+    bad = copy.deepcopy(results)
+    bad["runs"][0]["guaranteed_sweep"][1]["mean_exit"] = 4.5
+    with pytest.raises(ValueError, match=re.escape("runs[0].guaranteed_sweep[1].mean_exit")):
+        report.validate_results(bad)
+    bad["runs"][0]["guaranteed_sweep"] = [dict(sweep[0])]
+    del bad["runs"][0]["guaranteed_sweep"][0]["risk"]
+    with pytest.raises(ValueError, match=re.escape("runs[0].guaranteed_sweep[0].risk: missing")):
+        report.validate_results(bad)
 
 
 # ----------------------------------------------------------------------------- validation

@@ -256,3 +256,54 @@ def test_hoeffding_bentkus_is_never_looser_than_the_binomial_tail():
     assert hb.certified and hb.threshold >= exact.threshold
     assert (hb.exit_steps(Y) >= exact.exit_steps(Y)).all()
     assert hb.to_dict()["pvalue"] == "hoeffding-bentkus"
+
+
+# ------------------------------------------------------------------------------ rebuild
+
+
+def _rebuildable_rules():
+    return [
+        risk.RiskControlledCutoff("topk", risk=0.05, delta=0.1),
+        risk.RiskControlledCutoff("softmax", risk=0.05, delta=0.1, pvalue="hoeffding-bentkus"),
+        risk.RiskControlledCutoff("entropy", risk=0.05, delta=0.1, step_power=0.5),
+        risk.RiskControlledCutoff("topk", risk=0.01, delta=0.1),  # n = 60: not certified
+        risk.SpikeCP(alpha=0.2, max_set_size=2),
+        risk.SpikeCP(alpha=0.3, checkpoints=[2, 4, 6]),
+        co.TopKCutoff(epsilon=0.02, bins=50),
+        co.EntropyCutoff(epsilon=0.03),
+        co.SoftmaxConfidence(epsilon=0.05),
+        co.FixedTimestep(3),
+    ]
+
+
+@pytest.mark.parametrize("index", range(10))
+def test_a_rule_rebuilt_from_its_json_record_exits_exactly_as_the_original(index):
+    Y, labels = random_logits(N=800)
+    rule = _rebuildable_rules()[index]
+    n_cal = 60 if index == 3 else 500
+    rule.calibrate(Y[:, :n_cal], labels[:n_cal])
+    record = json.loads(json.dumps(rule.to_dict(), allow_nan=False))  # as results.json holds it
+    rebuilt = risk.rule_from_dict(record)
+    assert type(rebuilt) is type(rule) and rebuilt.to_dict() == rule.to_dict()
+    test = Y[:, 500:]
+    steps = rule.exit_steps(test)
+    assert torch.equal(rebuilt.exit_steps(test), steps)
+    if index != 3:  # the rules do exit early on these outputs, so equality means something
+        assert steps.double().mean() < Y.shape[0]
+    else:
+        assert rule.certified is False and (rebuilt.exit_steps(test) == Y.shape[0]).all()
+    # An evaluated row (to_dict plus the metrics) rebuilds the same rule.
+    row = json.loads(json.dumps(co.evaluate_guaranteed(rule, test, labels[500:])))
+    assert torch.equal(risk.rule_from_dict(row).exit_steps(test), steps)
+
+
+def test_rule_records_that_cannot_be_rebuilt_say_why():
+    with pytest.raises(ValueError, match="unknown rule 'magic'; known: topk, softmax"):
+        risk.rule_from_dict({"rule": "magic"})
+    with pytest.raises(ValueError, match="missing threshold, n"):
+        risk.rule_from_dict({"rule": "topk-risk", "risk": 0.01, "delta": 0.1})
+    uncalibrated = risk.RiskControlledCutoff("topk").to_dict()
+    with pytest.raises(ValueError, match="n is null"):
+        risk.rule_from_dict(uncalibrated)
+    with pytest.raises(ValueError, match="expected a dict with a 'rule' name"):
+        risk.rule_from_dict(["topk"])

@@ -44,3 +44,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """
     text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
     return atomic_write_text(path, text)
+
+
+def slug(name: str) -> str:
+    """``name`` made safe as a file name: characters other than letters, digits, ``-_.``
+    become ``_`` (a run named ``rcs alpha=0.002`` is stored as ``rcs_alpha_0.002``)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

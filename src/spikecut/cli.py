@@ -1,7 +1,7 @@
 """Command line: ``spikecut run [CONFIG.yaml] [--out DIR] [--set key=value ...] [--resume]``
-and friends (``study``, ``report``, ``config``, ``bench``, ``check``). Under ``torchrun
---nproc_per_node=N -m spikecut run ...`` the processes train together and rank 0 prints and
-writes.
+and friends (``study``, ``report``, ``config``, ``bench``, ``check``, ``calibrate``). Under
+``torchrun --nproc_per_node=N -m spikecut run ...`` the processes train together and rank 0
+prints and writes.
 
 A configuration problem (missing file, unknown key, wrong type, unknown dataset) or a run
 whose training diverged is one line on stderr and exit status 2, never a traceback.
@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--threads", type=int, help="torch threads (default: all available CPUs)")
     bench.add_argument(
+        "--rule",
+        default="topk",
+        help="exit rule of the anytime benchmark: topk (ε = 0, the run's saved β) or a "
+        "guaranteed rule (topk-risk, softmax-risk, entropy-risk, spikecp) rebuilt from the "
+        "run's stored calibration (default: %(default)s)",
+    )
+    bench.add_argument(
         "--results",
         nargs="+",
         default=None,
@@ -160,6 +167,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="also check calibrators fitted once on the training split without dropout (data "
         "the network fitted; reruns the SNN on it)",
     )
+
+    from .risk import GUARANTEED_RULES
+
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="recalibrate the guaranteed rules of finished runs with new settings, no retraining",
+        description="Load each run's held-out and test outputs (outputs/<run>.pt, computed once "
+        "from the saved weights when absent), calibrate the guaranteed rules on the held-out "
+        "outputs with the given settings, evaluate them on the test outputs, and replace the "
+        "runs' 'guaranteed' and 'guaranteed_sweep' entries in results.json (atomically); "
+        "report.md and the plots are rendered again. Settings not given keep the run's "
+        "cutoff.guarantee values.",
+    )
+    calibrate.add_argument("results", help="a finished experiment's folder (with results.json)")
+    calibrate.add_argument(
+        "--run",
+        dest="runs",
+        action="append",
+        metavar="NAME",
+        help="run to recalibrate (repeatable; default: every run)",
+    )
+    calibrate.add_argument(
+        "--rule",
+        dest="rules",
+        action="append",
+        choices=GUARANTEED_RULES,
+        help="guaranteed rule (repeatable; default: cutoff.guarantee.rules)",
+    )
+    calibrate.add_argument("--risk", type=float, help="risk of the *-risk rules, in (0, 1)")
+    calibrate.add_argument("--delta", type=float, help="δ of the *-risk rules, in (0, 1)")
+    calibrate.add_argument("--alpha", type=float, help="SpikeCP miscoverage α, in (0, 1)")
+    calibrate.add_argument("--max-set-size", type=int, help="SpikeCP exit set size (>= 1)")
+    calibrate.add_argument(
+        "--sweep-risks",
+        type=float,
+        nargs="+",
+        metavar="R",
+        help="risk levels of the trade-off sweep (default: cutoff.guarantee.sweep_risks)",
+    )
+    calibrate.add_argument(
+        "--device", default="cpu", help="device for computing missing outputs (default: cpu)"
+    )
+    calibrate.add_argument("--quiet", action="store_true", help="no progress bars")
 
     show = sub.add_parser("config", help="print the validated configuration as YAML")
     show.add_argument("config", nargs="?", help="experiment YAML (default: built-in)")
@@ -232,6 +282,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise ConfigError("--device cuda requested but CUDA is not available")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    from .cutoff import GUARANTEED_RULES
+
+    if args.rule != "topk" and args.rule not in GUARANTEED_RULES:
+        raise ConfigError(
+            f"--rule {args.rule!r}: expected topk or one of {', '.join(GUARANTEED_RULES)}"
+        )
     results_dirs = args.results
     if results_dirs is None:
         results_dirs = [d for d in DEFAULT_RESULTS if (Path(d) / "results.json").is_file()]
@@ -248,6 +304,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         device=args.device,
         results_dirs=results_dirs,
         threads=args.threads,
+        rule=args.rule,
     )
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
@@ -334,6 +391,85 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from ._io import atomic_write_json
+    from .config import config_to_dict, parse_config
+    from .evaluate import evaluate_guaranteed_rules, evaluate_guaranteed_sweep
+    from .experiment import _run_file, load_run_outputs
+    from .report import load_results, summary_table, write_report
+
+    folder = Path(args.results)
+    try:
+        results = load_results(folder / "results.json")
+        cfg = parse_config(results["config"])
+    except (ValueError, KeyError) as err:
+        raise ConfigError(f"{folder / 'results.json'}: {err}") from None
+    split = results.get("calibration_split") or {}
+    if split.get("source") != "heldout" or cfg.cutoff.calibration.source != "heldout":
+        raise ConfigError(
+            f"{folder / 'results.json'}: the run has no held-out calibration split "
+            f"(calibration_split: {split or 'absent'}); re-run it with "
+            "`cutoff.calibration.source: heldout` to calibrate the guaranteed rules"
+        )
+    runs = {run["name"]: run for run in results["runs"]}
+    names = args.runs or list(runs)
+    unknown = [n for n in names if n not in runs]
+    if unknown:
+        raise ConfigError(f"no run named {unknown[0]!r} in {folder}; runs: {', '.join(runs)}")
+    g = cfg.cutoff.guarantee
+    given = {
+        "rules": args.rules,
+        "risk": args.risk,
+        "delta": args.delta,
+        "alpha": args.alpha,
+        "max_set_size": args.max_set_size,
+        "sweep_risks": args.sweep_risks,
+    }
+    g = dataclasses.replace(g, **{k: v for k, v in given.items() if v is not None})
+    cfg.cutoff.guarantee = g
+    try:  # the new settings, checked as a config would be
+        cfg = parse_config(config_to_dict(cfg))
+    except ConfigError as err:
+        raise ConfigError(f"calibrate: {err}") from None
+    for name in names:
+        outputs = load_run_outputs(folder, name, device=args.device, progress=not args.quiet)
+        test, held = outputs["test"], outputs["heldout"]
+        run = runs[name]
+        run["guaranteed"] = evaluate_guaranteed_rules(
+            *test,
+            *held,
+            rules=g.rules,
+            risk=g.risk,
+            delta=g.delta,
+            alpha=g.alpha,
+            max_set_size=g.max_set_size,
+        )
+        run["guaranteed_sweep"] = evaluate_guaranteed_sweep(
+            *test, *held, rules=g.rules, risks=g.sweep_risks, delta=g.delta
+        )
+        for r in run["guaranteed"]:
+            level = f"risk {r['risk']:g}" if "risk" in r else f"α {r['alpha']:g}"
+            print(
+                f"{name}: {r['rule']:13s} {level:11s} accuracy {100 * r['accuracy']:.2f} %  "
+                f"mean exit {r['mean_exit']:.2f} / {results['T']}"
+            )
+    if set(names) == set(runs):  # every run now follows the new settings
+        results["config"]["cutoff"]["guarantee"] = config_to_dict(cfg)["cutoff"]["guarantee"]
+    write_report(results, folder)  # validates and renders first: never a half-written report
+    for name in names:  # keep `run --resume` from bringing the old calibration back
+        path = _run_file(folder, name)
+        if path.is_file():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            saved["entry"] = runs[name]
+            atomic_write_json(path, saved)
+    print(summary_table(results))
+    print(f"\nrecalibrated {', '.join(names)}; wrote {folder / 'results.json'} and the report")
+    return 0
+
+
 def _training_outputs(folder: Path, name: str, cfg):
     """The run's SNN outputs on its training split (no augmentation, no dropout)."""
     from .evaluate import collect_cum_logits
@@ -366,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": _cmd_config,
         "bench": _cmd_bench,
         "check": _cmd_check,
+        "calibrate": _cmd_calibrate,
     }
     try:
         return commands[args.command](args)

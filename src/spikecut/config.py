@@ -119,7 +119,9 @@ class GuaranteeConfig:
     """The rules with a statistical guarantee (``cutoff.guarantee``), calibrated on the
     held-out split: ``topk-risk``, ``softmax-risk``, ``entropy-risk`` (Learn-then-Test:
     P(loss <= risk) >= 1 - delta, loss = answers lost against the SNN at T) and ``spikecp``
-    (conformal sets, coverage >= 1 - alpha, exit when the set has <= max_set_size labels)."""
+    (conformal sets, coverage >= 1 - alpha, exit when the set has <= max_set_size labels).
+    ``sweep_risks``: the risk levels at which the ``*-risk`` rules are also evaluated, for
+    the trade-off plot (results.json ``guaranteed_sweep``)."""
 
     rules: list[str] = field(
         default_factory=lambda: ["topk-risk", "softmax-risk", "entropy-risk", "spikecp"]
@@ -128,6 +130,7 @@ class GuaranteeConfig:
     delta: float = 0.1
     alpha: float = 0.1
     max_set_size: int = 1
+    sweep_risks: list[float] = field(default_factory=lambda: [0.005, 0.01, 0.02, 0.05])
 
 
 @dataclass
@@ -357,6 +360,9 @@ def _check_guarantee(cfg: ExperimentConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    for i, risk in enumerate(g.sweep_risks):
+        if not 0.0 < risk < 1.0:
+            raise ConfigError(f"'cutoff.guarantee.sweep_risks[{i}]' must be in (0, 1), got {risk}")
     for i, rule in enumerate(g.rules):
         if rule not in GUARANTEED_RULES:
             raise ConfigError(

@@ -536,6 +536,7 @@ from .risk import (  # noqa: E402
     check_guarantee,
     evaluate_guaranteed,
     make_guaranteed_rule,
+    rule_from_dict,
 )
 
 __all__ += [
@@ -545,4 +546,5 @@ __all__ += [
     "check_guarantee",
     "evaluate_guaranteed",
     "make_guaranteed_rule",
+    "rule_from_dict",
 ]

@@ -28,6 +28,8 @@ __all__ = [
     "calibration_cum_logits",
     "evaluate_cutoff",
     "evaluate_guaranteed_rules",
+    "evaluate_guaranteed_sweep",
+    "DEFAULT_SWEEP_RISKS",
     "operations",
 ]
 
@@ -177,6 +179,35 @@ def evaluate_guaranteed_rules(
         built.append(rule)
     if ops is not None:
         operations(ops, test_logits, rows, built)
+    return rows
+
+
+DEFAULT_SWEEP_RISKS: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05)
+
+
+def evaluate_guaranteed_sweep(
+    test_logits: Tensor,
+    test_labels: Tensor,
+    heldout_logits: Tensor,
+    heldout_labels: Tensor,
+    *,
+    rules: Sequence[str] = ("topk-risk", "softmax-risk", "entropy-risk"),
+    risks: Sequence[float] = DEFAULT_SWEEP_RISKS,
+    delta: float = 0.1,
+) -> list[dict]:
+    """The risk-controlled rules at several risk levels: the guaranteed points of the
+    accuracy/latency trade-off. One :func:`~spikecut.cutoff.evaluate_guaranteed` row per
+    (rule, risk), rules in order and risks ascending; rules that are not ``*-risk`` (SpikeCP
+    has no risk level) are skipped. A larger risk certifies a looser threshold, so each
+    rule's mean exit does not grow along its risks."""
+    rows = []
+    for name in rules:
+        if not name.endswith("-risk"):
+            continue
+        for risk in sorted(risks):
+            rule = cutoff.make_guaranteed_rule(name, risk=risk, delta=delta)
+            rule.calibrate(heldout_logits, heldout_labels)
+            rows.append(cutoff.evaluate_guaranteed(rule, test_logits, test_labels))
     return rows
 
 

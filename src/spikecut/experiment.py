@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Subset
 
 from . import __version__, distributed
-from ._io import atomic_write, atomic_write_json
+from ._io import atomic_write, atomic_write_json, slug
 from .config import ConfigError, ExperimentConfig, RunConfig, config_to_dict
 from .convert import to_snn, to_trainable_snn
 from .data import get_dataset
@@ -32,6 +32,7 @@ from .evaluate import (
     collect_cum_logits,
     evaluate_cutoff,
     evaluate_guaranteed_rules,
+    evaluate_guaranteed_sweep,
 )
 from .models import create
 from .models.registry import MODELS
@@ -475,6 +476,15 @@ def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: s
             max_set_size=g.max_set_size,
             ops=ops,
         )
+        evaluated["guaranteed_sweep"] = evaluate_guaranteed_sweep(
+            test_logits,
+            test_labels,
+            held_logits,
+            held_labels,
+            rules=g.rules,
+            risks=g.sweep_risks,
+            delta=g.delta,
+        )
     return {
         "name": name,
         "alpha": run.alpha,
@@ -504,8 +514,7 @@ def _gather_ops(ops: OpCounts, total: int, world: World) -> OpCounts:
     return ops
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+_slug = slug  # the file name of a run's artefacts (weights, outputs, runs/<slug>.json)
 
 
 def load_run_snn(

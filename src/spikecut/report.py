@@ -20,13 +20,15 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from spikecut._io import atomic_write, atomic_write_json, atomic_write_text
+from spikecut._io import atomic_write, atomic_write_json, atomic_write_text, slug
 
 __all__ = [
     "load_results",
     "plot_accuracy_vs_timestep",
     "plot_beta",
     "plot_exit_histograms",
+    "plot_tradeoff",
+    "tradeoff_file",
     "render_markdown",
     "summary_table",
     "validate_results",
@@ -120,11 +122,17 @@ def _validate_run(run: Any, path: str, T: int) -> None:
         raise ValueError(
             f"{_join(path, 'guaranteed')}: expected a list, found {_describe(guaranteed)}"
         )
-    for j, rule in enumerate(guaranteed):
-        _validate_rule(rule, f"{path}.guaranteed[{j}]", T)
-        for key in ("loss", "coverage"):
-            if key in rule:
-                _require_number(rule, key, f"{path}.guaranteed[{j}]", 0.0, 1.0)
+    for field in ("guaranteed", "guaranteed_sweep"):
+        rows = run.get(field, [])
+        if not isinstance(rows, list):
+            raise ValueError(f"{_join(path, field)}: expected a list, found {_describe(rows)}")
+        for j, rule in enumerate(rows):
+            _validate_rule(rule, f"{path}.{field}[{j}]", T)
+            for key in ("loss", "coverage"):
+                if key in rule:
+                    _require_number(rule, key, f"{path}.{field}[{j}]", 0.0, 1.0)
+            if field == "guaranteed_sweep":
+                _require_number(rule, "risk", f"{path}.{field}[{j}]", 0.0, 1.0)
 
 
 def _validate_rule(rule: Any, path: str, T: int) -> None:
@@ -485,6 +493,7 @@ def _render_markdown(results: dict) -> str:
         parts += ["## Operations", _OPS_NOTE, _ops_table(runs)]
     if any(run.get("firing_rates") for run in runs):
         parts += ["## Firing rates", _rates_table(runs)]
+    parts += ["## Accuracy against mean exit step", _tradeoff_section(runs)]
     parts += ["## Accuracy per timestep (fixed cutoff)", _per_t_table(runs, T)]
     if any(run.get("beta") is not None for run in runs):
         parts += ["## Top-K thresholds β_t", _beta_list(runs)]
@@ -575,6 +584,40 @@ def _guarantee_note(results: dict) -> str:
         "every step, exit at the first with ≤ max set size labels; coverage ≥ 1 − α. "
         "Test loss, coverage and set size are measured on the test split."
     )
+
+
+def tradeoff_file(run_name: str) -> str:
+    """File name of a run's trade-off plot (accuracy against mean exit step)."""
+    return f"tradeoff-{slug(run_name)}.png"
+
+
+def _tradeoff_section(runs: list[dict]) -> str:
+    """The trade-off plots, one per run, with what they show; the guaranteed points'
+    numbers as a table where the run has them."""
+    lines = [
+        "Each rule's ε sweep is a line; the risk-controlled rules (held-out calibration) are "
+        "points at each risk level, labelled by the risk; the paper's Top-K at ε = 0 is the "
+        "star, OCT the oracle, and the square the SNN run for all T steps."
+    ]
+    for run in runs:
+        lines.append(f"![{run['name']}]({tradeoff_file(run['name'])})")
+        sweep = run.get("guaranteed_sweep") or []
+        if sweep:
+            rows = [
+                [
+                    r["rule"],
+                    f"{r['risk']:g}",
+                    "yes" if r.get("certified") else "no",
+                    _pct(r["accuracy"]),
+                    _steps(r["mean_exit"]),
+                    _pct(r.get("loss")),
+                ]
+                for r in sweep
+            ]
+            header = ["Rule", "Risk", "Certified", "Acc %", "Mean exit", "Test loss %"]
+            lines.append(f"{run['name']}, risk sweep (δ {sweep[0]['delta']:g}):")
+            lines.append(_table(header, rows, numeric_from=1))
+    return "\n\n".join(lines)
 
 
 def _guaranteed_table(run: dict, T: int) -> str:
@@ -752,6 +795,78 @@ def plot_beta(results: dict, path: str | os.PathLike) -> Path:
     """Calibrated Top-K thresholds β_t vs t, one line per run that has them."""
     validate_results(results)
     return _save_png(_beta_figure(results), path)
+
+
+def plot_tradeoff(results: dict, run_name: str, path: str | os.PathLike) -> Path:
+    """Accuracy against mean exit step for one run: every rule's ε sweep as a line, the
+    risk-controlled rules at each risk level, the paper's Top-K at ε = 0, OCT and the SNN
+    at T."""
+    validate_results(results)
+    runs = {run["name"]: run for run in results["runs"]}
+    if run_name not in runs:
+        raise ValueError(f"no run named {run_name!r}; runs: {', '.join(map(repr, runs))}")
+    return _save_png(_tradeoff_figure(results, runs[run_name]), path)
+
+
+_RISK_MARKERS = {"topk-risk": "^", "softmax-risk": "v", "entropy-risk": "P"}
+
+
+def _tradeoff_figure(results: dict, run: dict) -> Figure:
+    T = results["T"]
+    styles = _rule_styles(_rule_names(results))
+    fig = Figure(figsize=(6.4, 4.8), dpi=_DPI, layout="constrained")
+    ax = fig.subplots()
+    for name in _rule_names(results):
+        sweep = _sweep(run, name)
+        if name == "fixed" or not sweep:
+            continue
+        marker, color = styles[name]
+        ax.plot(
+            [r["mean_exit"] for r in sweep],
+            [100.0 * r["accuracy"] for r in sweep],
+            "-",
+            marker=".",
+            color=color,
+            lw=1.3,
+            label=f"{name} ε sweep",
+        )
+    by_rule: dict[str, list[dict]] = {}
+    for r in run.get("guaranteed_sweep") or []:
+        by_rule.setdefault(r["rule"], []).append(r)
+    for i, (name, points) in enumerate(by_rule.items()):
+        points = sorted(points, key=lambda r: r["risk"])
+        color = f"C{(len(styles) + 1 + i) % 10}"
+        xs = [r["mean_exit"] for r in points]
+        ys = [100.0 * r["accuracy"] for r in points]
+        marker = _RISK_MARKERS.get(name, "X")
+        ax.plot(xs, ys, ":", marker=marker, color=color, ms=7, mec="black", mew=0.5, label=name)
+        for r, x, y in zip(points, xs, ys, strict=True):
+            ax.annotate(
+                f"{r['risk']:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7
+            )
+    acc_T = 100.0 * _final_acc(run)
+    top = _topk(run)
+    if top is not None and top["epsilon"] == 0.0:
+        ax.plot(
+            top["mean_exit"],
+            100.0 * top["accuracy"],
+            "*",
+            color="gold",
+            ms=16,
+            mec="black",
+            mew=0.8,
+            ls="none",
+            label="Top-K ε = 0 (paper)",
+        )
+    ax.plot(run["oct_mean"], acc_T, "D", color="0.3", ms=8, ls="none", label="OCT (oracle)")
+    ax.plot(T, acc_T, "s", color="C0", ms=8, mec="black", ls="none", label=f"SNN at T = {T}")
+    ax.set_xlabel("mean exit step")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xlim(0.7, T + 0.3)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"{results['experiment']} / {run['name']}: accuracy vs mean exit", fontsize=10)
+    return fig
 
 
 def _grid_shape(n: int, max_cols: int = 3) -> tuple[int, int]:
@@ -935,25 +1050,32 @@ def _save_png(fig: Figure, path: str | os.PathLike) -> Path:
 
 
 def write_report(results: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Validate, render everything in memory, then write the five report files atomically.
+    """Validate, render everything in memory, then write the report files atomically.
 
     Returns the written paths by name: ``results``, ``report``, ``accuracy_vs_timestep``,
-    ``exit_histograms``, ``beta``. Nothing is written if validation or rendering fails.
+    ``exit_histograms``, ``beta``, and ``tradeoff:<run name>`` per run
+    (:func:`tradeoff_file`). Nothing is written if validation or rendering fails.
     """
     validate_results(results)
     markdown = _render_markdown(results)
     pngs = {
-        "accuracy_vs_timestep": _png_bytes(_accuracy_figure(results)),
-        "exit_histograms": _png_bytes(_histogram_figure(results)),
-        "beta": _png_bytes(_beta_figure(results)),
+        "accuracy_vs_timestep": (
+            "accuracy_vs_timestep.png",
+            _png_bytes(_accuracy_figure(results)),
+        ),
+        "exit_histograms": ("exit_histograms.png", _png_bytes(_histogram_figure(results))),
+        "beta": ("beta.png", _png_bytes(_beta_figure(results))),
     }
+    for run in results["runs"]:
+        figure = _png_bytes(_tradeoff_figure(results, run))
+        pngs[f"tradeoff:{run['name']}"] = (tradeoff_file(run["name"]), figure)
     out = Path(out_dir)
     paths = {
         "results": atomic_write_json(out / "results.json", results),
         "report": atomic_write_text(out / "report.md", markdown),
     }
-    for name, data in pngs.items():
-        paths[name] = atomic_write(out / f"{name}.png", lambda tmp, d=data: tmp.write_bytes(d))
+    for name, (file, data) in pngs.items():
+        paths[name] = atomic_write(out / file, lambda tmp, d=data: tmp.write_bytes(d))
     return paths
 
 

@@ -29,7 +29,11 @@ import torch
 from torch import Tensor
 
 from .cutoff import (
+    EntropyCutoff,
     ExitRule,
+    FixedTimestep,
+    SoftmaxConfidence,
+    TopKCutoff,
     _check_int,
     _correct,
     _entropy,
@@ -56,6 +60,7 @@ __all__ = [
     "ltt_pvalues",
     "make_guaranteed_rule",
     "risk_score",
+    "rule_from_dict",
 ]
 
 RISK_SCORES = ("topk", "softmax", "entropy")
@@ -453,6 +458,86 @@ def make_guaranteed_rule(
     if name.endswith("-risk") and name[: -len("-risk")] in RISK_SCORES:
         return RiskControlledCutoff(score=name[: -len("-risk")], risk=risk, delta=delta)
     raise ValueError(f"unknown guaranteed rule {name!r}; known: {', '.join(GUARANTEED_RULES)}")
+
+
+def _rebuild_float(value: float | None) -> float:
+    """A stored threshold: JSON ``null`` stands for ``+inf`` (no finite threshold)."""
+    return math.inf if value is None else float(value)
+
+
+def rule_from_dict(record: dict[str, Any]) -> ExitRule:
+    """Rebuild a calibrated rule from its :meth:`~spikecut.cutoff.ExitRule.to_dict` record
+    (e.g. a run's ``guaranteed`` entry in results.json), without calibrating again.
+
+    The rebuilt rule gives the same exit steps as the one that was saved: thresholds are
+    stored as exact JSON floats, and ``null`` thresholds mean ``+inf`` (never exit early).
+    Extra keys (the evaluation's accuracy, mean exit, ...) are ignored.
+    """
+    if not isinstance(record, dict) or not isinstance(record.get("rule"), str):
+        raise ValueError(f"rule record: expected a dict with a 'rule' name, got {record!r}")
+    name = record["rule"]
+
+    def need(*keys: str) -> None:
+        missing = [k for k in keys if k not in record]
+        if missing:
+            raise ValueError(
+                f"rule record {name!r}: missing {', '.join(missing)} (expected the keys of "
+                f"its to_dict(); found {', '.join(record)})"
+            )
+
+    epsilon = float(record.get("epsilon", 0.0))
+    if name == "topk":
+        need("beta")
+        if record["beta"] is None:
+            raise ValueError("rule record 'topk': beta is null (the rule was never calibrated)")
+        rule = TopKCutoff(epsilon=epsilon, bins=record.get("bins", 100))
+        rule.beta = torch.tensor(record["beta"], dtype=torch.float64)
+        return rule
+    if name == "softmax":
+        return SoftmaxConfidence(epsilon)
+    if name == "entropy":
+        need("threshold")
+        if record["threshold"] is None:
+            raise ValueError("rule record 'entropy': threshold is null (never calibrated)")
+        return EntropyCutoff(
+            threshold=record["threshold"],
+            epsilon=epsilon,
+            candidates=record.get("candidates", 200),
+        )
+    if name == "fixed":
+        need("step")
+        return FixedTimestep(record["step"])
+    if name == "spikecp":
+        need("alpha", "max_set_size", "quantiles")
+        if record["quantiles"] is None:
+            raise ValueError("rule record 'spikecp': quantiles are null (never calibrated)")
+        cp = SpikeCP(record["alpha"], record["max_set_size"], record.get("checkpoints"))
+        T = len(record["quantiles"])
+        steps = cp._steps_for(T)
+        cp.q = torch.tensor([_rebuild_float(v) for v in record["quantiles"]], dtype=torch.float64)
+        cp.is_checkpoint = torch.zeros(T, dtype=torch.bool)
+        cp.is_checkpoint[torch.tensor(steps) - 1] = True
+        cp.n = record.get("n")
+        return cp
+    if name.endswith("-risk") and name[: -len("-risk")] in RISK_SCORES:
+        need("risk", "delta", "threshold", "n")
+        if record["n"] is None:
+            raise ValueError(f"rule record {name!r}: n is null (the rule was never calibrated)")
+        rule = RiskControlledCutoff(
+            score=name[: -len("-risk")],
+            risk=record["risk"],
+            delta=record["delta"],
+            pvalue=record.get("pvalue", "binomial"),
+            step_power=record.get("step_power", 0.0),
+        )
+        rule.threshold = _rebuild_float(record["threshold"])
+        rule.n = record["n"]
+        for key in ("certified", "empirical_risk", "p_value"):
+            setattr(rule, key, record.get(key))
+        rule.tested = record.get("tested", 0)
+        return rule
+    known = ", ".join(["topk", "softmax", "entropy", "fixed", *GUARANTEED_RULES])
+    raise ValueError(f"rule record: unknown rule {name!r}; known: {known}")
 
 
 def evaluate_guaranteed(rule: ExitRule, cum_logits: Tensor, labels: Tensor) -> dict[str, Any]:

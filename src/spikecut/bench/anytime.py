@@ -18,8 +18,10 @@ a slow baseline; ``full_speedup`` and ``stepwise_speedup`` are the ratios to eac
 
 :func:`run_anytime_bench` does this for finished experiments: it rebuilds each run's SNN
 from its results folder (:func:`spikecut.experiment.load_run_snn`) and the rule from the
-saved Top-K thresholds (calibrating again only for other rules or ε). Run it as
-``python -m spikecut.bench.anytime RESULTS_DIR ... [--out anytime.json]``.
+saved Top-K thresholds (calibrating again only for other rules or ε); a guaranteed rule
+(``--rule topk-risk``, ``spikecp``, ...) is rebuilt from the run's stored ``guaranteed``
+entry, as ``spikecut run`` or ``spikecut calibrate`` left it. Run it as
+``python -m spikecut.bench.anytime RESULTS_DIR ... [--rule R] [--out anytime.json]``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._io import atomic_write_json, atomic_write_text
 from ..anytime import AnytimeClassifier
-from ..cutoff import ExitRule, FixedTimestep, TopKCutoff, make_rule
+from ..cutoff import (
+    GUARANTEED_RULES,
+    ExitRule,
+    FixedTimestep,
+    TopKCutoff,
+    make_rule,
+    rule_from_dict,
+)
 from ..fusion import prepare_for_inference
 from ..neurons import reset
 from ..speed import keep_large_allocations
@@ -168,8 +177,19 @@ def measure_anytime(
 def rule_for_run(
     snn: nn.Module, run: dict, cfg, name: str = "topk", epsilon: float = 0.0
 ) -> ExitRule:
-    """The exit rule of a finished run: Top-K at ε = 0 from its saved β; any other rule or
-    ε is calibrated again as the experiment did (calibration split, calibration dropout)."""
+    """The exit rule of a finished run: Top-K at ε = 0 from its saved β; a guaranteed rule
+    (:data:`~spikecut.cutoff.GUARANTEED_RULES`) rebuilt from the run's stored ``guaranteed``
+    entry (its calibration on the held-out split, not redone); any other rule or ε is
+    calibrated again as the experiment did (calibration split, calibration dropout)."""
+    if name in GUARANTEED_RULES:
+        stored = {entry["rule"]: entry for entry in run.get("guaranteed") or []}
+        if name not in stored:
+            raise ValueError(
+                f"run {run.get('name')!r} has no stored guaranteed rule {name!r} (stored: "
+                f"{', '.join(stored) or 'none'}); calibrate it with `spikecut calibrate "
+                f"RESULTS_DIR --rule {name}` (needs a held-out calibration split)"
+            )
+        return rule_from_dict(stored[name])
     bins = cfg.cutoff.bins
     if name == "topk" and epsilon == 0.0 and run.get("beta") is not None:
         rule = TopKCutoff(epsilon=0.0, bins=bins)
@@ -232,6 +252,13 @@ def run_anytime_bench(
             if test is None:
                 data, opts = cfg.data, dataset_options(cfg, progress=False)
                 test = get_dataset(data.name, data.root, split="test", augment=False, **opts)
+            stored = {e["rule"] for e in run.get("guaranteed") or []}
+            if rule in GUARANTEED_RULES and rule not in stored:
+                log(
+                    f"{results['experiment']} / {run_name}: skipped, no stored {rule!r} "
+                    "(a run without a held-out split, or calibrated without it)"
+                )
+                continue
             exit_rule = rule_for_run(snn, run, cfg, rule, epsilon)
             measured = measure_anytime(
                 snn,

@@ -33,14 +33,15 @@ from .simulation import (
 __all__ = ["run_bench", "run_anytime", "render_markdown", "ANYTIME_DRIVER"]
 
 # The anytime benchmark lives in spikecut.bench.anytime; this is the function called there:
-# ANYTIME_DRIVER(results_dirs: list[str], *, device: str, quick: bool) -> list[dict]
+# ANYTIME_DRIVER(results_dirs: list[str], *, device: str, quick: bool, rule: str) -> list[dict]
 ANYTIME_DRIVER = "run_anytime_bench"
 
 
 def run_anytime(
-    results_dirs: Sequence[str | Path], *, device: str, quick: bool
+    results_dirs: Sequence[str | Path], *, device: str, quick: bool, rule: str = "topk"
 ) -> tuple[list[dict], str | None]:
-    """The anytime wall-clock rows, or ``[]`` and a note saying why there are none."""
+    """The anytime wall-clock rows with exit rule ``rule`` (a guaranteed rule is rebuilt
+    from each run's stored calibration), or ``[]`` and a note saying why there are none."""
     try:
         module = importlib.import_module("spikecut.bench.anytime")
     except ImportError as err:
@@ -50,7 +51,8 @@ def run_anytime(
         return [], f"anytime benchmark missing: spikecut.bench.anytime has no {ANYTIME_DRIVER}()"
     if not results_dirs:
         return [], "anytime benchmark not run: give finished experiments with --results DIR ..."
-    return list(driver([str(d) for d in results_dirs], device=device, quick=quick)), None
+    dirs = [str(d) for d in results_dirs]
+    return list(driver(dirs, device=device, quick=quick, rule=rule)), None
 
 
 def run_bench(
@@ -62,11 +64,14 @@ def run_bench(
     threads: int | None = None,
     config: SimulationConfig | None = None,
     log: Callable[[str], None] = print,
+    rule: str = "topk",
 ) -> dict:
     """Run the benchmarks and write ``out`` (JSON) and ``out`` with suffix ``.md``.
 
     ``config`` overrides the simulation settings (``quick``/``device``/``threads`` are then
-    ignored for it). Returns the results written.
+    ignored for it). ``rule`` is the anytime benchmark's exit rule (Top-K at ε = 0 by
+    default; a guaranteed rule such as ``topk-risk`` is rebuilt from each run's stored
+    calibration). Returns the results written.
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
@@ -78,12 +83,14 @@ def run_bench(
     started = time.time()
     previous_threads = torch.get_num_threads()
     try:
-        return _run(out, config, quick, results_dirs, started, log)
+        return _run(out, config, quick, results_dirs, started, log, rule)
     finally:
         torch.set_num_threads(previous_threads)  # the benchmark's setting stays inside it
 
 
-def _run(out, config: SimulationConfig, quick: bool, results_dirs, started: float, log) -> dict:
+def _run(
+    out, config: SimulationConfig, quick: bool, results_dirs, started: float, log, rule: str
+) -> dict:
     torch.set_num_threads(config.threads)  # the anytime part runs with the same threads
     rows, missing = measure_simulation(config, log)
     notes = [f"{lib} missing: {reason}" for lib, reason in missing.items()]
@@ -92,7 +99,7 @@ def _run(out, config: SimulationConfig, quick: bool, results_dirs, started: floa
         agreement += check_agreement(
             net, config.libraries, scale=min(config.scale, 0.25), device=config.device
         )
-    anytime, note = run_anytime(results_dirs, device=config.device, quick=quick)
+    anytime, note = run_anytime(results_dirs, device=config.device, quick=quick, rule=rule)
     if note:
         notes.append(note)
         log(note)
