@@ -310,28 +310,39 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
-    import torch
-
-    from . import cutoff
-    from ._io import atomic_write_json
+def _heldout_results(folder: Path, remedy: str):
+    """The results and config of a finished experiment that held out a calibration split;
+    a one-line error (ending with ``remedy``) for anything else."""
     from .config import parse_config
-    from .experiment import _slug, load_run_outputs
     from .report import load_results
 
-    folder = Path(args.results)
     try:
         results = load_results(folder / "results.json")
         cfg = parse_config(results["config"])
     except (ValueError, KeyError) as err:
         raise ConfigError(f"{folder / 'results.json'}: {err}") from None
     split = results.get("calibration_split") or {}
-    if split.get("source") != "heldout":
+    if split.get("source") != "heldout" or cfg.cutoff.calibration.source != "heldout":
         raise ConfigError(
             f"{folder / 'results.json'}: the run has no held-out calibration split "
-            f"(calibration_split: {split or 'absent'}); its networks trained on all the "
-            "training data, so there is nothing exchangeable with the test split to pool"
+            f"(calibration_split: {split or 'absent'}); {remedy}"
         )
+    return results, cfg
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import cutoff
+    from ._io import atomic_write_json
+    from .experiment import _slug, load_run_outputs
+
+    folder = Path(args.results)
+    results, cfg = _heldout_results(
+        folder,
+        "its networks trained on all the training data, so there is nothing exchangeable "
+        "with the test split to pool",
+    )
     runs = {run["name"]: run for run in results["runs"]}
     name = args.run or next(iter(runs))
     if name not in runs:
@@ -399,21 +410,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from .config import config_to_dict, parse_config
     from .evaluate import evaluate_guaranteed_rules, evaluate_guaranteed_sweep
     from .experiment import _run_file, load_run_outputs
-    from .report import load_results, summary_table, write_report
+    from .report import summary_table, write_report
 
     folder = Path(args.results)
-    try:
-        results = load_results(folder / "results.json")
-        cfg = parse_config(results["config"])
-    except (ValueError, KeyError) as err:
-        raise ConfigError(f"{folder / 'results.json'}: {err}") from None
-    split = results.get("calibration_split") or {}
-    if split.get("source") != "heldout" or cfg.cutoff.calibration.source != "heldout":
-        raise ConfigError(
-            f"{folder / 'results.json'}: the run has no held-out calibration split "
-            f"(calibration_split: {split or 'absent'}); re-run it with "
-            "`cutoff.calibration.source: heldout` to calibrate the guaranteed rules"
-        )
+    results, cfg = _heldout_results(
+        folder,
+        "re-run it with `cutoff.calibration.source: heldout` to calibrate the guaranteed rules",
+    )
     runs = {run["name"]: run for run in results["runs"]}
     names = args.runs or list(runs)
     unknown = [n for n in names if n not in runs]
