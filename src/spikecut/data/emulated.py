@@ -167,18 +167,12 @@ def mnist5k_dvs(
     on one core) and later uses read it back. ``limit`` keeps a seeded random subset of that
     many digits of the split (for quick checks).
     """
-    emulator_options = {
-        "contrast": float(contrast),
-        "refractory_us": int(refractory_us),
-        "mismatch": float(mismatch),
-        "noise_rate_hz": float(noise_rate_hz),
-    }
     return _emulated_mnist5k(
         "mnist5k-dvs",
         root,
         split,
         framing=Framing(NMNIST_SENSOR_SIZE, steps, slicing),
-        emulator_options=emulator_options,
+        emulator_options=_emulator_options(contrast, refractory_us, mismatch, noise_rate_hz),
         motion=None,
         motion_key={},
         test_size=test_size,
@@ -237,18 +231,12 @@ def mnist5k_enter(
             image, NMNIST_SENSOR_SIZE, side=side, enter_us=enter_us, saccade_us=saccade_us
         )
 
-    emulator_options = {
-        "contrast": float(contrast),
-        "refractory_us": int(refractory_us),
-        "mismatch": float(mismatch),
-        "noise_rate_hz": float(noise_rate_hz),
-    }
     return _emulated_mnist5k(
         "mnist5k-enter",
         root,
         split,
         framing=Framing(NMNIST_SENSOR_SIZE, steps, slicing, window=window),
-        emulator_options=emulator_options,
+        emulator_options=_emulator_options(contrast, refractory_us, mismatch, noise_rate_hz),
         motion=motion,
         motion_key={"enter_us": enter_us, "saccade_us": saccade_us, "sides": ENTRY_SIDES},
         test_size=test_size,
@@ -259,6 +247,18 @@ def mnist5k_enter(
         cache=cache,
         progress=progress,
     )
+
+
+def _emulator_options(
+    contrast: float, refractory_us: int, mismatch: float, noise_rate_hz: float
+) -> dict:
+    """The :class:`DVSEmulator` options of a dataset, as plain values for its cache key."""
+    return {
+        "contrast": float(contrast),
+        "refractory_us": int(refractory_us),
+        "mismatch": float(mismatch),
+        "noise_rate_hz": float(noise_rate_hz),
+    }
 
 
 def _emulated_mnist5k(
