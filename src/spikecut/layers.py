@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -96,17 +96,20 @@ class QCFS(nn.Module):
 
 
 @torch.no_grad()
-def clamp_thresholds(model: nn.Module) -> int:
-    """Raise every QCFS threshold of ``model`` below its ``min_threshold`` to it (in place).
+def clamp_thresholds(layers: nn.Module | Iterable[QCFS]) -> Tensor:
+    """Raise every QCFS threshold below its ``min_threshold`` to it (in place).
 
-    The projection step of projected SGD onto θ >= θ_min (see :class:`QCFS`); returns how
-    many thresholds it raised, so a trainer can report that the floor was reached.
+    ``layers`` is a model (its QCFS modules are used) or the QCFS modules themselves. The
+    projection step of projected SGD onto θ >= θ_min (see :class:`QCFS`). Returns how many
+    thresholds it raised as a 0-d tensor on their device, counted without a host sync, so a
+    trainer can project after every step and read the count once per epoch.
     """
-    raised = 0
-    for layer in model.modules():
-        if isinstance(layer, QCFS) and layer.threshold < layer.min_threshold:
-            layer.threshold.fill_(layer.min_threshold)
-            raised += 1
+    if isinstance(layers, nn.Module):
+        layers = [m for m in layers.modules() if isinstance(m, QCFS)]
+    raised = torch.zeros((), dtype=torch.long)
+    for layer in layers:
+        raised = raised + (layer.threshold < layer.min_threshold)
+        layer.threshold.clamp_(min=layer.min_threshold)
     return raised
 
 

@@ -333,7 +333,7 @@ def _fit(
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
 
     result = TrainResult()
-    has_qcfs = any(isinstance(m, QCFS) for m in model.modules())
+    qcfs_layers = [m for m in model.modules() if isinstance(m, QCFS)]
     best: dict = {}
     first_epoch = 1
     if opts.resume and opts.checkpoint is not None and opts.checkpoint.is_file():
@@ -356,6 +356,7 @@ def _fit(
             model.train()
             # loss·n, task·n, rcs·n, correct, seen: summed on the device, read once per epoch
             sums = torch.zeros(5, dtype=torch.float64, device=device)
+            clamps = torch.zeros((), dtype=torch.long, device=device)  # read once per epoch
             for batch, (x, y) in enumerate(loader):
                 x = x.to(device, non_blocking=True)
                 y = y.to(device, non_blocking=True)
@@ -370,8 +371,8 @@ def _fit(
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-                if has_qcfs:  # keep QCFS thresholds in their domain θ > 0 (layers.QCFS)
-                    result.threshold_clamps += clamp_thresholds(model)
+                if qcfs_layers:  # keep QCFS thresholds in their domain θ > 0 (layers.QCFS)
+                    clamps += clamp_thresholds(qcfs_layers)
                 scheduler.step()
                 n = y.shape[0]
                 sums += torch.stack(
@@ -385,6 +386,7 @@ def _fit(
                 )
                 bar.update(1)
             totals = all_reduce_sum(sums).tolist()
+            result.threshold_clamps += int(clamps)
             _check_finite(totals[0], epoch, scheduler, alpha)
             seconds = time.perf_counter() - epoch_start
             log = EpochLog(
