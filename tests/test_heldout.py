@@ -56,9 +56,22 @@ def test_train_source_carves_nothing_and_keeps_the_fingerprint():
     assert run_fingerprint(heldout_cfg, run, 0) != run_fingerprint(cfg, run, 0)
 
 
+def test_calibration_samples_caps_the_paper_pass_with_a_stratified_sample():
+    cfg = load_config(DIGITS, ["cutoff.calibration_samples=300"])
+    train, plain, _, _, heldout = _datasets(cfg, progress=False)
+    assert len(plain) == 300 and len(train) == 1293  # training itself is untouched
+    assert _indices(plain) <= _indices(train) and not _indices(plain) & _indices(heldout)
+    counts = np.bincount(plain.labels.numpy(), minlength=10)
+    assert counts.min() >= 28 and counts.max() <= 32  # every class, in proportion (~30)
+    assert _indices(_datasets(cfg, progress=False)[1]) == _indices(plain)  # fixed by the seed
+    everything = load_config(DIGITS, ["cutoff.calibration_samples=5000"])
+    assert len(_datasets(everything, progress=False)[1]) == 1293  # a cap, not a demand
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
+        ("cutoff.calibration_samples=0", "'cutoff.calibration_samples' must be >= 1 or null"),
         ("cutoff.calibration.source=val", "'cutoff.calibration.source' is 'val'; expected"),
         ("cutoff.calibration.fraction=1.0", r"'cutoff.calibration.fraction' must be in \(0, 1\)"),
         ("cutoff.guarantee.risk=0", r"'cutoff.guarantee.risk' must be in \(0, 1\), got 0.0"),
@@ -95,6 +108,7 @@ def test_a_run_reports_the_guaranteed_rules(guaranteed_run):
         "fraction": 0.3,
         "seed": 0,
         "train_size": 1006,
+        "paper_pass_size": 1006,  # the paper's Top-K pass ran every remaining training image
     }
     run = results["runs"][0]
     rows = {r["rule"]: r for r in run["guaranteed"]}

@@ -119,7 +119,7 @@ def test_mnist5k_resnet20_testbed_is_deep_one_channel_and_compares_rcs():
     cfg = load_config(CONFIGS / "mnist5k-resnet20-qcfs.yaml")
     assert (cfg.method, cfg.data.name, cfg.model.name) == ("conversion", "mnist5k", "resnet20")
     assert [run.alpha for run in cfg.runs] == [0.0, 0.002]
-    assert cfg.T >= 16 and cfg.model.levels == 4
+    assert cfg.T >= 16 and cfg.model.levels == 8 and cfg.cutoff.calibration_samples == 1000
     torch.manual_seed(0)
     model = build_model(cfg, 10)
     assert model.stem[0].in_channels == 1

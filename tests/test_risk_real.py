@@ -1,11 +1,14 @@
 """The guarantee checked on a real network's outputs (the embedded digits data).
 
-A small QCFS network is trained for a few epochs on half of the digits training data; the
-other half is held out (never trained on). Its SNN outputs on the held-out half and the test
-split are pooled (1078 samples), and :func:`spikecut.cutoff.check_guarantee` recalibrates
-each rule on i.i.d. draws of 539 samples from the pool and measures its exact risk on the
-pool. Learn-then-Test must miss ``risk`` in at most a fraction δ of the draws; a calibrator
-without the correction (the loosest threshold whose calibration loss is <= risk) must not.
+A small QCFS network is trained for 20 epochs on half of the digits training data, until it
+fits that half (accuracy at T 100 %); the other half is held out (never trained on). Its SNN
+outputs on the held-out half and the test split are pooled (1078 samples), and
+:func:`spikecut.cutoff.check_guarantee` recalibrates each rule on i.i.d. draws of 539 samples
+from the pool and measures its exact risk on the pool. Learn-then-Test must miss ``risk`` in
+at most a fraction δ of the draws. Two invalid calibrators must be caught by the same check
+on the same outputs: one without LTT's finite-sample correction (the loosest threshold whose
+calibration loss is <= risk), and the paper's Top-K rule at ε = risk fitted on the training
+split without dropout, where the network is over-confident.
 """
 
 from __future__ import annotations
@@ -29,16 +32,17 @@ RISK, DELTA = 0.01, 0.1
 @pytest.fixture(scope="module")
 def digits_outputs():
     cfg = load_config(
-        CONFIGS / "digits-qcfs.yaml", ["train.epochs=5", "cutoff.calibration.fraction=0.5"]
+        CONFIGS / "digits-qcfs.yaml", ["train.epochs=20", "cutoff.calibration.fraction=0.5"]
     )
-    train, _, _, test, heldout = _datasets(cfg, progress=False)
+    train, plain, _, test, heldout = _datasets(cfg, progress=False)
     seed_everything(0)
     model = build_model(cfg, train.num_classes)
     train_ann(model, train, cfg.train, seed=0, progress=False)
     snn = to_snn(model)
     h = collect_cum_logits(snn, heldout, cfg.T, progress=False, batch_size=500)
     t = collect_cum_logits(snn, test, cfg.T, progress=False, batch_size=500)
-    return torch.cat([h[0], t[0]], dim=1), torch.cat([h[1], t[1]])
+    pooled = torch.cat([h[0], t[0]], dim=1), torch.cat([h[1], t[1]])
+    return pooled + collect_cum_logits(snn, plain, cfg.T, progress=False, batch_size=500)
 
 
 def _uncorrected(score: str):
@@ -56,7 +60,7 @@ def _uncorrected(score: str):
 
 
 def test_real_outputs_are_a_fair_test_bed(digits_outputs):
-    Y, labels = digits_outputs
+    Y, labels = digits_outputs[:2]
     acc = co.accuracy_per_step(Y, labels)
     assert Y.shape[:2] == (8, 1078) and acc[-1] >= 0.9
     # Exits can lose answers here: some samples are right at T but wrong earlier.
@@ -65,7 +69,7 @@ def test_real_outputs_are_a_fair_test_bed(digits_outputs):
 
 @pytest.mark.parametrize("score", ["topk", "softmax"])
 def test_ltt_keeps_its_promise_on_real_outputs(digits_outputs, score):
-    Y, labels = digits_outputs
+    Y, labels = digits_outputs[:2]
 
     def ltt(cal_logits, cal_labels):
         rule = co.RiskControlledCutoff(score=score, risk=RISK, delta=DELTA)
@@ -82,10 +86,27 @@ def test_ltt_keeps_its_promise_on_real_outputs(digits_outputs, score):
     assert naive["mean_exit"] < check["mean_exit"]  # it buys its earlier exits with the risk
 
 
+def test_training_split_calibration_is_caught(digits_outputs):
+    """The issue's invalid calibrator: thresholds fitted once on the training split, without
+    dropout. The network fits that split, so its early steps look surer there than on new
+    data and the thresholds let errors through; LTT on the pool keeps the promise."""
+    Y, labels, Y_train, labels_train = digits_outputs
+    assert co.accuracy_per_step(Y_train, labels_train)[-1] > co.accuracy_per_step(Y, labels)[-1]
+    fitted = co.TopKCutoff(epsilon=RISK).calibrate(Y_train, labels_train)
+    caught = co.check_guarantee(Y, labels, lambda y, lab: fitted, risk=RISK, delta=DELTA)
+    assert caught["significantly_above_delta"] and caught["mean_loss"] > RISK
+
+    def ltt(cal_logits, cal_labels):
+        return co.RiskControlledCutoff("topk", RISK, DELTA).calibrate(cal_logits, cal_labels)
+
+    kept = co.check_guarantee(Y, labels, ltt, risk=RISK, delta=DELTA, repeats=100)
+    assert not kept["significantly_above_delta"] and kept["mean_loss"] <= RISK
+
+
 def test_split_mode_counts_test_noise_as_violations(digits_outputs):
     """Without replacement, losses measured on the other half: the uncorrected calibrator
     is caught here too, and LTT's rate is at least the resampled one's (test noise)."""
-    Y, labels = digits_outputs
+    Y, labels = digits_outputs[:2]
 
     def ltt(cal_logits, cal_labels):
         return co.RiskControlledCutoff("topk", RISK, DELTA).calibrate(cal_logits, cal_labels)

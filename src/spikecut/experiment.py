@@ -25,7 +25,7 @@ from .config import ConfigError, ExperimentConfig, RunConfig, config_to_dict
 from .convert import to_snn, to_trainable_snn
 from .data import get_dataset
 from .data.registry import DATASETS
-from .data.splits import carve_validation
+from .data.splits import carve_validation, stratified_sample
 from .distributed import World, gather_samples, shard_indices
 from .evaluate import (
     calibration_cum_logits,
@@ -95,7 +95,8 @@ def dataset_options(cfg: ExperimentConfig, progress: bool = True) -> dict:
 def _datasets(cfg: ExperimentConfig, progress: bool = True):
     """(train, calibration, validation or None, test, held-out calibration or None).
 
-    calibration is the training data without augmentation (the paper's calibration pass).
+    calibration is the training data without augmentation (the paper's calibration pass),
+    a stratified sample of it when ``cutoff.calibration_samples`` is set.
     With ``cutoff.calibration.source: heldout`` a stratified fraction of the training data
     is carved off first (from ``cfg.seed``), without augmentation and never trained on;
     the validation split, if configured, is then carved from what remains.
@@ -114,21 +115,23 @@ def _datasets(cfg: ExperimentConfig, progress: bool = True):
         train, calibration, validation = carve_validation(
             train, calibration, cfg.train.validation_fraction, cfg.seed
         )
+    if cfg.cutoff.calibration_samples is not None:
+        calibration = stratified_sample(calibration, cfg.cutoff.calibration_samples, cfg.seed)
     return train, calibration, validation, test, heldout
 
 
-def calibration_split_record(cfg: ExperimentConfig, heldout, train_size: int) -> dict:
-    """What results.json records about the held-out calibration split."""
+def calibration_split_record(
+    cfg: ExperimentConfig, heldout, train_size: int, paper_size: int | None = None
+) -> dict:
+    """What results.json records about the held-out calibration split (and, as
+    ``paper_pass_size``, how many training images the paper's calibration pass ran)."""
     cal = cfg.cutoff.calibration
-    if heldout is None:
-        return {"source": cal.source, "size": 0, "fraction": 0.0, "train_size": train_size}
-    return {
-        "source": cal.source,
-        "size": len(heldout),
-        "fraction": cal.fraction,
-        "seed": cfg.seed,
-        "train_size": train_size,
-    }
+    record = {"source": cal.source, "size": 0, "fraction": 0.0, "train_size": train_size}
+    if heldout is not None:
+        record.update(size=len(heldout), fraction=cal.fraction, seed=cfg.seed)
+    if paper_size is not None:
+        record["paper_pass_size"] = paper_size
+    return record
 
 
 def _save_weights(model: torch.nn.Module, path: Path) -> None:
@@ -229,7 +232,9 @@ def _run_all(
             "rank": world.rank,
             "threads": torch.get_num_threads(),
         },
-        "calibration_split": calibration_split_record(cfg, datasets[4], len(datasets[0])),
+        "calibration_split": calibration_split_record(
+            cfg, datasets[4], len(datasets[0]), len(datasets[1])
+        ),
         "runs": runs,
     }
     if diverged is not None:

@@ -122,3 +122,14 @@ def carve_validation(
         LabelledSubset(plain, keep),
         LabelledSubset(plain, validation),
     )
+
+
+def stratified_sample(dataset: Dataset, size: int, seed: int) -> Dataset:
+    """At most ``size`` samples of ``dataset`` with its class proportions, drawn from
+    ``seed`` (the whole dataset when it holds no more than ``size``)."""
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+        raise ValueError(f"sample size must be a positive int, got {size!r}")
+    if size >= len(dataset):
+        return dataset
+    _, chosen = stratified_split(dataset_labels(dataset), int(size), seed)
+    return LabelledSubset(dataset, chosen)
