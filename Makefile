@@ -7,7 +7,7 @@ STAMP := $(VENV)/.spikecut-installed
 CONFIG ?=
 OUT ?= results/default
 
-.PHONY: setup run test bench lint format clean
+.PHONY: setup run test bench lint format docs clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -28,16 +28,21 @@ bench: setup
 	$(BIN)/python -m pip install --quiet --no-deps spikingjelly snntorch loguru
 	$(BIN)/spikecut bench $(BENCH_ARGS)
 
+# The documentation site in site/, warnings as errors. The docs extra is installed on first use.
+docs: setup
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 
 test: lint
 	$(BIN)/pytest -q
 
 format: setup
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks tools
+	$(BIN)/ruff check --fix src tests benchmarks tools
 
 clean:
-	rm -rf $(VENV) results .pytest_cache .ruff_cache
+	rm -rf $(VENV) results site .pytest_cache .ruff_cache
