@@ -80,7 +80,7 @@ def tebn_snn() -> nn.Module:
     with torch.no_grad():
         body[0].weight.mul_(3.0)
         body[5].weight.mul_(3.0)
-    snn = to_trainable_snn(body, tebn=True, steps=T)
+    snn = to_trainable_snn(body, tebn=True, T=T)
     with torch.no_grad():
         next(m for m in snn.modules() if isinstance(m, TEBN)).scale.uniform_(0.3, 2.0)
     return snn.double().eval()
@@ -100,7 +100,7 @@ def offline(snn, x, frames=False):
     items = x.transpose(0, 1) if frames else x
     labels = torch.zeros(items.shape[0], dtype=torch.long)
     cum, _ = collect_cum_logits(
-        snn, TensorDataset(items, labels), T, repeat=not frames, batch_size=1000, progress=False
+        snn, TensorDataset(items, labels), T, frames=frames, batch_size=1000, progress=False
     )
     return cum
 

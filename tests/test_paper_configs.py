@@ -105,7 +105,7 @@ def test_paper_config_first_training_step_runs(path):
         before = {k: v.clone() for k, v in trained.state_dict().items()}
         d = cfg.direct
         result = train_snn(
-            trained, data, step, steps=cfg.T, loss=d.loss, repeat=cfg.data.name in IMAGES, **kwargs
+            trained, data, step, T=cfg.T, loss=d.loss, frames=cfg.data.name not in IMAGES, **kwargs
         )
     log = result.history[0]
     assert torch.isfinite(torch.tensor([log.loss, log.rcs])).all()

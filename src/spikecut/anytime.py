@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .cutoff import ExitRule
+from .layout import to_time_major
 from .neurons import TemporalModule, private_state, reset, temporal_modules
 from .ops import OpCounter
 
@@ -209,7 +210,7 @@ class AnytimeClassifier:
             raise TypeError(f"rule: expected a spikecut.cutoff.ExitRule, got {type(rule).__name__}")
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"T: expected an integer >= 1, got {T!r}")
-        rule._check_ready(T)
+        rule.check_ready(T)
         self.snn = snn
         self.rule = rule
         self.T = T
@@ -219,8 +220,11 @@ class AnytimeClassifier:
     def run(self, x: Tensor, *, frames: bool = False) -> AnytimeResult:
         """Classify one batch, stopping each sample at its own exit step.
 
-        ``x`` is a static batch ``[B, ...]`` fed at every step, or with ``frames=True`` a
-        sequence ``[T, B, ...]`` whose step ``t`` is fed at step ``t``.
+        ``x`` is time-major, as everywhere in spikecut (:mod:`spikecut.layout`): with
+        ``frames=True`` a sequence ``[T, B, ...]`` whose step ``t`` is fed at step ``t``;
+        with ``frames=False`` a static batch ``[B, ...]`` fed at every step (what
+        ``to_time_major(x, T)`` would repeat, without the copy). A DataLoader batch of
+        frames ``[B, T, ...]`` becomes ``to_time_major(x, T, frames=True)``.
         """
         if not isinstance(x, Tensor):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
@@ -311,8 +315,11 @@ class AnytimeClassifier:
     ) -> dict[str, Any]:
         """Run over labelled data; accuracy, mean exit step and mean operations.
 
-        ``data`` yields ``(x, y)``: a Dataset (batched here, in order) or a DataLoader. With
-        ``frames=True`` items are frame sequences ``[T, ...]`` (batches ``[B, T, ...]``).
+        ``data`` yields ``(x, y)``: a Dataset (batched here, in order) or a DataLoader, whose
+        items are single samples, so its batches are batch-major: a static ``[B, ...]``, or
+        with ``frames=True`` frames ``[B, T, ...]``. Each batch is put in the time-major
+        layout of :meth:`run` by :func:`~spikecut.layout.to_time_major` (the same helper
+        a caller of :meth:`run` uses), so ``evaluate`` and ``run`` agree sample for sample.
         Keys: ``samples``, ``accuracy``, ``mean_exit``, ``speedup`` (T / mean exit) and,
         when operations are counted, ``mean_sops`` and ``mean_analogue_macs``.
         """
@@ -320,7 +327,7 @@ class AnytimeClassifier:
         correct = samples = 0
         steps_sum = sops_sum = macs_sum = 0
         for x, y in loader:
-            result = self.run(x.transpose(0, 1) if frames else x, frames=frames)
+            result = self.run(to_time_major(x, self.T, frames=True) if frames else x, frames=frames)
             y = torch.as_tensor(y)
             correct += int((result.predictions.cpu() == y).sum())
             samples += y.shape[0]
@@ -410,7 +417,7 @@ class StreamingClassifier:
             raise TypeError(f"rule: expected a spikecut.cutoff.ExitRule, got {type(rule).__name__}")
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"T: expected an integer >= 1, got {T!r}")
-        rule._check_ready(T)
+        rule.check_ready(T)
         self.snn = snn.eval()
         self.rule = rule
         self.T = T

@@ -480,9 +480,9 @@ def _training_outputs(folder: Path, name: str, cfg):
 
     snn, _, _ = load_run_snn(folder, name)
     _, plain, _, _, _ = _datasets(cfg, progress=False)
-    repeat = not is_frame_dataset(plain)
+    frames = is_frame_dataset(plain)
     return collect_cum_logits(
-        snn, plain, cfg.T, repeat=repeat, batch_size=cfg.batch_size_eval, progress=False
+        snn, plain, cfg.T, frames=frames, batch_size=cfg.batch_size_eval, progress=False
     )
 
 

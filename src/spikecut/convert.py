@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
+from ._deprecation import renamed_parameters
 from .layers import QCFS, TEBN
 from .neurons import IF, LIF, SpikingNetwork
 
@@ -286,18 +287,19 @@ def _replace_children(model: nn.Module, replacement: dict[nn.Module, nn.Module])
                 setattr(parent, child_name, replacement[child])
 
 
+@renamed_parameters(steps="T")
 def to_trainable_snn(
     ann: nn.Module,
     *,
     neuron: LIF | None = None,
     tebn: bool = False,
-    steps: int | None = None,
+    T: int | None = None,
 ) -> ConvertedNetwork:
     """Turn a plain ReLU network into a spiking network for direct training (SPEC §4).
 
     Every ``nn.ReLU`` becomes its own copy of ``neuron`` (default: the paper's LIF, θ = 1,
     λ = 0.5, hard reset, triangle surrogate). With ``tebn=True`` every ``BatchNorm2d``
-    becomes a :class:`~spikecut.layers.TEBN` with ``steps`` per-step scales (its affine and
+    becomes a :class:`~spikecut.layers.TEBN` with ``T`` per-step scales (its affine and
     running statistics are kept). Conv, linear, BN and pooling run on the ``[T*B, ...]`` fold,
     so BN statistics pool over time and batch. The result maps ``[T, B, ...]`` to per-step
     logits ``[T, B, K]``; ``ann`` is left unchanged. Max pooling is allowed here (spikes are
@@ -312,8 +314,8 @@ def to_trainable_snn(
         raise TypeError(f"to_trainable_snn expects a torch.nn.Module, got {type(ann).__name__}")
     if neuron is not None and not isinstance(neuron, LIF):
         raise TypeError(f"neuron must be a spikecut LIF/IF module, got {type(neuron).__name__}")
-    if tebn and (steps is None or steps < 1):
-        raise ValueError(f"tebn=True needs the number of timesteps: steps >= 1, got {steps}")
+    if tebn and (T is None or T < 1):
+        raise ValueError(f"tebn=True needs the number of timesteps: T >= 1, got {T}")
     name = type(ann).__name__
     model = copy.deepcopy(ann)
     template = neuron if neuron is not None else LIF()
@@ -337,6 +339,6 @@ def to_trainable_snn(
         )
     verified = _check_forward(model, f"cannot make a trainable SNN of {name}")
     replacement: dict[nn.Module, nn.Module] = {r: copy.deepcopy(template) for r in relus}
-    replacement.update({bn: TEBN.from_batchnorm(bn, steps) for bn in norms})
+    replacement.update({bn: TEBN.from_batchnorm(bn, T) for bn in norms})
     _replace_children(model, replacement)
     return ConvertedNetwork(model, verified=verified).train(ann.training)

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Subset
 
 from . import __version__, distributed
+from ._deprecation import warn_deprecated
 from ._io import atomic_write, atomic_write_json, slug
 from .config import ConfigError, ExperimentConfig, RunConfig, config_to_dict
 from .convert import to_snn, to_trainable_snn
@@ -83,10 +84,15 @@ def dataset_options(cfg: ExperimentConfig, progress: bool = True) -> dict:
     accepted = option_names(DATASETS.get(data.name)) or []
     if "progress" in accepted:  # e.g. the emulated event data shows its one-off conversion
         opts.setdefault("progress", progress)
+    if "steps" in opts:  # the old name of the frames per sample
+        warn_deprecated("'data.options.steps'", "'T' (the experiment's T sets it)", stacklevel=2)
+        if "T" in opts:
+            raise ConfigError("'data.options' gives both 'steps' (deprecated) and 'T'")
+        opts["T"] = opts.pop("steps")
     # Frame datasets take the number of steps from the experiment's T.
-    if "steps" in accepted and opts.setdefault("steps", cfg.T) != cfg.T:
+    if "T" in accepted and opts.setdefault("T", cfg.T) != cfg.T:
         raise ConfigError(
-            f"'data.options.steps' is {opts['steps']} but 'T' is {cfg.T}; the frames per "
+            f"'data.options.T' is {opts['T']} but 'T' is {cfg.T}; the frames per "
             "sample must equal T (set T instead)"
         )
     return opts
@@ -358,7 +364,7 @@ def build_trainable_snn(cfg: ExperimentConfig, ann: torch.nn.Module) -> torch.nn
         reset=d.reset,
         surrogate=SURROGATES[d.surrogate](d.surrogate_width),
     )
-    return to_trainable_snn(ann, neuron=neuron, tebn=d.tebn, steps=cfg.T)
+    return to_trainable_snn(ann, neuron=neuron, tebn=d.tebn, T=cfg.T)
 
 
 def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: str) -> dict:
@@ -407,11 +413,11 @@ def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: s
             snn,
             context.train,
             cfg.train,
-            steps=cfg.T,
+            T=cfg.T,
             loss=d.loss,
             tet_lambda=d.tet_lambda,
-            repeat=context.repeat,
-            rho=d.rcs_rho,
+            frames=not context.repeat,
+            rcs_rho=d.rcs_rho,
             mask_rho=d.mask_rho,
             **train_kwargs,
         )
@@ -423,7 +429,7 @@ def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: s
         "batch_size": cfg.batch_size_eval,
         "device": str(device),
         "progress": context.progress,
-        "repeat": context.repeat,
+        "frames": not context.repeat,
         "workers": cfg.train.workers,
     }
     test = _shard(context.test, world)
@@ -579,11 +585,11 @@ def load_run_outputs(
             f"(cutoff.calibration.source is {cfg.cutoff.calibration.source!r})"
         )
     _, _, _, test, heldout = _datasets(cfg, progress)
-    repeat = not is_frame_dataset(test)
+    frames = is_frame_dataset(test)
     kwargs = {"batch_size": cfg.batch_size_eval, "device": device, "progress": progress}
     outputs = {
-        "heldout": collect_cum_logits(snn, heldout, cfg.T, repeat=repeat, **kwargs),
-        "test": collect_cum_logits(snn, test, cfg.T, repeat=repeat, **kwargs),
+        "heldout": collect_cum_logits(snn, heldout, cfg.T, frames=frames, **kwargs),
+        "test": collect_cum_logits(snn, test, cfg.T, frames=frames, **kwargs),
     }
     _save_outputs(path, outputs)
     return outputs

@@ -10,6 +10,8 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
+from ._deprecation import deprecated_parameters
+
 __all__ = ["Registry"]
 
 Factory = TypeVar("Factory", bound=Callable[..., Any])
@@ -64,13 +66,17 @@ class Registry(Generic[Factory]):
 
 
 def option_names(factory: Callable[..., Any], exclude: Iterable[str] = ()) -> list[str] | None:
-    """Keyword parameters of ``factory`` not in ``exclude``; ``None`` if it takes ``**kwargs``."""
+    """Keyword parameters of ``factory`` not in ``exclude``; ``None`` if it takes ``**kwargs``.
+
+    Old names the factory still accepts for one release (:mod:`spikecut._deprecation`) count.
+    """
     params = inspect.signature(factory).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
     keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     skip = set(exclude)
-    return [p.name for p in params if p.kind in keyword and p.name not in skip]
+    names = [p.name for p in params if p.kind in keyword] + list(deprecated_parameters(factory))
+    return [name for name in names if name not in skip]
 
 
 def _qualified(obj: Any) -> str:

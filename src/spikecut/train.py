@@ -13,6 +13,7 @@ never selected on the test split. ``L_RCS`` is computed and logged even when its
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from ._deprecation import renamed_parameters, warn_deprecated
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .distributed import (
     ShardedSampler,
@@ -36,6 +38,7 @@ from .distributed import (
     unsync_batchnorm,
 )
 from .layers import QCFS, clamp_thresholds
+from .layout import to_time_major
 from .losses import snn_loss
 from .neurons import reset
 from .regularizers import RCSRegularizer
@@ -138,13 +141,11 @@ def _cosine_lr(step: int, total: int, warmup: int) -> float:
 
 
 def as_time_major(x: Tensor, steps: int, repeat: bool) -> Tensor:
-    """A batch as a time-major sequence: a static ``[B, ...]`` batch repeated ``steps`` times
-    (direct encoding), or frames ``[B, T, ...]`` transposed to ``[T, B, ...]``."""
-    if repeat:
-        return x.unsqueeze(0).expand(steps, *x.shape)
-    if x.dim() < 3 or x.shape[1] != steps:
-        raise ValueError(f"expected frames [B, T={steps}, ...], got shape {tuple(x.shape)}")
-    return x.transpose(0, 1)
+    """Deprecated: use :func:`spikecut.layout.to_time_major` (``frames = not repeat``)."""
+    warn_deprecated(
+        "spikecut.train.as_time_major(x, steps, repeat)", "to_time_major(x, T, frames=...)"
+    )
+    return to_time_major(x, steps, frames=not repeat)
 
 
 # (net, x, y, rcs) -> (loss, task loss, RCS loss, logits whose argmax is the prediction);
@@ -192,17 +193,18 @@ def train_ann(
     )
 
 
+@renamed_parameters(steps="T", repeat=("frames", operator.not_), rho="rcs_rho")
 def train_snn(
     snn: nn.Module,
     dataset: Dataset,
     config: TrainConfig,
     *,
-    steps: int,
+    T: int,
     loss: str = "tet",
     tet_lambda: float = 1e-3,
     alpha: float = 0.0,
-    repeat: bool = True,
-    rho: float = 0.3,
+    frames: bool = False,
+    rcs_rho: float = 0.3,
     mask_rho: float = 0.3,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -212,17 +214,19 @@ def train_snn(
 ) -> TrainResult:
     """Train a spiking network in place with surrogate gradients (SPEC §4, §5).
 
-    Each batch is run for ``steps`` steps from a reset state: static inputs are repeated
-    (``repeat=True``), frame datasets give ``[T, ...]`` items. The loss is ``loss`` ("tet"
-    or "mean") on the per-step logits + ``alpha`` · L_RCS (SNN version, windows ``rho`` and
-    ``mask_rho``). Train accuracy is that of the time-averaged output.
+    Each batch is run for ``T`` steps from a reset state: static inputs are repeated
+    (``frames=False``), frame datasets give ``[T, ...]`` items (``frames=True``); see
+    :mod:`spikecut.layout`. The loss is ``loss`` ("tet" or "mean", TET weight
+    ``tet_lambda``) on the per-step logits + ``alpha`` · L_RCS (SNN version, windows
+    ``rcs_rho`` and ``mask_rho``). Train accuracy is that of the time-averaged output.
+    Deprecated keywords: ``steps`` (T), ``repeat`` (not frames), ``rho`` (rcs_rho).
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
 
     def step(net: nn.Module, x: Tensor, y: Tensor, rcs: RCSRegularizer):
         reset(snn)
-        outputs = net(as_time_major(x, steps, repeat))
+        outputs = net(to_time_major(x, T, frames=frames))
         task_loss = snn_loss(loss, outputs, y, tet_lambda=tet_lambda)
         rcs_loss = rcs.loss(outputs, y)
         total = task_loss + alpha * rcs_loss if alpha else task_loss
@@ -230,7 +234,7 @@ def train_snn(
 
     def predict(net: nn.Module, x: Tensor) -> Tensor:
         reset(net)
-        return net(as_time_major(x, steps, repeat)).float().mean(0)
+        return net(to_time_major(x, T, frames=frames)).float().mean(0)
 
     result = _fit(
         snn,
@@ -242,7 +246,7 @@ def train_snn(
         device=device,
         progress=progress,
         desc=desc,
-        rcs_options={"rho": rho, "mask_rho": mask_rho},
+        rcs_options={"rcs_rho": rcs_rho, "mask_rho": mask_rho},
         options=options,
         alpha=alpha,
     )
