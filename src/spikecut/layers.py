@@ -136,7 +136,8 @@ class TEBN(TemporalModule):
             raise ValueError(f"TEBN needs T >= 1, got {T}")
         self.bn = nn.BatchNorm2d(num_features, eps=eps, momentum=momentum)
         self.scale = nn.Parameter(torch.ones(T))
-        self.steps_seen = 0
+        self.steps_seen: int
+        self.register_state("steps_seen", 0)  # steps since the last reset: picks p_t
 
     @classmethod
     @renamed_parameters(steps="T")
@@ -159,9 +160,6 @@ class TEBN(TemporalModule):
 
     def extra_repr(self) -> str:
         return f"{self.bn.num_features}, T={self.T}"
-
-    def reset(self) -> None:
-        self.steps_seen = 0
 
     def forward(self, x: Tensor) -> Tensor:
         seq = self.unfold(x)
