@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
 from ._deprecation import renamed_parameters
+from ._modules import forward_hooks, replace_children
 from .layers import QCFS, TEBN
 from .neurons import IF, LIF, SpikingNetwork
 
@@ -192,16 +193,12 @@ def _relu_thresholds(
 ) -> dict[nn.ReLU, float]:
     """Per-ReLU thresholds: the ``percentile`` of its positive activations on ``data``."""
     collected: dict[nn.ReLU, list[Tensor]] = {r: [] for r in relus}
-    handles = [
-        r.register_forward_hook(lambda mod, _inp, out: collected[mod].append(out.detach()))
-        for r in relus
-    ]
-    try:
-        with torch.no_grad():
-            model(data)
-    finally:
-        for h in handles:
-            h.remove()
+
+    def record(module: nn.Module, _inputs: tuple, out: Tensor) -> None:
+        collected[module].append(out.detach())
+
+    with forward_hooks((r, record) for r in relus), torch.no_grad():
+        model(data)
     thresholds = {}
     for relu, outs in collected.items():
         values = torch.cat([o.flatten() for o in outs])
@@ -271,20 +268,19 @@ def to_snn(
     thresholds = {q: float(q.threshold.detach()) for q in qcfs}
     if relus:
         thresholds.update(_relu_thresholds(model, relus, data, percentile))
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if child in thresholds:
-                theta = thresholds[child]
-                neuron = IF(threshold=theta, reset="soft", v_init=theta / 2, amplitude=theta)
-                setattr(parent, child_name, neuron)
+
+    def neuron_for(child: nn.Module) -> nn.Module | None:
+        theta = thresholds.get(child)
+        if theta is None:
+            return None
+        return IF(threshold=theta, reset="soft", v_init=theta / 2, amplitude=theta)
+
+    replace_children(model, neuron_for)
     return ConvertedNetwork(model, verified=verified).eval()
 
 
 def _replace_children(model: nn.Module, replacement: dict[nn.Module, nn.Module]) -> None:
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if child in replacement:
-                setattr(parent, child_name, replacement[child])
+    replace_children(model, replacement.get)
 
 
 @renamed_parameters(steps="T")

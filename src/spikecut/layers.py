@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ._deprecation import renamed_parameters, warn_deprecated
+from ._modules import replace_children, restore_children
 from .neurons import LIF, TemporalModule
 
 __all__ = [
@@ -206,15 +207,12 @@ def calibration_dropout(model: nn.Module, p: float = 0.3) -> Iterator[nn.Module]
     The neurons themselves are kept (wrapped in a ``Sequential``), so their state and
     parameters are the same objects before, during and after calibration.
     """
-    replaced: list[tuple[nn.Module, str, nn.Module]] = []
-    if p > 0:
-        for parent in list(model.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, LIF):
-                    replaced.append((parent, name, child))
-                    setattr(parent, name, nn.Sequential(child, CalibrationDropout(p)))
+
+    def with_dropout(child: nn.Module) -> nn.Module | None:
+        return nn.Sequential(child, CalibrationDropout(p)) if isinstance(child, LIF) else None
+
+    replaced = replace_children(model, with_dropout) if p > 0 else []
     try:
         yield model
     finally:
-        for parent, name, child in replaced:
-            setattr(parent, name, child)
+        restore_children(replaced)
