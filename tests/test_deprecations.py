@@ -123,3 +123,12 @@ def test_rule_check_ready_is_public_and_old_overrides_still_count() -> None:
 
     with pytest.raises(RuntimeError, match="old rule not ready"):
         sc.anytime.AnytimeClassifier(_snn(), OldRule(), T=2)
+
+
+def test_registry_says_which_datasets_yield_frames_without_loading_them() -> None:
+    from spikecut.data.registry import dataset_yields_frames
+
+    assert dataset_yields_frames("mnist5k-dvs") is True
+    assert dataset_yields_frames("cifar10-dvs") is True
+    assert dataset_yields_frames("mnist5k") is False
+    assert dataset_yields_frames("digits") is False

@@ -174,7 +174,7 @@ def run_diagnostics(
     """
     from .config import parse_config
     from .data import get_dataset
-    from .experiment import dataset_options, is_frame_dataset, load_run_snn, resolve_device
+    from .experiment import config_yields_frames, dataset_options, load_run_snn, resolve_device
     from .report import load_results
 
     out = Path(out_dir)
@@ -191,7 +191,7 @@ def run_diagnostics(
             snn,
             test,
             cfg.T,
-            frames=is_frame_dataset(test),
+            frames=config_yields_frames(cfg, test),
             samples=samples,
             batch_size=batch_size,
             device=resolve_device(cfg.device),

@@ -24,7 +24,7 @@ from ._deprecation import warn_deprecated
 from ._io import atomic_write, atomic_write_json, slug
 from .config import ConfigError, ExperimentConfig, RunConfig, config_to_dict
 from .data import get_dataset
-from .data.registry import DATASETS
+from .data.registry import DATASETS, dataset_yields_frames
 from .data.splits import carve_validation
 from .distributed import World, gather_samples, shard_indices
 from .evaluate import (
@@ -191,7 +191,7 @@ def _run_all(
     if world.is_main:
         _remove_partial_writes(out)
     datasets = _datasets(cfg, progress and world.is_main)
-    frames = is_frame_dataset(datasets[0])
+    frames = config_yields_frames(cfg, datasets[0])
     context = _RunContext(cfg, datasets, out, world, device, progress, frames, resume)
 
     seeds = cfg.seeds or [cfg.seed]
@@ -346,9 +346,17 @@ def _finished_run(context: _RunContext, run: RunConfig, seed: int, name: str) ->
 
 
 def is_frame_dataset(dataset) -> bool:
-    """True when items are frame sequences ``[T, C, H, W]`` rather than static ``[C, H, W]``."""
+    """True when items are frame sequences ``[T, C, H, W]`` rather than static ``[C, H, W]``
+    (loads the first item; a config's dataset is answered by the registry instead)."""
     x, _ = dataset[0]
     return x.dim() == 4
+
+
+def config_yields_frames(cfg: ExperimentConfig, dataset) -> bool:
+    """Whether the configured dataset gives frame sequences: the registry's fact about it
+    (:func:`~spikecut.data.registry.dataset_yields_frames`), else a look at ``dataset``."""
+    registered = dataset_yields_frames(cfg.data.name)
+    return is_frame_dataset(dataset) if registered is None else registered
 
 
 def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: str) -> dict:
@@ -594,7 +602,7 @@ def load_run_outputs(
             f"(cutoff.calibration.source is {cfg.cutoff.calibration.source!r})"
         )
     _, _, _, test, heldout = _datasets(cfg, progress)
-    frames = is_frame_dataset(test)
+    frames = config_yields_frames(cfg, test)
     kwargs = {"batch_size": cfg.batch_size_eval, "device": device, "progress": progress}
     outputs = {
         "heldout": collect_cum_logits(snn, heldout, cfg.T, frames=frames, **kwargs),

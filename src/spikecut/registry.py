@@ -23,9 +23,12 @@ class Registry(Generic[Factory]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._factories: dict[str, Factory] = {}
+        self._info: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str) -> Callable[[Factory], Factory]:
-        """Decorator registering a factory under ``name``."""
+    def register(self, name: str, **info: Any) -> Callable[[Factory], Factory]:
+        """Decorator registering a factory under ``name``; ``info`` are facts about what it
+        builds (e.g. ``frames=True`` for a dataset of frame sequences), read by :meth:`info`
+        without building anything."""
         key = name.lower()
 
         def decorate(factory: Factory) -> Factory:
@@ -34,9 +37,15 @@ class Registry(Generic[Factory]):
             if old is not None and _qualified(old) != _qualified(factory):
                 raise ValueError(f"{self.kind} {name!r} is already registered by {_qualified(old)}")
             self._factories[key] = factory
+            self._info[key] = dict(info)
             return factory
 
         return decorate
+
+    def info(self, name: str) -> dict[str, Any]:
+        """The facts registered with ``name`` (empty when none were given)."""
+        self.get(name)
+        return dict(self._info.get(name.lower(), {}))
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

@@ -138,7 +138,7 @@ def emulate_frames(
     return out.astype(np.uint8) if out.max() <= 255 else out
 
 
-@register_dataset("mnist5k-dvs")
+@register_dataset("mnist5k-dvs", frames=True)
 @renamed_parameters(steps="T")
 def mnist5k_dvs(
     root: str | None = None,
@@ -188,7 +188,7 @@ def mnist5k_dvs(
     )
 
 
-@register_dataset("mnist5k-enter")
+@register_dataset("mnist5k-enter", frames=True)
 @renamed_parameters(steps="T")
 def mnist5k_enter(
     root: str | None = None,

@@ -230,7 +230,7 @@ class EventSourceDataset(Dataset):
 # Registered datasets
 
 
-@register_dataset("cifar10-dvs")
+@register_dataset("cifar10-dvs", frames=True)
 @renamed_parameters(steps="T", test_fraction="test_size")
 def cifar10_dvs(
     root: str | None = None,
@@ -280,7 +280,7 @@ def cifar10_dvs(
 NCALTECH101_SENSOR = (180, 240)  # (H, W): x < 240, y < 180 on the ATIS saccade recordings
 
 
-@register_dataset("ncaltech101")
+@register_dataset("ncaltech101", frames=True)
 @renamed_parameters(steps="T", test_fraction="test_size")
 def ncaltech101(
     root: str | None = None,
@@ -310,7 +310,7 @@ def ncaltech101(
     return _dataset(samples, labels[idx], classes, framing, cache, augment, split, "ncaltech101")
 
 
-@register_dataset("nmnist")
+@register_dataset("nmnist", frames=True)
 @renamed_parameters(steps="T")
 def nmnist(
     root: str | None = None,
@@ -352,7 +352,7 @@ DVS_GESTURE_CLASSES = (
 )
 
 
-@register_dataset("dvs128-gesture")
+@register_dataset("dvs128-gesture", frames=True)
 @renamed_parameters(steps="T")
 def dvs128_gesture(
     root: str | None = None,
