@@ -115,7 +115,7 @@ def main() -> int:
                 training_throughput(
                     cfg,
                     device=device,
-                    steps=args.steps,
+                    iterations=args.steps,
                     warmup=args.warmup,
                     batch_size=args.batch,
                     precision=precision,
@@ -127,7 +127,7 @@ def main() -> int:
     fp32 = training_throughput(
         baseline_cfg,
         device=device,
-        steps=args.steps,
+        iterations=args.steps,
         warmup=args.warmup,
         batch_size=args.batch,
         precision="fp32",

@@ -80,7 +80,7 @@ def tebn_snn() -> nn.Module:
     with torch.no_grad():
         body[0].weight.mul_(3.0)
         body[5].weight.mul_(3.0)
-    snn = to_trainable_snn(body, tebn=True, steps=T)
+    snn = to_trainable_snn(body, tebn=True, T=T)
     with torch.no_grad():
         next(m for m in snn.modules() if isinstance(m, TEBN)).scale.uniform_(0.3, 2.0)
     return snn.double().eval()
@@ -100,7 +100,7 @@ def offline(snn, x, frames=False):
     items = x.transpose(0, 1) if frames else x
     labels = torch.zeros(items.shape[0], dtype=torch.long)
     cum, _ = collect_cum_logits(
-        snn, TensorDataset(items, labels), T, repeat=not frames, batch_size=1000, progress=False
+        snn, TensorDataset(items, labels), T, frames=frames, batch_size=1000, progress=False
     )
     return cum
 
@@ -227,8 +227,9 @@ def test_compact_checks_the_mask_and_follows_the_protocol(monkeypatch):
             return x
 
     monkeypatch.setattr(anytime, "STATE_ATTRIBUTES", ["v"])
-    register_state_attribute("total")
-    register_state_attribute("total")
+    with pytest.warns(DeprecationWarning, match="register_state"):
+        register_state_attribute("total")
+        register_state_attribute("total")
     assert anytime.STATE_ATTRIBUTES == ["v", "total"]
     model = nn.Sequential(Counter(), Custom())
     model(torch.tensor([[1.0], [2.0], [3.0]]))
@@ -241,6 +242,33 @@ def test_compact_checks_the_mask_and_follows_the_protocol(monkeypatch):
         compact(model, torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError, match="identifier"):
         register_state_attribute("not a name")
+
+
+def test_modules_declare_their_own_state_for_compact_and_reset(monkeypatch):
+    class Counter(TemporalModule):
+        """Declares a per-row total and a shared step count; no global list involved."""
+
+        def __init__(self):
+            super().__init__()
+            self.register_state("total", None)
+            self.register_state("count", 0)
+
+        def forward(self, x):
+            self.total = x if self.total is None else self.total + x
+            self.count += 1
+            return self.total
+
+    monkeypatch.setattr(anytime, "STATE_ATTRIBUTES", [])
+    model = nn.Sequential(Counter())
+    assert model[0].state_names == ("total", "count")
+    assert anytime.state_names(LIF()) == ["v"]
+    model(torch.tensor([[1.0], [2.0], [3.0]]))
+    compact(model, torch.tensor([2, 0]))
+    assert model[0].total.tolist() == [[3.0], [1.0]] and model[0].count == 1
+    reset(model)
+    assert model[0].total is None and model[0].count == 0
+    with pytest.raises(ValueError, match="identifier"):
+        model[0].register_state("not a name")
 
 
 def test_engine_checks_its_inputs_and_rule():

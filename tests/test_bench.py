@@ -242,7 +242,7 @@ def test_training_throughput_of_a_config_and_item_shapes():
 
     root = Path(__file__).resolve().parents[1] / "configs"
     row = training_throughput(
-        load_config(root / "digits-qcfs.yaml"), device="cpu", steps=2, warmup=1, batch_size=8
+        load_config(root / "digits-qcfs.yaml"), device="cpu", iterations=2, warmup=1, batch_size=8
     )
     assert row["samples_per_second"] > 0 and row["batch_size"] == 8
     assert row["peak_memory_mb"] is None  # CPU

@@ -51,7 +51,7 @@ def test_frames_zero_responses_and_the_sample_mean():
         ]
     )
     d = temporal_diagnostics(
-        _two_neuron_net(), TensorDataset(frames, torch.tensor([0, 1])), 3, repeat=False
+        _two_neuron_net(), TensorDataset(frames, torch.tensor([0, 1])), 3, frames=True
     )
     # sample 0: r = (0, 0), (.5, .2), (1 + 0, .4)  [u = 1.0 is not > θ: no spike, v = 1.0]
     c0 = [0.0, _cos((0.5, 0.2), (1.0, 0.4)), 1.0]

@@ -21,7 +21,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_tebn_pools_statistics_over_time_and_scales_each_step():
-    tebn = TEBN(1, steps=2)
+    tebn = TEBN(1, T=2)
     x = torch.zeros(2, 3, 1, 2, 2)  # [T, B, C, H, W]
     x[1] = 10.0  # step 1 all zeros, step 2 all tens: pooled mean 5, std 5
     y = tebn(x)
@@ -34,7 +34,7 @@ def test_tebn_pools_statistics_over_time_and_scales_each_step():
 
 
 def test_tebn_per_step_scale_and_its_gradient():
-    tebn = TEBN(2, steps=3).eval()
+    tebn = TEBN(2, T=3).eval()
     with torch.no_grad():
         tebn.scale.copy_(torch.tensor([1.0, 2.0, -0.5]))
     x = torch.randn(3, 4, 2, 3, 3)
@@ -48,7 +48,7 @@ def test_tebn_per_step_scale_and_its_gradient():
 
 
 def test_tebn_step_by_step_equals_whole_sequence_and_refuses_extra_steps():
-    tebn = TEBN(2, steps=3).eval()
+    tebn = TEBN(2, T=3).eval()
     with torch.no_grad():
         tebn.scale.copy_(torch.tensor([0.5, 1.5, 3.0]))
         tebn.bn.running_mean.copy_(torch.tensor([0.3, -0.2]))
@@ -60,7 +60,7 @@ def test_tebn_step_by_step_equals_whole_sequence_and_refuses_extra_steps():
     with pytest.raises(ValueError, match="scales for 3 steps"):
         tebn(x[:1])
     tebn.reset()
-    with pytest.raises(ValueError, match="steps >= 4"):
+    with pytest.raises(ValueError, match="T >= 4"):
         tebn(torch.randn(4, 1, 2, 3, 3))
 
 
@@ -69,7 +69,7 @@ def test_tebn_from_batchnorm_keeps_affine_and_running_statistics():
     with torch.no_grad():
         bn.weight.copy_(torch.tensor([1.0, 2.0, 3.0]))
         bn.running_var.copy_(torch.tensor([4.0, 1.0, 0.25]))
-    tebn = TEBN.from_batchnorm(bn, steps=4)
+    tebn = TEBN.from_batchnorm(bn, T=4)
     assert torch.equal(tebn.bn.weight, bn.weight) and torch.equal(
         tebn.bn.running_var, bn.running_var
     )
@@ -126,7 +126,7 @@ def test_trainable_snn_computes_lif_dynamics_on_the_fold():
 
 
 def test_trainable_snn_with_tebn_swaps_batchnorm2d_only():
-    snn = to_trainable_snn(_ann(), tebn=True, steps=4)
+    snn = to_trainable_snn(_ann(), tebn=True, T=4)
     assert sum(isinstance(m, TEBN) for m in snn.modules()) == 1
     assert not any(type(m) is nn.BatchNorm2d for m in snn.body.children())
     snn.train()
@@ -173,7 +173,7 @@ def _train(seed=0, epochs=2, alpha=0.0, loss="tet"):
         snn,
         data,
         TrainConfig(epochs=epochs, batch_size=64, lr=0.1),
-        steps=4,
+        T=4,
         loss=loss,
         alpha=alpha,
         seed=seed,

@@ -24,7 +24,7 @@ def count_emulations(monkeypatch):
 
 
 def _dvs(tmp_path, **options):
-    options = {"test_size": 60, "steps": 4, "cache": str(tmp_path), "progress": False, **options}
+    options = {"test_size": 60, "T": 4, "cache": str(tmp_path), "progress": False, **options}
     return get_dataset("mnist5k-dvs", split="test", **options)
 
 
@@ -50,10 +50,10 @@ def test_frames_are_cached_and_rebuilt_when_a_parameter_changes(tmp_path, count_
     again = _dvs(tmp_path)
     assert count_emulations == [60]  # the second call read the cache
     assert torch.equal(first.frames_data, again.frames_data)
-    for change in ({"contrast": 0.4}, {"steps": 5}, {"slicing": "count"}, {"refractory_us": 0}):
+    for change in ({"contrast": 0.4}, {"T": 5}, {"slicing": "count"}, {"refractory_us": 0}):
         _dvs(tmp_path, **change)
     assert count_emulations == [60] * 5
-    assert _dvs(tmp_path, steps=5).frames_data.shape[1] == 5
+    assert _dvs(tmp_path, T=5).frames_data.shape[1] == 5
     assert len(count_emulations) == 5
 
 
@@ -76,7 +76,7 @@ def test_limit_augmentation_and_bad_options(tmp_path):
         "mnist5k-dvs",
         split="train",
         test_size=4900,
-        steps=4,
+        T=4,
         augment=True,
         max_shift=3,
         cache=str(tmp_path),
@@ -92,13 +92,13 @@ def test_limit_augmentation_and_bad_options(tmp_path):
 
 
 def _enter(tmp_path, **options):
-    options = {"test_size": 60, "steps": 8, "cache": str(tmp_path), "progress": False, **options}
+    options = {"test_size": 60, "T": 8, "cache": str(tmp_path), "progress": False, **options}
     return get_dataset("mnist5k-enter", split="test", **options)
 
 
 def test_entering_digits_hold_little_evidence_early(tmp_path, count_emulations):
     data = _enter(tmp_path)
-    dvs = _dvs(tmp_path, steps=8)
+    dvs = _dvs(tmp_path, T=8)
     assert len(data) == 60 and torch.equal(data.labels, dvs.labels)  # same split
     assert data[0][0].shape == (8, 2, 34, 34)
     per_slice = data.frames_data.float().sum(dim=(0, 2, 3, 4))

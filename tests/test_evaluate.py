@@ -42,10 +42,10 @@ def test_frame_sequences_are_read_time_major(snn_and_data):
     frames = test.images[:5].unsqueeze(1).repeat(1, 3, 1, 1, 1)  # [B, T, C, H, W]
     dataset = torch.utils.data.TensorDataset(frames, test.labels[:5])
     static, _ = collect_cum_logits(snn, test, 3, batch_size=5, progress=False)
-    seq, _ = collect_cum_logits(snn, dataset, 3, repeat=False, batch_size=5, progress=False)
+    seq, _ = collect_cum_logits(snn, dataset, 3, frames=True, batch_size=5, progress=False)
     torch.testing.assert_close(seq, static[:, :5])
     with pytest.raises(ValueError, match="T=4"):
-        collect_cum_logits(snn, dataset, 4, repeat=False, progress=False)
+        collect_cum_logits(snn, dataset, 4, frames=True, progress=False)
 
 
 def test_calibration_pass_adds_dropout_only_while_it_runs(snn_and_data):

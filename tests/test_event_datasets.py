@@ -57,7 +57,7 @@ def test_cifar10_dvs_split_labels_shapes_and_orientation(tmp_path: Path) -> None
 
 def test_cifar10_dvs_options_reach_the_framing(tmp_path: Path) -> None:
     write_cifar10_dvs(tmp_path)
-    ds = get_dataset("cifar10-dvs", str(tmp_path), "test", steps=4, size=(48, 48))
+    ds = get_dataset("cifar10-dvs", str(tmp_path), "test", T=4, size=(48, 48))
     frames, _ = ds[0]
     assert frames.shape == (4, 2, 48, 48)
     with pytest.raises(TypeError, match="unknown option.*'frames'"):
@@ -143,8 +143,8 @@ def write_gesture_aedat(base: Path) -> None:
 
 def test_dvs128_gesture_official_split_cut_per_gesture(tmp_path: Path) -> None:
     write_gesture_aedat(tmp_path / "DvsGesture")
-    train = get_dataset("dvs128-gesture", str(tmp_path), "train", steps=4)
-    test = get_dataset("dvs128-gesture", str(tmp_path), "test", steps=4)
+    train = get_dataset("dvs128-gesture", str(tmp_path), "train", T=4)
+    test = get_dataset("dvs128-gesture", str(tmp_path), "test", T=4)
     assert train.labels.tolist() == [0, 4, 10] and test.labels.tolist() == [1, 4, 10]
     assert train.num_classes == 11
     for g in range(3):
@@ -173,7 +173,7 @@ def test_dvs128_gesture_npy_layouts(tmp_path: Path, layout: str) -> None:
             path = tmp_path / "test" / str(label) / "sample0.npy"
         path.parent.mkdir(parents=True)
         np.save(path, np.asarray(table))
-    test = get_dataset("dvs128-gesture", str(tmp_path), "test", steps=2)
+    test = get_dataset("dvs128-gesture", str(tmp_path), "test", T=2)
     assert test.labels.tolist() == [3, 7]
     frames, _ = test[0]
     assert frames[0, 1, 6, 5] == 1 and frames[1, 1, 6, 5] == 1  # t = 0 and 100 ms
@@ -222,7 +222,7 @@ def test_cache_hit_skips_reading_and_parameter_change_rebuilds(tmp_path, monkeyp
     again = get_dataset("nmnist", str(tmp_path / "data"), "test", cache=str(tmp_path / "cache"))
     torch.testing.assert_close(again[3][0], first)
     assert len(reads) == 1
-    changed = get_dataset("nmnist", str(tmp_path / "data"), "test", cache=cache, steps=5)
+    changed = get_dataset("nmnist", str(tmp_path / "data"), "test", cache=cache, T=5)
     assert changed[3][0].shape == (5, 2, 34, 34)
     assert len(reads) == 2 and cache.builds == 2
     count_sliced = get_dataset(
@@ -237,16 +237,14 @@ def test_event_source_dataset_frames_tonic_style_list() -> None:
     a = np.array([(0, 1, 2, True), (50, 3, 4, False), (99, 3, 4, True)], dtype=tonic)
     b = np.array([(0, 0, 0, False)], dtype=tonic)
     source = [(a, 0), (b, 2)]
-    ds = EventSourceDataset(source, (34, 34), steps=2)
+    ds = EventSourceDataset(source, (34, 34), T=2)
     assert len(ds) == 2 and ds.num_classes == 3 and ds.input_shape == (2, 2, 34, 34)
     frames, label = ds[0]
     assert label == 0 and frames.dtype == torch.float32
-    expected = to_frames(
-        make_events([1, 3, 3], [2, 4, 4], [0, 50, 99], [1, 0, 1]), (34, 34), steps=2
-    )
+    expected = to_frames(make_events([1, 3, 3], [2, 4, 4], [0, 50, 99], [1, 0, 1]), (34, 34), T=2)
     np.testing.assert_array_equal(frames.numpy(), expected)
     assert frames[0, 1, 2, 1] == 1 and frames[1, 0, 4, 3] == 1 and frames[1, 1, 4, 3] == 1
-    shifted = EventSourceDataset(source, (34, 34), steps=2, augment=True, size=(17, 17))
+    shifted = EventSourceDataset(source, (34, 34), T=2, augment=True, size=(17, 17))
     assert shifted.transform.max_shift == round(25 * 17 / 34)
     assert shifted[0][0].shape == (2, 2, 17, 17)
 
@@ -265,11 +263,11 @@ def test_event_source_dataset_caches_only_with_source_id(tmp_path: Path) -> None
             return make_events([1], [1], [0], [1]), 1
 
     cache = FrameCache(tmp_path)
-    anonymous = EventSourceDataset(Source(), (4, 4), steps=1, cache=cache)
+    anonymous = EventSourceDataset(Source(), (4, 4), T=1, cache=cache)
     assert anonymous.num_classes == 2
     anonymous[0]
     assert cache.builds == 0
-    named = EventSourceDataset(Source(), (4, 4), steps=1, cache=cache, source_id="toy-v1")
+    named = EventSourceDataset(Source(), (4, 4), T=1, cache=cache, source_id="toy-v1")
     named[0]
     named[0]
     assert (cache.builds, cache.hits) == (1, 1)
@@ -284,7 +282,7 @@ def test_datasets_pickle_for_spawned_workers(tmp_path: Path) -> None:
         ("dvs128-gesture", "gesture"),
         ("ncaltech101", "caltech"),
     ):
-        ds = get_dataset(name, str(tmp_path / sub), "test", steps=3)
+        ds = get_dataset(name, str(tmp_path / sub), "test", T=3)
         copy = pickle.loads(pickle.dumps(ds))
         torch.testing.assert_close(copy[1][0], ds[1][0])
         assert copy[1][1] == ds[1][1]

@@ -25,8 +25,8 @@ def test_tet_loss_averages_per_step_cross_entropy_and_adds_the_mse_term():
     mse = (1.0 + 1.0 + (math.log(3.0) - 1.0) ** 2 + 1.0) / 4.0  # every element against φ = 1
     lam = 0.25
     expected = (1.0 - lam) * per_step + lam * mse
-    assert tet_loss(OUTPUTS, LABELS, lam=lam).item() == pytest.approx(expected, rel=1e-6)
-    assert tet_loss(OUTPUTS, LABELS, lam=0.0).item() == pytest.approx(per_step, rel=1e-6)
+    assert tet_loss(OUTPUTS, LABELS, tet_lambda=lam).item() == pytest.approx(expected, rel=1e-6)
+    assert tet_loss(OUTPUTS, LABELS, tet_lambda=0.0).item() == pytest.approx(per_step, rel=1e-6)
     assert snn_loss("tet", OUTPUTS, LABELS, tet_lambda=lam).item() == pytest.approx(expected)
 
 
@@ -34,7 +34,7 @@ def test_tet_differs_from_mean_loss_when_steps_disagree():
     # A late step that is very confident dominates the mean loss but not TET.
     outputs = torch.tensor([[[0.0, 2.0]], [[20.0, 0.0]]])
     assert mean_loss(outputs, LABELS).item() < 1e-3
-    assert tet_loss(outputs, LABELS, lam=0.0).item() > 1.0
+    assert tet_loss(outputs, LABELS, tet_lambda=0.0).item() > 1.0
 
 
 def test_losses_refuse_wrong_shapes_and_names():

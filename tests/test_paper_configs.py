@@ -14,7 +14,8 @@ import torch
 from spikecut.config import load_config
 from spikecut.data import TensorImageDataset
 from spikecut.data.emulated import FrameTensorDataset
-from spikecut.experiment import build_model, build_trainable_snn
+from spikecut.experiment import build_model
+from spikecut.networks import build_trainable
 from spikecut.train import train_ann, train_snn
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -92,20 +93,17 @@ def test_paper_config_first_training_step_runs(path):
     )
     step.select = "last"
     torch.manual_seed(0)
-    model = build_model(cfg, classes)
+    trained = build_trainable(cfg, classes)  # the experiment's own builder
     kwargs = {"alpha": cfg.runs[-1].alpha, "progress": False}
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
     if cfg.method == "conversion":
-        trained = model
-        before = {k: v.clone() for k, v in trained.state_dict().items()}
-        result = train_ann(model, data, step, **kwargs)
+        result = train_ann(trained, data, step, **kwargs)
         x = data[0][0].unsqueeze(0)
         assert trained.eval()(x).shape == (1, classes)
     else:
-        trained = build_trainable_snn(cfg, model)
-        before = {k: v.clone() for k, v in trained.state_dict().items()}
         d = cfg.direct
         result = train_snn(
-            trained, data, step, steps=cfg.T, loss=d.loss, repeat=cfg.data.name in IMAGES, **kwargs
+            trained, data, step, T=cfg.T, loss=d.loss, frames=cfg.data.name not in IMAGES, **kwargs
         )
     log = result.history[0]
     assert torch.isfinite(torch.tensor([log.loss, log.rcs])).all()

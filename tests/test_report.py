@@ -324,7 +324,7 @@ def test_render_failure_writes_nothing(tmp_path, monkeypatch):
     def broken(results):
         raise RuntimeError("plot failed")
 
-    monkeypatch.setattr(report, "_beta_figure", broken)
+    monkeypatch.setattr(report.plots, "_beta_figure", broken)
     with pytest.raises(RuntimeError, match="plot failed"):
         report.write_report(make_results(), tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -18,12 +18,14 @@ from . import (  # noqa: E402
     cutoff,
     data,
     layers,
+    layout,
     losses,
     models,
     neurons,
     ops,
     regularizers,
 )
+from .layout import to_time_major  # noqa: E402
 
 __all__ = [
     "anytime",
@@ -31,7 +33,9 @@ __all__ = [
     "cutoff",
     "data",
     "layers",
+    "layout",
     "losses",
+    "to_time_major",
     "models",
     "neurons",
     "ops",

@@ -13,15 +13,18 @@ depend on each other.
 frame chunks as they arrive; streams at the same step are batched together, and each gets a
 :class:`Decision` as soon as its rule fires.
 
-**State protocol.** A time-aware module (:class:`~spikecut.neurons.TemporalModule`) keeps
-its call-to-call state in attributes whose names are listed in :data:`STATE_ATTRIBUTES`
-(``"v"``, the membrane of :class:`~spikecut.neurons.LIF`, and ``"steps_seen"``, the step
-counter of :class:`~spikecut.layers.TEBN`; add more with
-:func:`register_state_attribute`). A tensor value holds one row per sample (dim 0); any
-other value (``None`` after a reset, a step counter) is shared by all rows. A module with
-state of another shape may define ``compact_state(index: LongTensor)`` to keep those rows
-itself; :func:`compact` then calls it instead. Streaming saves and restores the listed
-attributes only.
+**State protocol.** A time-aware module (:class:`~spikecut.neurons.TemporalModule`) declares
+the attributes that carry its state between calls with
+:meth:`~spikecut.neurons.TemporalModule.register_state` (``"v"``, the membrane of
+:class:`~spikecut.neurons.LIF`; ``"steps_seen"``, the step counter of
+:class:`~spikecut.layers.TEBN`), and the engine reads ``module.state_names``. A tensor value
+holds one row per sample (dim 0); any other value (``None`` after a reset, a step counter)
+is shared by all rows. A module with state of another shape may define
+``compact_state(index: LongTensor)`` to keep those rows itself; :func:`compact` then calls
+it instead. Streaming saves and restores the declared attributes only.
+
+The global :data:`STATE_ATTRIBUTES` list and :func:`register_state_attribute` are
+deprecated: names registered there are still honoured, for one release.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ._deprecation import warn_deprecated
 from .cutoff import ExitRule
+from .layout import to_time_major
 from .neurons import TemporalModule, private_state, reset, temporal_modules
 from .ops import OpCounter
 
@@ -46,26 +51,36 @@ __all__ = [
     "Decision",
     "StreamingClassifier",
     "compact",
+    "state_names",
     "register_state_attribute",
 ]
 
 STATE_ATTRIBUTES: list[str] = ["v", "steps_seen"]  # LIF membranes; TEBN step counters
-"""Names of the attributes in which time-aware modules keep state between calls."""
+"""Deprecated: modules declare their state (``TemporalModule.register_state``). Names added
+with :func:`register_state_attribute` are still read, for one release."""
 
 
 def register_state_attribute(name: str) -> None:
-    """Declare that time-aware modules may keep per-call state in attribute ``name``."""
+    """Deprecated: declare state on the module with ``TemporalModule.register_state``."""
+    warn_deprecated("spikecut.anytime.register_state_attribute", "TemporalModule.register_state")
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"state attribute: expected an identifier, got {name!r}")
     if name not in STATE_ATTRIBUTES:
         STATE_ATTRIBUTES.append(name)
 
 
+def state_names(module: TemporalModule) -> list[str]:
+    """The state attributes of ``module``: those it declared, then any it has among the
+    names of the deprecated global :data:`STATE_ATTRIBUTES`."""
+    declared = list(getattr(module, "state_names", ()))
+    legacy = [n for n in STATE_ATTRIBUTES if n not in declared and hasattr(module, n)]
+    return declared + legacy
+
+
 def _state_items(model: nn.Module) -> Iterable[tuple[TemporalModule, str]]:
     for module in temporal_modules(model):
-        for name in STATE_ATTRIBUTES:
-            if hasattr(module, name):
-                yield module, name
+        for name in state_names(module):
+            yield module, name
 
 
 def compact(model: nn.Module, keep: Tensor) -> None:
@@ -90,7 +105,7 @@ def compact(model: nn.Module, keep: Tensor) -> None:
         if callable(custom):
             custom(index)
             continue
-        for name in STATE_ATTRIBUTES:
+        for name in state_names(module):
             value = getattr(module, name, None)
             if not isinstance(value, Tensor):
                 continue
@@ -209,7 +224,7 @@ class AnytimeClassifier:
             raise TypeError(f"rule: expected a spikecut.cutoff.ExitRule, got {type(rule).__name__}")
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"T: expected an integer >= 1, got {T!r}")
-        rule._check_ready(T)
+        rule.check_ready(T)
         self.snn = snn
         self.rule = rule
         self.T = T
@@ -219,8 +234,11 @@ class AnytimeClassifier:
     def run(self, x: Tensor, *, frames: bool = False) -> AnytimeResult:
         """Classify one batch, stopping each sample at its own exit step.
 
-        ``x`` is a static batch ``[B, ...]`` fed at every step, or with ``frames=True`` a
-        sequence ``[T, B, ...]`` whose step ``t`` is fed at step ``t``.
+        ``x`` is time-major, as everywhere in spikecut (:mod:`spikecut.layout`): with
+        ``frames=True`` a sequence ``[T, B, ...]`` whose step ``t`` is fed at step ``t``;
+        with ``frames=False`` a static batch ``[B, ...]`` fed at every step (what
+        ``to_time_major(x, T)`` would repeat, without the copy). A DataLoader batch of
+        frames ``[B, T, ...]`` becomes ``to_time_major(x, T, frames=True)``.
         """
         if not isinstance(x, Tensor):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
@@ -311,8 +329,11 @@ class AnytimeClassifier:
     ) -> dict[str, Any]:
         """Run over labelled data; accuracy, mean exit step and mean operations.
 
-        ``data`` yields ``(x, y)``: a Dataset (batched here, in order) or a DataLoader. With
-        ``frames=True`` items are frame sequences ``[T, ...]`` (batches ``[B, T, ...]``).
+        ``data`` yields ``(x, y)``: a Dataset (batched here, in order) or a DataLoader, whose
+        items are single samples, so its batches are batch-major: a static ``[B, ...]``, or
+        with ``frames=True`` frames ``[B, T, ...]``. Each batch is put in the time-major
+        layout of :meth:`run` by :func:`~spikecut.layout.to_time_major` (the same helper
+        a caller of :meth:`run` uses), so ``evaluate`` and ``run`` agree sample for sample.
         Keys: ``samples``, ``accuracy``, ``mean_exit``, ``speedup`` (T / mean exit) and,
         when operations are counted, ``mean_sops`` and ``mean_analogue_macs``.
         """
@@ -320,7 +341,7 @@ class AnytimeClassifier:
         correct = samples = 0
         steps_sum = sops_sum = macs_sum = 0
         for x, y in loader:
-            result = self.run(x.transpose(0, 1) if frames else x, frames=frames)
+            result = self.run(to_time_major(x, self.T, frames=True) if frames else x, frames=frames)
             y = torch.as_tensor(y)
             correct += int((result.predictions.cpu() == y).sum())
             samples += y.shape[0]
@@ -410,7 +431,7 @@ class StreamingClassifier:
             raise TypeError(f"rule: expected a spikecut.cutoff.ExitRule, got {type(rule).__name__}")
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"T: expected an integer >= 1, got {T!r}")
-        rule._check_ready(T)
+        rule.check_ready(T)
         self.snn = snn.eval()
         self.rule = rule
         self.T = T

@@ -476,13 +476,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 def _training_outputs(folder: Path, name: str, cfg):
     """The run's SNN outputs on its training split (no augmentation, no dropout)."""
     from .evaluate import collect_cum_logits
-    from .experiment import _datasets, is_frame_dataset, load_run_snn
+    from .experiment import _datasets, config_yields_frames, load_run_snn
 
     snn, _, _ = load_run_snn(folder, name)
     _, plain, _, _, _ = _datasets(cfg, progress=False)
-    repeat = not is_frame_dataset(plain)
+    frames = config_yields_frames(cfg, plain)
     return collect_cum_logits(
-        snn, plain, cfg.T, repeat=repeat, batch_size=cfg.batch_size_eval, progress=False
+        snn, plain, cfg.T, frames=frames, batch_size=cfg.batch_size_eval, progress=False
     )
 
 

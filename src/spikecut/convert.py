@@ -18,6 +18,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
+from ._deprecation import renamed_parameters
+from ._modules import forward_hooks, replace_children
 from .layers import QCFS, TEBN
 from .neurons import IF, LIF, SpikingNetwork
 
@@ -191,16 +193,12 @@ def _relu_thresholds(
 ) -> dict[nn.ReLU, float]:
     """Per-ReLU thresholds: the ``percentile`` of its positive activations on ``data``."""
     collected: dict[nn.ReLU, list[Tensor]] = {r: [] for r in relus}
-    handles = [
-        r.register_forward_hook(lambda mod, _inp, out: collected[mod].append(out.detach()))
-        for r in relus
-    ]
-    try:
-        with torch.no_grad():
-            model(data)
-    finally:
-        for h in handles:
-            h.remove()
+
+    def record(module: nn.Module, _inputs: tuple, out: Tensor) -> None:
+        collected[module].append(out.detach())
+
+    with forward_hooks((r, record) for r in relus), torch.no_grad():
+        model(data)
     thresholds = {}
     for relu, outs in collected.items():
         values = torch.cat([o.flatten() for o in outs])
@@ -270,34 +268,34 @@ def to_snn(
     thresholds = {q: float(q.threshold.detach()) for q in qcfs}
     if relus:
         thresholds.update(_relu_thresholds(model, relus, data, percentile))
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if child in thresholds:
-                theta = thresholds[child]
-                neuron = IF(threshold=theta, reset="soft", v_init=theta / 2, amplitude=theta)
-                setattr(parent, child_name, neuron)
+
+    def neuron_for(child: nn.Module) -> nn.Module | None:
+        theta = thresholds.get(child)
+        if theta is None:
+            return None
+        return IF(threshold=theta, reset="soft", v_init=theta / 2, amplitude=theta)
+
+    replace_children(model, neuron_for)
     return ConvertedNetwork(model, verified=verified).eval()
 
 
 def _replace_children(model: nn.Module, replacement: dict[nn.Module, nn.Module]) -> None:
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if child in replacement:
-                setattr(parent, child_name, replacement[child])
+    replace_children(model, replacement.get)
 
 
+@renamed_parameters(steps="T")
 def to_trainable_snn(
     ann: nn.Module,
     *,
     neuron: LIF | None = None,
     tebn: bool = False,
-    steps: int | None = None,
+    T: int | None = None,
 ) -> ConvertedNetwork:
     """Turn a plain ReLU network into a spiking network for direct training (SPEC §4).
 
     Every ``nn.ReLU`` becomes its own copy of ``neuron`` (default: the paper's LIF, θ = 1,
     λ = 0.5, hard reset, triangle surrogate). With ``tebn=True`` every ``BatchNorm2d``
-    becomes a :class:`~spikecut.layers.TEBN` with ``steps`` per-step scales (its affine and
+    becomes a :class:`~spikecut.layers.TEBN` with ``T`` per-step scales (its affine and
     running statistics are kept). Conv, linear, BN and pooling run on the ``[T*B, ...]`` fold,
     so BN statistics pool over time and batch. The result maps ``[T, B, ...]`` to per-step
     logits ``[T, B, K]``; ``ann`` is left unchanged. Max pooling is allowed here (spikes are
@@ -312,8 +310,8 @@ def to_trainable_snn(
         raise TypeError(f"to_trainable_snn expects a torch.nn.Module, got {type(ann).__name__}")
     if neuron is not None and not isinstance(neuron, LIF):
         raise TypeError(f"neuron must be a spikecut LIF/IF module, got {type(neuron).__name__}")
-    if tebn and (steps is None or steps < 1):
-        raise ValueError(f"tebn=True needs the number of timesteps: steps >= 1, got {steps}")
+    if tebn and (T is None or T < 1):
+        raise ValueError(f"tebn=True needs the number of timesteps: T >= 1, got {T}")
     name = type(ann).__name__
     model = copy.deepcopy(ann)
     template = neuron if neuron is not None else LIF()
@@ -337,6 +335,6 @@ def to_trainable_snn(
         )
     verified = _check_forward(model, f"cannot make a trainable SNN of {name}")
     replacement: dict[nn.Module, nn.Module] = {r: copy.deepcopy(template) for r in relus}
-    replacement.update({bn: TEBN.from_batchnorm(bn, steps) for bn in norms})
+    replacement.update({bn: TEBN.from_batchnorm(bn, T) for bn in norms})
     _replace_children(model, replacement)
     return ConvertedNetwork(model, verified=verified).train(ann.training)

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._deprecation import warn_deprecated
+
 __all__ = [
     "DEFAULT_EPSILONS",
     "RULES",
@@ -220,9 +222,30 @@ class ExitRule(ABC):
         """Bool ``[S, N]``: does the rule fire on ``cum_logits [S, N, K]`` taken at the
         1-based ``steps [S]``? Without the forced exit at T; must treat rows independently."""
 
-    def _check_ready(self, T: int) -> None:
-        """Raise if the rule cannot decide for a run of ``T`` steps (e.g. not calibrated)."""
+    def check_ready(self, T: int) -> None:
+        """Raise if the rule cannot decide for a run of ``T`` steps (e.g. not calibrated).
+
+        Engines (:mod:`spikecut.anytime`) call it once before a run; subclasses with
+        parameters to fit override it.
+        """
         return None
+
+    def _check_ready(self, T: int) -> None:
+        """Deprecated name of :meth:`check_ready`."""
+        cls = type(self)
+        if cls.check_ready is cls._check_ready:  # an old-style override called super()
+            return None
+        warn_deprecated(f"{cls.__name__}._check_ready(T)", "check_ready(T)")
+        self.check_ready(T)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass written against the old name (overriding ``_check_ready`` only) is
+        still asked through :meth:`check_ready`, with a DeprecationWarning."""
+        super().__init_subclass__(**kwargs)
+        old = cls.__dict__.get("_check_ready")
+        if old is not None and "check_ready" not in cls.__dict__:
+            warn_deprecated(f"{cls.__name__}._check_ready", "check_ready", stacklevel=3)
+            cls.check_ready = old
 
     def calibrate(self, cum_logits: Tensor, labels: Tensor) -> ExitRule:
         """Fit the rule's parameters on a calibration split; returns ``self``.
@@ -238,7 +261,7 @@ class ExitRule(ABC):
         ``cum_logits_t`` is ``Y(t)``, shape ``[N, K]``. Always all True at ``t = T``.
         """
         _validate_step(cum_logits_t, t, T)
-        self._check_ready(T)
+        self.check_ready(T)
         steps = torch.tensor([t], device=cum_logits_t.device)
         fire = self._criterion(cum_logits_t.unsqueeze(0), steps)[0]
         return fire | (t == T)
@@ -248,7 +271,7 @@ class ExitRule(ABC):
         ``fires(cum_logits[t-1], t, T)``; the last row is all True."""
         validate_cum_logits(cum_logits)
         T = cum_logits.shape[0]
-        self._check_ready(T)
+        self.check_ready(T)
         steps = torch.arange(1, T + 1, device=cum_logits.device)
         fire = self._criterion(cum_logits, steps)
         fire[-1] = True
@@ -319,7 +342,7 @@ class TopKCutoff(ExitRule):
         self.beta = candidates[_first_fire(meets.T) - 1]
         return self
 
-    def _check_ready(self, T: int) -> None:
+    def check_ready(self, T: int) -> None:
         if self.beta is None:
             raise RuntimeError("TopKCutoff has no thresholds: call calibrate(...) first")
         if self.beta.shape[0] != T:
@@ -405,7 +428,7 @@ class EntropyCutoff(ExitRule):
         self.threshold = float(hs[ok].max()) if bool(ok.any()) else 0.0
         return self
 
-    def _check_ready(self, T: int) -> None:
+    def check_ready(self, T: int) -> None:
         if self.threshold is None:
             raise RuntimeError("EntropyCutoff has no threshold: call calibrate(...) first")
 
@@ -425,14 +448,14 @@ class FixedTimestep(ExitRule):
         super().__init__(0.0)
         self.step = _check_int("step", step, 1)
 
-    def _check_ready(self, T: int) -> None:
+    def check_ready(self, T: int) -> None:
         if self.step > T:
             raise ValueError(f"FixedTimestep: step = {self.step} exceeds the T = {T} timesteps")
 
     def calibrate(self, cum_logits: Tensor, labels: Tensor) -> FixedTimestep:
         """Validate the inputs and that ``step <= T``; nothing to fit."""
         validate_cum_logits(cum_logits, labels)
-        self._check_ready(cum_logits.shape[0])
+        self.check_ready(cum_logits.shape[0])
         return self
 
     def _criterion(self, cum_logits: Tensor, steps: Tensor) -> Tensor:

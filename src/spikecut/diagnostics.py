@@ -16,6 +16,7 @@ by a forward hook on this network's neurons only; nothing global is touched.
 
 from __future__ import annotations
 
+import operator
 from pathlib import Path
 
 import torch
@@ -23,8 +24,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from ._deprecation import renamed_parameters
+from .layout import to_time_major
 from .neurons import LIF, reset
-from .train import as_time_major
 
 __all__ = ["evenly_spaced_subset", "temporal_diagnostics", "run_diagnostics"]
 
@@ -100,13 +102,14 @@ def _cosine_to_final(response: Tensor) -> Tensor:
     return cosine.clamp(-1.0, 1.0)
 
 
+@renamed_parameters(steps="T", repeat=("frames", operator.not_))
 @torch.inference_mode()
 def temporal_diagnostics(
     snn: nn.Module,
     dataset: Dataset,
-    steps: int,
+    T: int,
     *,
-    repeat: bool = True,
+    frames: bool = False,
     samples: int | None = 500,
     batch_size: int = 100,
     device: str | torch.device = "cpu",
@@ -115,30 +118,31 @@ def temporal_diagnostics(
 ) -> dict:
     """Firing rate and cosine-to-final response per spiking layer and step.
 
-    Runs ``snn`` for ``steps`` steps on ``samples`` evenly spaced items of ``dataset``
-    (``repeat``: static inputs repeated at every step; else items are ``[T, ...]`` frames).
-    Returns ``{"layers": [name, ...], "samples": n, "T": steps, "firing_rate": [[T floats]
-    per layer], "cosine_to_final": [[T floats] per layer]}``.
+    Runs ``snn`` for ``T`` steps on ``samples`` evenly spaced items of ``dataset``
+    (``frames=False``: static inputs repeated at every step; ``frames=True``: items are
+    ``[T, ...]`` frames). Returns ``{"layers": [name, ...], "samples": n, "T": T,
+    "firing_rate": [[T floats] per layer], "cosine_to_final": [[T floats] per layer]}``.
+    Deprecated keywords: ``steps`` (T), ``repeat`` (not frames).
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
     subset = evenly_spaced_subset(dataset, samples)
     snn.to(device).eval()
     recorder = _ResponseRecorder(snn)
     n_layers = len(recorder.layers)
-    spike_sums = torch.zeros(n_layers, steps, dtype=torch.float64)
+    spike_sums = torch.zeros(n_layers, T, dtype=torch.float64)
     neuron_counts = torch.zeros(n_layers, dtype=torch.float64)
-    cosine_sums = torch.zeros(n_layers, steps, dtype=torch.float64)
+    cosine_sums = torch.zeros(n_layers, T, dtype=torch.float64)
     seen = 0
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False)
     with recorder:
         for x, _ in tqdm(loader, desc=desc, disable=not progress, leave=False):
             reset(snn)
-            snn(as_time_major(x.to(device), steps, repeat))
+            snn(to_time_major(x.to(device), T, frames=frames))
             for i, (name, neuron) in enumerate(recorder.layers):
                 spikes, membranes = recorder.take(neuron)
-                if spikes.shape[0] != steps:
-                    raise RuntimeError(f"layer {name!r} ran {spikes.shape[0]} steps, not {steps}")
+                if spikes.shape[0] != T:
+                    raise RuntimeError(f"layer {name!r} ran {spikes.shape[0]} steps, not {T}")
                 s = spikes.flatten(2).double()  # [T, B, N]
                 response = s + torch.relu(membranes.flatten(2).double() / neuron.threshold)
                 spike_sums[i] += s.sum(dim=(1, 2)).cpu()
@@ -149,7 +153,7 @@ def temporal_diagnostics(
     return {
         "layers": [name for name, _ in recorder.layers],
         "samples": seen,
-        "T": steps,
+        "T": T,
         "firing_rate": (spike_sums / neuron_counts[:, None]).tolist(),
         "cosine_to_final": (cosine_sums / seen).tolist(),
     }
@@ -170,7 +174,7 @@ def run_diagnostics(
     """
     from .config import parse_config
     from .data import get_dataset
-    from .experiment import dataset_options, is_frame_dataset, load_run_snn, resolve_device
+    from .experiment import config_yields_frames, dataset_options, load_run_snn, resolve_device
     from .report import load_results
 
     out = Path(out_dir)
@@ -187,7 +191,7 @@ def run_diagnostics(
             snn,
             test,
             cfg.T,
-            repeat=not is_frame_dataset(test),
+            frames=config_yields_frames(cfg, test),
             samples=samples,
             batch_size=batch_size,
             device=resolve_device(cfg.device),

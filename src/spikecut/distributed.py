@@ -22,6 +22,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Sampler
 
+from ._modules import replace_children
+
 __all__ = [
     "World",
     "setup",
@@ -277,15 +279,17 @@ def unsync_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def _swap_batchnorm(model: nn.Module, to_cross_rank: bool) -> nn.Module:
-    for parent in model.modules():
-        for name, child in list(parent.named_children()):
-            if not isinstance(child, nn.modules.batchnorm._BatchNorm):
-                continue
-            crossed = isinstance(child, CrossRankBatchNorm)
-            if to_cross_rank and not crossed:
-                setattr(parent, name, _copy_batchnorm(child, CrossRankBatchNorm, type(child)))
-            elif crossed and not to_cross_rank:
-                setattr(parent, name, _copy_batchnorm(child, child.plain_type, None))
+    def swap(child: nn.Module) -> nn.Module | None:
+        if not isinstance(child, nn.modules.batchnorm._BatchNorm):
+            return None
+        crossed = isinstance(child, CrossRankBatchNorm)
+        if to_cross_rank and not crossed:
+            return _copy_batchnorm(child, CrossRankBatchNorm, type(child))
+        if crossed and not to_cross_rank:
+            return _copy_batchnorm(child, child.plain_type, None)
+        return None
+
+    replace_children(model, swap)
     return model
 
 

@@ -9,6 +9,7 @@ augmentation, with dropout after every spiking layer (SPEC §6).
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -17,10 +18,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import cutoff
+from ._deprecation import renamed_parameters
 from .layers import calibration_dropout
+from .layout import to_time_major
 from .neurons import reset
 from .ops import OpCounts
-from .train import accuracy, as_time_major
+from .train import accuracy
 
 __all__ = [
     "ann_accuracy",
@@ -47,41 +50,44 @@ def ann_accuracy(
     return accuracy(model, dataset, lambda net, x: net(x), batch_size=batch_size, device=device)
 
 
+@renamed_parameters(steps="T", repeat=("frames", operator.not_))
 @torch.inference_mode()
 def collect_cum_logits(
     snn: nn.Module,
     dataset: Dataset,
-    steps: int,
+    T: int,
     *,
-    repeat: bool = True,
+    frames: bool = False,
     batch_size: int = 256,
     device: str = "cpu",
     progress: bool = True,
     desc: str = "snn",
     workers: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """Run ``snn`` for ``steps`` steps on every sample; return ``(Y [T, N, K], labels [N])``.
+    """Run ``snn`` for ``T`` steps on every sample; return ``(Y [T, N, K], labels [N])``.
 
-    ``repeat=True`` repeats each static input at every step (direct encoding); otherwise
-    dataset items are frame sequences ``[T, ...]``. State is reset before every batch;
-    ``workers`` DataLoader processes load the items.
+    ``frames=False`` repeats each static input at every step (direct encoding); with
+    ``frames=True`` dataset items are frame sequences ``[T, ...]`` (:mod:`spikecut.layout`).
+    State is reset before every batch; ``workers`` DataLoader processes load the items.
+    Deprecated keywords: ``steps`` (T), ``repeat`` (not frames).
     """
     snn.to(device).eval()
     outputs, labels = [], []
     batches = _loader(dataset, batch_size, workers)
     for x, y in tqdm(batches, desc=desc, disable=not progress, leave=False):
         reset(snn)
-        per_step = snn(as_time_major(x.to(device), steps, repeat))
+        per_step = snn(to_time_major(x.to(device), T, frames=frames))
         outputs.append(per_step.float().cumsum(0).cpu())
         labels.append(y)
     reset(snn)
     return torch.cat(outputs, dim=1), torch.cat(labels)
 
 
+@renamed_parameters(steps="T")
 def calibration_cum_logits(
     snn: nn.Module,
     dataset: Dataset,
-    steps: int,
+    T: int,
     *,
     dropout: float = 0.3,
     seed: int = 0,
@@ -92,7 +98,7 @@ def calibration_cum_logits(
     torch.manual_seed(seed)
     try:
         with calibration_dropout(snn, dropout):
-            return collect_cum_logits(snn, dataset, steps, desc="calibrate", **kwargs)
+            return collect_cum_logits(snn, dataset, T, desc="calibrate", **kwargs)
     finally:
         torch.random.set_rng_state(state)
 

@@ -20,11 +20,11 @@ import torch
 from torch.utils.data import Subset
 
 from . import __version__, distributed
+from ._deprecation import warn_deprecated
 from ._io import atomic_write, atomic_write_json, slug
 from .config import ConfigError, ExperimentConfig, RunConfig, config_to_dict
-from .convert import to_snn, to_trainable_snn
 from .data import get_dataset
-from .data.registry import DATASETS
+from .data.registry import DATASETS, dataset_yields_frames
 from .data.splits import carve_validation, stratified_sample
 from .distributed import World, gather_samples, shard_indices
 from .evaluate import (
@@ -34,9 +34,7 @@ from .evaluate import (
     evaluate_guaranteed_rules,
     evaluate_guaranteed_sweep,
 )
-from .models import create
-from .models.registry import MODELS
-from .neurons import LIF, SURROGATES
+from .networks import build_model, build_trainable, build_trainable_snn, is_conversion, snn_of
 from .ops import OpCounter, OpCounts
 from .registry import option_names
 from .report import write_report
@@ -44,6 +42,7 @@ from .speed import keep_large_allocations
 from .train import (
     FitOptions,
     TrainingDiverged,
+    TrainResult,
     accuracy,
     seed_everything,
     train_ann,
@@ -83,10 +82,15 @@ def dataset_options(cfg: ExperimentConfig, progress: bool = True) -> dict:
     accepted = option_names(DATASETS.get(data.name)) or []
     if "progress" in accepted:  # e.g. the emulated event data shows its one-off conversion
         opts.setdefault("progress", progress)
+    if "steps" in opts:  # the old name of the frames per sample
+        warn_deprecated("'data.options.steps'", "'T' (the experiment's T sets it)", stacklevel=2)
+        if "T" in opts:
+            raise ConfigError("'data.options' gives both 'steps' (deprecated) and 'T'")
+        opts["T"] = opts.pop("steps")
     # Frame datasets take the number of steps from the experiment's T.
-    if "steps" in accepted and opts.setdefault("steps", cfg.T) != cfg.T:
+    if "T" in accepted and opts.setdefault("T", cfg.T) != cfg.T:
         raise ConfigError(
-            f"'data.options.steps' is {opts['steps']} but 'T' is {cfg.T}; the frames per "
+            f"'data.options.T' is {opts['T']} but 'T' is {cfg.T}; the frames per "
             "sample must equal T (set T instead)"
         )
     return opts
@@ -190,8 +194,8 @@ def _run_all(
     if world.is_main:
         _remove_partial_writes(out)
     datasets = _datasets(cfg, progress and world.is_main)
-    repeat = not is_frame_dataset(datasets[0])
-    context = _RunContext(cfg, datasets, out, world, device, progress, repeat, resume)
+    frames = config_yields_frames(cfg, datasets[0])
+    context = _RunContext(cfg, datasets, out, world, device, progress, frames, resume)
 
     seeds = cfg.seeds or [cfg.seed]
     planned = [
@@ -264,15 +268,26 @@ def _device_name(device: torch.device) -> str:
 class _RunContext:
     """What every run of one experiment shares."""
 
-    def __init__(self, cfg, datasets, out, world, device, progress, repeat, resume) -> None:
+    def __init__(self, cfg, datasets, out, world, device, progress, frames, resume) -> None:
         self.cfg = cfg
         self.train, self.calibration, self.validation, self.test, self.heldout = datasets
         self.out = out
         self.world = world
         self.device = device
         self.progress = progress and world.is_main
-        self.repeat = repeat
+        self.frames = frames  # items are frame sequences, not static images
         self.resume = resume
+
+    def eval_kwargs(self) -> dict:
+        """How the SNN is run over a split (:func:`~spikecut.evaluate.collect_cum_logits`)."""
+        cfg = self.cfg
+        return {
+            "batch_size": cfg.batch_size_eval,
+            "device": str(self.device),
+            "progress": self.progress,
+            "frames": self.frames,
+            "workers": cfg.train.workers,
+        }
 
 
 def run_fingerprint(cfg: ExperimentConfig, run: RunConfig, seed: int) -> str:
@@ -336,46 +351,57 @@ def _finished_run(context: _RunContext, run: RunConfig, seed: int, name: str) ->
 
 
 def is_frame_dataset(dataset) -> bool:
-    """True when items are frame sequences ``[T, C, H, W]`` rather than static ``[C, H, W]``."""
+    """True when items are frame sequences ``[T, C, H, W]`` rather than static ``[C, H, W]``
+    (loads the first item; a config's dataset is answered by the registry instead)."""
     x, _ = dataset[0]
     return x.dim() == 4
 
 
-def build_model(cfg: ExperimentConfig, num_classes: int) -> torch.nn.Module:
-    """The configured ANN: QCFS activations for conversion, ReLUs for direct training."""
-    options = dict(cfg.model.options)
-    accepted = option_names(MODELS.get(cfg.model.name)) or []
-    if cfg.method == "conversion":
-        options.update(levels=cfg.model.levels, threshold=cfg.model.threshold)
-        if "activation" in accepted:
-            options["activation"] = "qcfs"
-    elif "activation" in accepted:
-        options["activation"] = "relu"
-    return create(cfg.model.name, num_classes=num_classes, **options)
-
-
-def build_trainable_snn(cfg: ExperimentConfig, ann: torch.nn.Module) -> torch.nn.Module:
-    """The ANN with every ReLU replaced by the configured LIF (and BN by TEBN if asked)."""
-    d = cfg.direct
-    neuron = LIF(
-        threshold=d.threshold,
-        leak=d.leak,
-        reset=d.reset,
-        surrogate=SURROGATES[d.surrogate](d.surrogate_width),
-    )
-    return to_trainable_snn(ann, neuron=neuron, tebn=d.tebn, steps=cfg.T)
+def config_yields_frames(cfg: ExperimentConfig, dataset) -> bool:
+    """Whether the configured dataset gives frame sequences: the registry's fact about it
+    (:func:`~spikecut.data.registry.dataset_yields_frames`), else a look at ``dataset``."""
+    registered = dataset_yields_frames(cfg.data.name)
+    return is_frame_dataset(dataset) if registered is None else registered
 
 
 def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: str) -> dict:
     """One run: train with the run's α (an ANN to convert, or the SNN), evaluate every rule."""
-    cfg, world, device, out = context.cfg, context.world, context.device, context.out
+    cfg = context.cfg
     run_start = time.perf_counter()
+    trained, result, ann_acc = _train(context, run, seed, name)
+    if context.world.is_main:
+        _save_weights(trained, _weights_file(context.out, name))
+    snn = snn_of(cfg, trained)
+    evaluated = _evaluate(context, snn, seed, name)
+    return {
+        "name": name,
+        "alpha": run.alpha,
+        "seed": seed,
+        "ann_accuracy": ann_acc,
+        **evaluated,
+        "thresholds": [float(n.threshold) for n in snn.neurons],
+        "train": result.summary(),
+        "seconds": time.perf_counter() - run_start,
+    }
+
+
+def _train(
+    context: _RunContext, run: RunConfig, seed: int, name: str
+) -> tuple[torch.nn.Module, TrainResult, float | None]:
+    """Train the run's network (:func:`~spikecut.networks.build_trainable`) with its α;
+    returns it, the training result and, for conversion, the ANN's test accuracy."""
+    cfg, world, device = context.cfg, context.world, context.device
+    if is_conversion(cfg) and context.frames:
+        raise ConfigError(
+            "method 'conversion' trains an ANN on static images, but dataset "
+            f"{cfg.data.name!r} gives frame sequences; use method 'direct'"
+        )
     seed_everything(seed)  # same initial weights for every run of a seed: only α differs
-    model = build_model(cfg, context.train.num_classes)
+    trained = build_trainable(cfg, context.train.num_classes)
     fit = FitOptions(
         world=world,
         validation=context.validation,
-        checkpoint=out / "checkpoints" / f"{_slug(name)}.ckpt",
+        checkpoint=context.out / "checkpoints" / f"{_slug(name)}.ckpt",
         resume=context.resume,
         fingerprint=run_fingerprint(cfg, run, seed),
         batch_size_eval=cfg.batch_size_eval,
@@ -388,49 +414,39 @@ def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: s
         "desc": f"train {name}",
         "options": fit,
     }
-    if cfg.method == "conversion":
-        if not context.repeat:
-            raise ConfigError(
-                "method 'conversion' trains an ANN on static images, but dataset "
-                f"{cfg.data.name!r} gives frame sequences; use method 'direct'"
-            )
-        trained = train_ann(model, context.train, cfg.train, **train_kwargs)
-        ann_acc = accuracy(
-            model,
-            context.test,
-            lambda net, x: net(x),
-            world,
-            cfg.batch_size_eval,
-            device,
-            cfg.train.workers,
-        )
-        trained_model, snn = model, to_snn(model)
-    else:
+    if not is_conversion(cfg):
         d = cfg.direct
-        snn = build_trainable_snn(cfg, model)
-        trained = train_snn(
-            snn,
+        result = train_snn(
+            trained,
             context.train,
             cfg.train,
-            steps=cfg.T,
+            T=cfg.T,
             loss=d.loss,
             tet_lambda=d.tet_lambda,
-            repeat=context.repeat,
-            rho=d.rcs_rho,
+            frames=context.frames,
+            rcs_rho=d.rcs_rho,
             mask_rho=d.mask_rho,
             **train_kwargs,
         )
-        trained_model, ann_acc = snn, None
-    if world.is_main:
-        _save_weights(trained_model, _weights_file(out, name))
+        return trained, result, None
+    result = train_ann(trained, context.train, cfg.train, **train_kwargs)
+    ann_acc = accuracy(
+        trained,
+        context.test,
+        lambda net, x: net(x),
+        world,
+        cfg.batch_size_eval,
+        device,
+        cfg.train.workers,
+    )
+    return trained, result, ann_acc
 
-    eval_kwargs = {
-        "batch_size": cfg.batch_size_eval,
-        "device": str(device),
-        "progress": context.progress,
-        "repeat": context.repeat,
-        "workers": cfg.train.workers,
-    }
+
+def _evaluate(context: _RunContext, snn: torch.nn.Module, seed: int, name: str) -> dict:
+    """The SNN's outputs on the test and calibration splits, every exit rule on them, and
+    with a held-out split the guaranteed rules (the fields of a run's results)."""
+    cfg, world = context.cfg, context.world
+    eval_kwargs = context.eval_kwargs()
     test = _shard(context.test, world)
     with OpCounter(snn) as counter:  # spikes and SOPs of the test pass (spikecut.ops)
         test_logits, test_labels = collect_cum_logits(
@@ -460,16 +476,33 @@ def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: s
         ops=ops,
     )
     if context.heldout is not None:
-        held_logits, held_labels = collect_cum_logits(
-            snn, _shard(context.heldout, world), cfg.T, desc="held-out", **eval_kwargs
-        )
-        held_logits = gather_samples(held_logits, len(context.heldout), world, dim=1)
-        held_labels = gather_samples(held_labels, len(context.heldout), world)
-        if world.is_main:  # cached for `spikecut check` (spikecut.risk.check_guarantee)
-            outputs = {"heldout": (held_logits, held_labels), "test": (test_logits, test_labels)}
-            _save_outputs(_outputs_file(out, name), outputs)
-        g = cfg.cutoff.guarantee
-        evaluated["guaranteed"] = evaluate_guaranteed_rules(
+        test_outputs = (test_logits, test_labels)
+        evaluated.update(_evaluate_guaranteed(context, snn, name, test_outputs, ops))
+    return evaluated
+
+
+def _evaluate_guaranteed(
+    context: _RunContext,
+    snn: torch.nn.Module,
+    name: str,
+    test_outputs: tuple[torch.Tensor, torch.Tensor],
+    ops: OpCounts,
+) -> dict:
+    """The guaranteed rules, calibrated on the held-out split's outputs (cached on disk
+    for ``spikecut check``), at the configured risk and along the risk sweep."""
+    cfg, world = context.cfg, context.world
+    test_logits, test_labels = test_outputs
+    held_logits, held_labels = collect_cum_logits(
+        snn, _shard(context.heldout, world), cfg.T, desc="held-out", **context.eval_kwargs()
+    )
+    held_logits = gather_samples(held_logits, len(context.heldout), world, dim=1)
+    held_labels = gather_samples(held_labels, len(context.heldout), world)
+    if world.is_main:  # cached for `spikecut check` (spikecut.risk.check_guarantee)
+        outputs = {"heldout": (held_logits, held_labels), "test": (test_logits, test_labels)}
+        _save_outputs(_outputs_file(context.out, name), outputs)
+    g = cfg.cutoff.guarantee
+    return {
+        "guaranteed": evaluate_guaranteed_rules(
             test_logits,
             test_labels,
             held_logits,
@@ -480,8 +513,8 @@ def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: s
             alpha=g.alpha,
             max_set_size=g.max_set_size,
             ops=ops,
-        )
-        evaluated["guaranteed_sweep"] = evaluate_guaranteed_sweep(
+        ),
+        "guaranteed_sweep": evaluate_guaranteed_sweep(
             test_logits,
             test_labels,
             held_logits,
@@ -489,16 +522,7 @@ def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: s
             rules=g.rules,
             risks=g.sweep_risks,
             delta=g.delta,
-        )
-    return {
-        "name": name,
-        "alpha": run.alpha,
-        "seed": seed,
-        "ann_accuracy": ann_acc,
-        **evaluated,
-        "thresholds": [float(n.threshold) for n in snn.neurons],
-        "train": trained.summary(),
-        "seconds": time.perf_counter() - run_start,
+        ),
     }
 
 
@@ -553,14 +577,13 @@ def load_run_snn(
         opts = dataset_options(cfg, progress=False)
         test = get_dataset(cfg.data.name, cfg.data.root, split="test", augment=False, **opts)
         num_classes = test.num_classes
-    model = build_model(cfg, num_classes)
-    target = model if cfg.method == "conversion" else build_trainable_snn(cfg, model)
+    trained = build_trainable(cfg, num_classes)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-        target.load_state_dict(state)
+        trained.load_state_dict(state)
     except Exception as err:
         raise ValueError(f"{weights}: cannot load the weights of run {run_name!r}: {err}") from err
-    snn = to_snn(model) if cfg.method == "conversion" else target.eval()
+    snn = snn_of(cfg, trained.eval())
     return snn, runs[run_name], cfg
 
 
@@ -584,11 +607,11 @@ def load_run_outputs(
             f"(cutoff.calibration.source is {cfg.cutoff.calibration.source!r})"
         )
     _, _, _, test, heldout = _datasets(cfg, progress)
-    repeat = not is_frame_dataset(test)
+    frames = config_yields_frames(cfg, test)
     kwargs = {"batch_size": cfg.batch_size_eval, "device": device, "progress": progress}
     outputs = {
-        "heldout": collect_cum_logits(snn, heldout, cfg.T, repeat=repeat, **kwargs),
-        "test": collect_cum_logits(snn, test, cfg.T, repeat=repeat, **kwargs),
+        "heldout": collect_cum_logits(snn, heldout, cfg.T, frames=frames, **kwargs),
+        "test": collect_cum_logits(snn, test, cfg.T, frames=frames, **kwargs),
     }
     _save_outputs(path, outputs)
     return outputs

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ._deprecation import renamed_parameters, warn_deprecated
+from ._modules import replace_children, restore_children
 from .neurons import LIF, TemporalModule
 
 __all__ = [
@@ -123,45 +125,52 @@ class TEBN(TemporalModule):
 
     Args:
         num_features: channels C.
-        steps: the number of timesteps T the layer has scales for.
+        T: the number of timesteps the layer has scales for (deprecated name: ``steps``).
     """
 
+    @renamed_parameters(steps="T")
     def __init__(
-        self, num_features: int, steps: int, *, eps: float = 1e-5, momentum: float = 0.1
+        self, num_features: int, T: int, *, eps: float = 1e-5, momentum: float = 0.1
     ) -> None:
         super().__init__()
-        if steps < 1:
-            raise ValueError(f"TEBN needs steps >= 1, got {steps}")
+        if T < 1:
+            raise ValueError(f"TEBN needs T >= 1, got {T}")
         self.bn = nn.BatchNorm2d(num_features, eps=eps, momentum=momentum)
-        self.scale = nn.Parameter(torch.ones(steps))
-        self.steps_seen = 0
+        self.scale = nn.Parameter(torch.ones(T))
+        self.steps_seen: int
+        self.register_state("steps_seen", 0)  # steps since the last reset: picks p_t
 
     @classmethod
-    def from_batchnorm(cls, bn: nn.BatchNorm2d, steps: int) -> TEBN:
+    @renamed_parameters(steps="T")
+    def from_batchnorm(cls, bn: nn.BatchNorm2d, T: int) -> TEBN:
         """A TEBN that starts from ``bn``'s affine parameters and running statistics."""
-        layer = cls(bn.num_features, steps, eps=bn.eps, momentum=bn.momentum or 0.1)
+        layer = cls(bn.num_features, T, eps=bn.eps, momentum=bn.momentum or 0.1)
         layer.bn.load_state_dict(bn.state_dict())
         return layer.to(bn.weight.device if bn.weight is not None else "cpu")
 
     @property
-    def steps(self) -> int:
+    def T(self) -> int:
+        """The number of timesteps the layer has scales for."""
         return self.scale.shape[0]
 
-    def extra_repr(self) -> str:
-        return f"{self.bn.num_features}, steps={self.steps}"
+    @property
+    def steps(self) -> int:
+        """Deprecated name of :attr:`T`."""
+        warn_deprecated("TEBN.steps", "TEBN.T")
+        return self.T
 
-    def reset(self) -> None:
-        self.steps_seen = 0
+    def extra_repr(self) -> str:
+        return f"{self.bn.num_features}, T={self.T}"
 
     def forward(self, x: Tensor) -> Tensor:
         seq = self.unfold(x)
         steps = seq.shape[0]
         first, last = self.steps_seen + 1, self.steps_seen + steps
-        if last > self.steps:
+        if last > self.T:
             raise ValueError(
-                f"TEBN has per-step scales for {self.steps} steps but was asked for steps "
+                f"TEBN has per-step scales for {self.T} steps but was asked for steps "
                 f"{first}..{last}; reset the network between inputs or build it with "
-                f"steps >= {last}"
+                f"T >= {last}"
             )
         y = self.bn(seq.flatten(0, 1)).reshape(seq.shape)
         scale = self.scale[self.steps_seen : self.steps_seen + steps].view(
@@ -198,15 +207,12 @@ def calibration_dropout(model: nn.Module, p: float = 0.3) -> Iterator[nn.Module]
     The neurons themselves are kept (wrapped in a ``Sequential``), so their state and
     parameters are the same objects before, during and after calibration.
     """
-    replaced: list[tuple[nn.Module, str, nn.Module]] = []
-    if p > 0:
-        for parent in list(model.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, LIF):
-                    replaced.append((parent, name, child))
-                    setattr(parent, name, nn.Sequential(child, CalibrationDropout(p)))
+
+    def with_dropout(child: nn.Module) -> nn.Module | None:
+        return nn.Sequential(child, CalibrationDropout(p)) if isinstance(child, LIF) else None
+
+    replaced = replace_children(model, with_dropout) if p > 0 else []
     try:
         yield model
     finally:
-        for parent, name, child in replaced:
-            setattr(parent, name, child)
+        restore_children(replaced)

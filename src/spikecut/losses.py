@@ -10,6 +10,8 @@ from __future__ import annotations
 from torch import Tensor
 from torch.nn import functional as F
 
+from ._deprecation import renamed_parameters
+
 __all__ = ["mean_loss", "tet_loss", "LOSSES", "snn_loss"]
 
 
@@ -26,17 +28,21 @@ def mean_loss(outputs: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(outputs.mean(0), labels)
 
 
-def tet_loss(outputs: Tensor, labels: Tensor, lam: float = 1e-3, phi: float = 1.0) -> Tensor:
-    """Temporal efficient training loss: per-step CE averaged over T, plus λ·MSE(o, φ)."""
+@renamed_parameters(lam="tet_lambda")
+def tet_loss(outputs: Tensor, labels: Tensor, tet_lambda: float = 1e-3, phi: float = 1.0) -> Tensor:
+    """Temporal efficient training loss: per-step CE averaged over T, plus λ·MSE(o, φ).
+
+    ``tet_lambda`` is λ (the config key ``direct.tet_lambda``; ``lam`` is its deprecated name).
+    """
     _check(outputs, labels)
     steps, batch, classes = outputs.shape
     per_step_ce = F.cross_entropy(
         outputs.reshape(steps * batch, classes), labels.repeat(steps)
     )  # mean over (t, n) = (1/T)·Σ_t CE(o(t), y) with CE averaged over the batch
-    if lam == 0:
+    if tet_lambda == 0:
         return per_step_ce
     mse = (outputs - phi).pow(2).mean()
-    return (1.0 - lam) * per_step_ce + lam * mse
+    return (1.0 - tet_lambda) * per_step_ce + tet_lambda * mse
 
 
 LOSSES = {"mean": mean_loss, "tet": tet_loss}
@@ -45,7 +51,7 @@ LOSSES = {"mean": mean_loss, "tet": tet_loss}
 def snn_loss(name: str, outputs: Tensor, labels: Tensor, *, tet_lambda: float = 1e-3) -> Tensor:
     """The loss called ``name`` ("mean" or "tet") of per-step logits."""
     if name == "tet":
-        return tet_loss(outputs, labels, lam=tet_lambda)
+        return tet_loss(outputs, labels, tet_lambda=tet_lambda)
     if name == "mean":
         return mean_loss(outputs, labels)
     raise ValueError(f"unknown SNN loss {name!r}; expected one of: {', '.join(LOSSES)}")

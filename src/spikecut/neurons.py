@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -132,15 +133,38 @@ class TemporalModule(nn.Module):
     Inside a :class:`SpikingNetwork` the body runs on the ``[T*B, ...]`` fold of the
     sequence; the network sets ``folded_steps`` to T for the duration of the call so that
     the module can unfold time. Outside a network the module sees ``[T, B, ...]`` directly.
-    :meth:`reset` forgets any state carried between calls.
+
+    State carried from one call to the next is declared by the module itself with
+    :meth:`register_state` (as SpikingJelly's ``register_memory``): :meth:`reset` puts every
+    declared attribute back to its initial value, and the anytime engine
+    (:mod:`spikecut.anytime`) compacts, saves and restores exactly these attributes. A tensor
+    value holds one row per sample (dim 0); any other value (``None`` after a reset, a step
+    counter) is shared by all rows.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.folded_steps: int | None = None
+        self._state_initial: dict[str, Any] = {}
 
-    def reset(self) -> None:  # pragma: no cover - overridden
-        """Forget state carried between calls."""
+    def register_state(self, name: str, initial: Any = None) -> None:
+        """Declare attribute ``name`` as state carried between calls and set it to
+        ``initial`` (an immutable value, e.g. ``None`` or ``0``: what a reset restores)."""
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"state attribute: expected an identifier, got {name!r}")
+        self._state_initial[name] = initial
+        setattr(self, name, initial)
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """The attributes declared with :meth:`register_state`, in declaration order."""
+        return tuple(getattr(self, "_state_initial", {}))
+
+    def reset(self) -> None:
+        """Forget state carried between calls: every declared attribute back to its initial
+        value."""
+        for name, initial in getattr(self, "_state_initial", {}).items():
+            setattr(self, name, initial)
 
     def unfold(self, x: Tensor) -> Tensor:
         """View ``x`` as a time-major sequence ``[T, B, ...]``."""
@@ -194,7 +218,8 @@ class LIF(TemporalModule):
         self.v_init = float(v_init)
         self.amplitude = float(amplitude)
         self.surrogate = surrogate if surrogate is not None else Triangle(1.0)
-        self.v: Tensor | None = None
+        self.v: Tensor | None
+        self.register_state("v", None)  # the membrane; None until the first step
         # While a list, every step's membrane (after reset) is appended here (RCS-SNN).
         self.membrane_record: list[Tensor] | None = None
         # True while the carried state is known to be referenced by nobody else (inside one
@@ -206,10 +231,6 @@ class LIF(TemporalModule):
             f"threshold={self.threshold:g}, leak={self.leak:g}, reset={self.reset_mode!r}, "
             f"v_init={self.v_init:g}, amplitude={self.amplitude:g}, surrogate={self.surrogate}"
         )
-
-    def reset(self) -> None:
-        """Forget the membrane state; the next call starts from ``v_init``."""
-        self.v = None
 
     def forward(self, x: Tensor) -> Tensor:
         out = self._run(self.unfold(x))

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ._modules import forward_hooks
 from .neurons import LIF
 
 __all__ = [
@@ -399,13 +400,9 @@ def layer_macs(model: nn.Module, example: Tensor) -> dict[str, int]:
 
         return hook
 
-    handles = [s.layer.register_forward_hook(hook_for(n)) for n, s in synapses.items()]
-    try:
-        with torch.inference_mode():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    hooks = [(s.layer, hook_for(n)) for n, s in synapses.items()]
+    with forward_hooks(hooks), torch.inference_mode():
+        model(example)
     return macs
 
 

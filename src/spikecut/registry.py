@@ -10,6 +10,8 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
+from ._deprecation import deprecated_parameters
+
 __all__ = ["Registry"]
 
 Factory = TypeVar("Factory", bound=Callable[..., Any])
@@ -21,9 +23,12 @@ class Registry(Generic[Factory]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._factories: dict[str, Factory] = {}
+        self._info: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str) -> Callable[[Factory], Factory]:
-        """Decorator registering a factory under ``name``."""
+    def register(self, name: str, **info: Any) -> Callable[[Factory], Factory]:
+        """Decorator registering a factory under ``name``; ``info`` are facts about what it
+        builds (e.g. ``frames=True`` for a dataset of frame sequences), read by :meth:`info`
+        without building anything."""
         key = name.lower()
 
         def decorate(factory: Factory) -> Factory:
@@ -32,9 +37,15 @@ class Registry(Generic[Factory]):
             if old is not None and _qualified(old) != _qualified(factory):
                 raise ValueError(f"{self.kind} {name!r} is already registered by {_qualified(old)}")
             self._factories[key] = factory
+            self._info[key] = dict(info)
             return factory
 
         return decorate
+
+    def info(self, name: str) -> dict[str, Any]:
+        """The facts registered with ``name`` (empty when none were given)."""
+        self.get(name)
+        return dict(self._info.get(name.lower(), {}))
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
@@ -64,13 +75,17 @@ class Registry(Generic[Factory]):
 
 
 def option_names(factory: Callable[..., Any], exclude: Iterable[str] = ()) -> list[str] | None:
-    """Keyword parameters of ``factory`` not in ``exclude``; ``None`` if it takes ``**kwargs``."""
+    """Keyword parameters of ``factory`` not in ``exclude``; ``None`` if it takes ``**kwargs``.
+
+    Old names the factory still accepts for one release (:mod:`spikecut._deprecation`) count.
+    """
     params = inspect.signature(factory).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
     keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     skip = set(exclude)
-    return [p.name for p in params if p.kind in keyword and p.name not in skip]
+    names = [p.name for p in params if p.kind in keyword] + list(deprecated_parameters(factory))
+    return [name for name in names if name not in skip]
 
 
 def _qualified(obj: Any) -> str:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.hooks import RemovableHandle
 
+from ._deprecation import renamed_parameters
 from .layers import QCFS
 from .neurons import LIF, spiking_layers
 
@@ -139,11 +140,12 @@ class RCSRegularizer:
 
     Args:
         model: the network being trained.
-        rho: reference window fraction ρ of the SNN version.
+        rcs_rho: reference window fraction ρ of the SNN version (deprecated name: ``rho``).
         mask_rho: mask window fraction ρ' of the SNN version.
     """
 
-    def __init__(self, model: nn.Module, *, rho: float = RHO, mask_rho: float = RHO) -> None:
+    @renamed_parameters(rho="rcs_rho")
+    def __init__(self, model: nn.Module, *, rcs_rho: float = RHO, mask_rho: float = RHO) -> None:
         self.neurons: list[LIF] = spiking_layers(model)
         self.layers = [m for m in model.modules() if isinstance(m, QCFS)]
         self.snn = bool(self.neurons)
@@ -153,7 +155,7 @@ class RCSRegularizer:
                 f"{type(model).__name__}; RCS reads the membranes of an SNN's neurons or the "
                 "input of each QCFS activation of an ANN"
             )
-        self.rho, self.mask_rho = rho, mask_rho
+        self.rho, self.mask_rho = rcs_rho, mask_rho
         self._spikes: dict[LIF, list[Tensor]] = {}
         self._handles: list[RemovableHandle] = []
         self._active = False

@@ -311,7 +311,7 @@ class RiskControlledCutoff(ExitRule):
         self.p_value = float(p[kept])
         return self
 
-    def _check_ready(self, T: int) -> None:
+    def check_ready(self, T: int) -> None:
         if self.threshold is None:
             raise RuntimeError(f"{type(self).__name__} has no threshold: call calibrate(...) first")
 
@@ -399,7 +399,7 @@ class SpikeCP(ExitRule):
         self.n = n
         return self
 
-    def _check_ready(self, T: int) -> None:
+    def check_ready(self, T: int) -> None:
         if self.q is None:
             raise RuntimeError("SpikeCP has no quantiles: call calibrate(...) first")
         if self.q.shape[0] != T:
@@ -422,7 +422,7 @@ class SpikeCP(ExitRule):
         """Bool ``[N, K]``: each sample's prediction set at its exit step."""
         validate_cum_logits(cum_logits)
         T, N, _ = cum_logits.shape
-        self._check_ready(T)
+        self.check_ready(T)
         steps = self.exit_steps(cum_logits)
         rows = cum_logits[steps - 1, torch.arange(N, device=cum_logits.device)]
         return self.sets(rows.unsqueeze(1), steps).squeeze(1)

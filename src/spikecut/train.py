@@ -13,6 +13,7 @@ never selected on the test split. ``L_RCS`` is computed and logged even when its
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from ._deprecation import renamed_parameters, warn_deprecated
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .distributed import (
     ShardedSampler,
@@ -36,6 +38,7 @@ from .distributed import (
     unsync_batchnorm,
 )
 from .layers import QCFS, clamp_thresholds
+from .layout import to_time_major
 from .losses import snn_loss
 from .neurons import reset
 from .regularizers import RCSRegularizer
@@ -138,13 +141,11 @@ def _cosine_lr(step: int, total: int, warmup: int) -> float:
 
 
 def as_time_major(x: Tensor, steps: int, repeat: bool) -> Tensor:
-    """A batch as a time-major sequence: a static ``[B, ...]`` batch repeated ``steps`` times
-    (direct encoding), or frames ``[B, T, ...]`` transposed to ``[T, B, ...]``."""
-    if repeat:
-        return x.unsqueeze(0).expand(steps, *x.shape)
-    if x.dim() < 3 or x.shape[1] != steps:
-        raise ValueError(f"expected frames [B, T={steps}, ...], got shape {tuple(x.shape)}")
-    return x.transpose(0, 1)
+    """Deprecated: use :func:`spikecut.layout.to_time_major` (``frames = not repeat``)."""
+    warn_deprecated(
+        "spikecut.train.as_time_major(x, steps, repeat)", "to_time_major(x, T, frames=...)"
+    )
+    return to_time_major(x, steps, frames=not repeat)
 
 
 # (net, x, y, rcs) -> (loss, task loss, RCS loss, logits whose argmax is the prediction);
@@ -192,17 +193,18 @@ def train_ann(
     )
 
 
+@renamed_parameters(steps="T", repeat=("frames", operator.not_), rho="rcs_rho")
 def train_snn(
     snn: nn.Module,
     dataset: Dataset,
     config: TrainConfig,
     *,
-    steps: int,
+    T: int,
     loss: str = "tet",
     tet_lambda: float = 1e-3,
     alpha: float = 0.0,
-    repeat: bool = True,
-    rho: float = 0.3,
+    frames: bool = False,
+    rcs_rho: float = 0.3,
     mask_rho: float = 0.3,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -212,17 +214,19 @@ def train_snn(
 ) -> TrainResult:
     """Train a spiking network in place with surrogate gradients (SPEC §4, §5).
 
-    Each batch is run for ``steps`` steps from a reset state: static inputs are repeated
-    (``repeat=True``), frame datasets give ``[T, ...]`` items. The loss is ``loss`` ("tet"
-    or "mean") on the per-step logits + ``alpha`` · L_RCS (SNN version, windows ``rho`` and
-    ``mask_rho``). Train accuracy is that of the time-averaged output.
+    Each batch is run for ``T`` steps from a reset state: static inputs are repeated
+    (``frames=False``), frame datasets give ``[T, ...]`` items (``frames=True``); see
+    :mod:`spikecut.layout`. The loss is ``loss`` ("tet" or "mean", TET weight
+    ``tet_lambda``) on the per-step logits + ``alpha`` · L_RCS (SNN version, windows
+    ``rcs_rho`` and ``mask_rho``). Train accuracy is that of the time-averaged output.
+    Deprecated keywords: ``steps`` (T), ``repeat`` (not frames), ``rho`` (rcs_rho).
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
 
     def step(net: nn.Module, x: Tensor, y: Tensor, rcs: RCSRegularizer):
         reset(snn)
-        outputs = net(as_time_major(x, steps, repeat))
+        outputs = net(to_time_major(x, T, frames=frames))
         task_loss = snn_loss(loss, outputs, y, tet_lambda=tet_lambda)
         rcs_loss = rcs.loss(outputs, y)
         total = task_loss + alpha * rcs_loss if alpha else task_loss
@@ -230,7 +234,7 @@ def train_snn(
 
     def predict(net: nn.Module, x: Tensor) -> Tensor:
         reset(net)
-        return net(as_time_major(x, steps, repeat)).float().mean(0)
+        return net(to_time_major(x, T, frames=frames)).float().mean(0)
 
     result = _fit(
         snn,
@@ -242,7 +246,7 @@ def train_snn(
         device=device,
         progress=progress,
         desc=desc,
-        rcs_options={"rho": rho, "mask_rho": mask_rho},
+        rcs_options={"rcs_rho": rcs_rho, "mask_rho": mask_rho},
         options=options,
         alpha=alpha,
     )
@@ -296,9 +300,90 @@ def _fit(
     ``alpha`` (the RCS weight the step uses) only names it when training diverges.
     """
     opts = options or FitOptions()
-    world = opts.world
     device = torch.device(device)
     _check_fit(config, opts, device)
+    loop = _set_up(model, dataset, config, opts.world, seed, device)
+    result = TrainResult()
+    best: dict = {}
+    first_epoch = 1
+    if opts.resume and opts.checkpoint is not None and opts.checkpoint.is_file():
+        first_epoch, best = _restore(opts, model, *loop.checkpointed(), result)
+    start = time.perf_counter() - result.seconds
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    bar = tqdm(
+        total=config.epochs * loop.steps_per_epoch,
+        initial=(first_epoch - 1) * loop.steps_per_epoch,
+        desc=desc,
+        disable=not (progress and opts.world.is_main),
+        leave=False,
+    )
+    with RCSRegularizer(model, **(rcs_options or {})) as rcs:
+        for epoch in range(first_epoch, config.epochs + 1):
+            log, clamps = _train_one_epoch(loop, step_fn, rcs, epoch, seed, alpha, bar)
+            result.threshold_clamps += clamps
+            if opts.validation is not None:
+                with rcs.paused():
+                    log.validation_accuracy = accuracy(
+                        model,
+                        opts.validation,
+                        predict,
+                        opts.world,
+                        opts.batch_size_eval,
+                        device,
+                        config.workers,
+                    )
+                best = _keep_best(best, model, epoch, log.validation_accuracy)
+            result.history.append(log)
+            result.seconds = time.perf_counter() - start
+            if opts.checkpoint is not None and opts.world.is_main:
+                _save(opts, model, *loop.checkpointed(), result, best, epoch)
+            _barrier(opts.world)
+            if opts.on_epoch_end is not None:
+                opts.on_epoch_end(epoch)
+    bar.close()
+    _select_final(model, config, opts.world, best, result)
+    if device.type == "cuda":
+        result.peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@dataclass
+class _Loop:
+    """What one training run sets up once and every epoch uses (optimiser set-up)."""
+
+    model: nn.Module
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    loader: DataLoader
+    sampler: ShardedSampler
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    autocast_dtype: torch.dtype | None
+    device: torch.device
+    world: World
+    qcfs_layers: list[QCFS]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.sampler.batches
+
+    def checkpointed(self) -> tuple:
+        """The objects a checkpoint saves beside the model: optimiser, schedule, scaler."""
+        return self.optimizer, self.scheduler, self.scaler
+
+
+def _set_up(
+    model: nn.Module,
+    dataset: Dataset,
+    config: TrainConfig,
+    world: World,
+    seed: int,
+    device: torch.device,
+) -> _Loop:
+    """Model on the device (BN synchronised if asked), sharded loader, SGD with the cosine
+    schedule, and the mixed-precision scaler."""
     model.to(device)
     if config.sync_batchnorm and world.distributed:
         sync_batchnorm(model)
@@ -323,107 +408,115 @@ def _fit(
         momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
-    steps_per_epoch = sampler.batches
-    total_steps = config.epochs * steps_per_epoch
-    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+    total_steps = config.epochs * sampler.batches
+    warmup_steps = int(config.warmup_epochs * sampler.batches)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _cosine_lr(step, total_steps, warmup_steps)
     )
-    autocast_dtype = PRECISIONS[config.precision]
-    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-
-    result = TrainResult()
-    qcfs_layers = [m for m in model.modules() if isinstance(m, QCFS)]
-    best: dict = {}
-    first_epoch = 1
-    if opts.resume and opts.checkpoint is not None and opts.checkpoint.is_file():
-        first_epoch, best = _restore(opts, model, optimizer, scheduler, scaler, result)
-    start = time.perf_counter() - result.seconds
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    bar = tqdm(
-        total=total_steps,
-        initial=(first_epoch - 1) * steps_per_epoch,
-        desc=desc,
-        disable=not (progress and world.is_main),
-        leave=False,
+    return _Loop(
+        model=model,
+        net=net,
+        loader=loader,
+        sampler=sampler,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"),
+        autocast_dtype=PRECISIONS[config.precision],
+        device=device,
+        world=world,
+        qcfs_layers=[m for m in model.modules() if isinstance(m, QCFS)],
     )
-    with RCSRegularizer(model, **(rcs_options or {})) as rcs:
-        for epoch in range(first_epoch, config.epochs + 1):
-            epoch_start = time.perf_counter()
-            torch.manual_seed(epoch_seed(seed, epoch, world.rank))
-            sampler.set_epoch(epoch)
-            model.train()
-            # loss·n, task·n, rcs·n, correct, seen: summed on the device, read once per epoch
-            sums = torch.zeros(5, dtype=torch.float64, device=device)
-            clamps = torch.zeros((), dtype=torch.long, device=device)  # read once per epoch
-            for batch, (x, y) in enumerate(loader):
-                x = x.to(device, non_blocking=True)
-                y = y.to(device, non_blocking=True)
-                with torch.autocast(
-                    device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
-                ):
-                    loss, task_loss, rcs_loss, logits = step_fn(net, x, y, rcs)
-                if batch % CHECK_EVERY == 0:
-                    _check_finite(loss.item(), epoch, scheduler, alpha)
-                    bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                if qcfs_layers:  # keep QCFS thresholds in their domain θ > 0 (layers.QCFS)
-                    clamps += clamp_thresholds(qcfs_layers)
-                scheduler.step()
-                n = y.shape[0]
-                sums += torch.stack(
-                    [
-                        loss.detach().double() * n,
-                        task_loss.detach().double() * n,
-                        rcs_loss.detach().double() * n,
-                        (logits.argmax(1) == y).sum().double(),
-                        torch.tensor(float(n), dtype=torch.float64, device=device),
-                    ]
-                )
-                bar.update(1)
-            totals = all_reduce_sum(sums).tolist()
-            result.threshold_clamps += int(clamps)
-            _check_finite(totals[0], epoch, scheduler, alpha)
-            seconds = time.perf_counter() - epoch_start
-            log = EpochLog(
-                epoch=epoch,
-                loss=totals[0] / totals[4],
-                task_loss=totals[1] / totals[4],
-                rcs=totals[2] / totals[4],
-                train_accuracy=totals[3] / totals[4],
-                lr=optimizer.param_groups[0]["lr"],
-                seconds=seconds,
-                samples_per_second=totals[4] / seconds,
-            )
-            if opts.validation is not None:
-                with rcs.paused():
-                    log.validation_accuracy = accuracy(
-                        model,
-                        opts.validation,
-                        predict,
-                        world,
-                        opts.batch_size_eval,
-                        device,
-                        config.workers,
-                    )
-                if not best or log.validation_accuracy > best["accuracy"]:
-                    best = {
-                        "epoch": epoch,
-                        "accuracy": log.validation_accuracy,
-                        "model": _cpu_state(model),
-                    }
-            result.history.append(log)
-            result.seconds = time.perf_counter() - start
-            if opts.checkpoint is not None and world.is_main:
-                _save(opts, model, optimizer, scheduler, scaler, result, best, epoch)
-            _barrier(world)
-            if opts.on_epoch_end is not None:
-                opts.on_epoch_end(epoch)
-    bar.close()
+
+
+class _EpochTotals:
+    """Running sums of one epoch (loss·n, task loss·n, RCS·n, correct, seen), kept on the
+    device in one float64 tensor and read once, summed over processes, at the epoch's end."""
+
+    FIELDS = ("loss", "task_loss", "rcs", "correct", "seen")
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(len(self.FIELDS), dtype=torch.float64, device=device)
+
+    def add(self, loss: Tensor, task_loss: Tensor, rcs: Tensor, logits: Tensor, y: Tensor) -> None:
+        n = y.shape[0]
+        self.sums += torch.stack(
+            [
+                loss.detach().double() * n,
+                task_loss.detach().double() * n,
+                rcs.detach().double() * n,
+                (logits.argmax(1) == y).sum().double(),
+                torch.tensor(float(n), dtype=torch.float64, device=self.sums.device),
+            ]
+        )
+
+    def read(self) -> dict[str, float]:
+        """The sums over every process, by name."""
+        return dict(zip(self.FIELDS, all_reduce_sum(self.sums).tolist(), strict=True))
+
+
+def _train_one_epoch(
+    loop: _Loop,
+    step_fn: StepFn,
+    rcs: RCSRegularizer,
+    epoch: int,
+    seed: int,
+    alpha: float,
+    bar: tqdm,
+) -> tuple[EpochLog, int]:
+    """One pass over the training shard; returns its log and the QCFS threshold clamps."""
+    epoch_start = time.perf_counter()
+    torch.manual_seed(epoch_seed(seed, epoch, loop.world.rank))
+    loop.sampler.set_epoch(epoch)
+    loop.model.train()
+    device, dtype = loop.device, loop.autocast_dtype
+    totals = _EpochTotals(device)
+    clamps = torch.zeros((), dtype=torch.long, device=device)  # read once per epoch
+    for batch, (x, y) in enumerate(loop.loader):
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss, task_loss, rcs_loss, logits = step_fn(loop.net, x, y, rcs)
+        if batch % CHECK_EVERY == 0:
+            _check_finite(loss.item(), epoch, loop.scheduler, alpha)
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
+        loop.optimizer.zero_grad(set_to_none=True)
+        loop.scaler.scale(loss).backward()
+        loop.scaler.step(loop.optimizer)
+        loop.scaler.update()
+        if loop.qcfs_layers:  # keep QCFS thresholds in their domain θ > 0 (layers.QCFS)
+            clamps += clamp_thresholds(loop.qcfs_layers)
+        loop.scheduler.step()
+        totals.add(loss, task_loss, rcs_loss, logits, y)
+        bar.update(1)
+    sums = totals.read()
+    _check_finite(sums["loss"], epoch, loop.scheduler, alpha)
+    seconds = time.perf_counter() - epoch_start
+    seen = sums["seen"]
+    log = EpochLog(
+        epoch=epoch,
+        loss=sums["loss"] / seen,
+        task_loss=sums["task_loss"] / seen,
+        rcs=sums["rcs"] / seen,
+        train_accuracy=sums["correct"] / seen,
+        lr=loop.optimizer.param_groups[0]["lr"],
+        seconds=seconds,
+        samples_per_second=seen / seconds,
+    )
+    return log, int(clamps)
+
+
+def _keep_best(best: dict, model: nn.Module, epoch: int, accuracy: float) -> dict:
+    """The best epoch so far on the validation split (ties keep the earlier one)."""
+    if not best or accuracy > best["accuracy"]:
+        return {"epoch": epoch, "accuracy": accuracy, "model": _cpu_state(model)}
+    return best
+
+
+def _select_final(
+    model: nn.Module, config: TrainConfig, world: World, best: dict, result: TrainResult
+) -> None:
+    """Load the selected epoch's weights (``select: best``) and hand every rank rank 0's
+    weights, in eval mode."""
     if config.select == "best" and best:
         model.load_state_dict(best["model"])
         result.selected_epoch = best["epoch"]
@@ -433,10 +526,6 @@ def _fit(
         unsync_batchnorm(model)
     broadcast_state(model)  # every rank evaluates rank 0's weights
     model.eval()
-    if device.type == "cuda":
-        result.peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20
-    result.seconds = time.perf_counter() - start
-    return result
 
 
 PRECISIONS: dict[str, torch.dtype | None] = {

@@ -15,11 +15,14 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
+from .._deprecation import renamed_parameters
 from ..config import ExperimentConfig
+from ..layout import to_time_major
 from ..losses import snn_loss
+from ..networks import build_trainable, is_conversion
 from ..neurons import reset
 from ..speed import prepare_for_training
-from ..train import PRECISIONS, as_time_major
+from ..train import PRECISIONS
 
 __all__ = ["ITEM_SHAPES", "EVENT_SHAPES", "item_shape", "training_throughput", "throughput_table"]
 
@@ -55,26 +58,25 @@ def item_shape(cfg: ExperimentConfig) -> tuple[int, tuple[int, ...], bool]:
     raise ValueError(f"no known item shape for dataset {name!r}")
 
 
+@renamed_parameters(steps="iterations")
 def training_throughput(
     cfg: ExperimentConfig,
     *,
     device: str | torch.device = "cuda",
-    steps: int = 20,
+    iterations: int = 20,
     warmup: int = 5,
     batch_size: int | None = None,
     precision: str | None = None,
 ) -> dict:
-    """Time ``steps`` optimiser steps (after ``warmup``) of the config's training; return
-    samples per second, seconds per step and (CUDA) peak memory in MiB."""
-    from ..experiment import build_model, build_trainable_snn
+    """Time ``iterations`` optimiser steps (after ``warmup``) of the config's training;
+    return samples per second, seconds per step and (CUDA) peak memory in MiB. (``steps``
+    is the deprecated name of ``iterations``: spikecut keeps ``T`` for timesteps.)"""
 
     device = torch.device(device)
     classes, shape, repeat = item_shape(cfg)
     batch = batch_size or cfg.train.batch_size
     precision = precision or cfg.train.precision
-    model = build_model(cfg, classes)
-    if cfg.method == "direct":
-        model = build_trainable_snn(cfg, model)
+    model = build_trainable(cfg, classes)
     prepare_for_training(model.to(device), device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x = torch.randn(batch, *shape, device=device)
@@ -84,9 +86,9 @@ def training_throughput(
 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            if cfg.method == "direct":
+            if not is_conversion(cfg):
                 reset(model)
-                out = model(as_time_major(x, cfg.T, repeat))
+                out = model(to_time_major(x, cfg.T, frames=not repeat))
                 loss = snn_loss(cfg.direct.loss, out, y, tet_lambda=cfg.direct.tet_lambda)
             else:
                 loss = F.cross_entropy(model(x), y)
@@ -101,10 +103,10 @@ def training_throughput(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(iterations):
         step()
     _sync(device)
-    seconds = (time.perf_counter() - start) / steps
+    seconds = (time.perf_counter() - start) / iterations
     return {
         "experiment": cfg.name,
         "model": cfg.model.name,

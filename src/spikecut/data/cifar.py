@@ -163,7 +163,7 @@ def locate_cifar(root: str | os.PathLike | None, folder: str, files: Sequence[st
     return locate_folder("CIFAR", root, folder, files, layout)
 
 
-@register_dataset("cifar10")
+@register_dataset("cifar10", frames=False)
 def cifar10(
     root: str | None = None,
     split: str = "train",
@@ -201,7 +201,7 @@ def cifar10(
     )
 
 
-@register_dataset("cifar100")
+@register_dataset("cifar100", frames=False)
 def cifar100(
     root: str | None = None,
     split: str = "train",

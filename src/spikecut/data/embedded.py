@@ -29,7 +29,7 @@ MNIST5K_FILE = "mnist_5k.csv.gz"
 _MNIST5K_COLUMNS = 28 * 28 + 1
 
 
-@register_dataset("mnist5k")
+@register_dataset("mnist5k", frames=False)
 def mnist5k(
     root: str | None = None,
     split: str = "train",
@@ -62,7 +62,7 @@ def mnist5k(
     )
 
 
-@register_dataset("digits")
+@register_dataset("digits", frames=False)
 def digits(
     root: str | None = None,
     split: str = "train",

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from .._deprecation import renamed_parameters
 from .embedded import load_mnist5k, locate_mnist5k
 from .emulator import (
     ENTRY_SIDES,
@@ -137,12 +138,13 @@ def emulate_frames(
     return out.astype(np.uint8) if out.max() <= 255 else out
 
 
-@register_dataset("mnist5k-dvs")
+@register_dataset("mnist5k-dvs", frames=True)
+@renamed_parameters(steps="T")
 def mnist5k_dvs(
     root: str | None = None,
     split: str = "train",
     *,
-    steps: int = 8,
+    T: int = 8,
     slicing: str = "time",
     test_size: int = 1000,
     seed: int = 0,
@@ -158,8 +160,9 @@ def mnist5k_dvs(
 ) -> FrameTensorDataset:
     """MNIST-5k through the emulated event camera: items ``[T, 2, 34, 34]`` event counts.
 
-    ``root`` locates ``mnist_5k.csv.gz`` as for ``mnist5k``. ``steps`` is T (the experiment
-    sets it); ``slicing`` "time" or "count". The emulator options are those of
+    ``root`` locates ``mnist_5k.csv.gz`` as for ``mnist5k``. ``T`` is the number of frames
+    (the experiment sets it; deprecated name ``steps``); ``slicing`` "time" or "count".
+    The emulator options are those of
     :class:`~spikecut.data.emulator.DVSEmulator` (threshold ``contrast``, refractory period,
     threshold ``mismatch``, background ``noise_rate_hz``). ``augment`` shifts training frames
     by up to ``max_shift`` pixels (zero fill). ``cache`` is a folder (default
@@ -171,7 +174,7 @@ def mnist5k_dvs(
         "mnist5k-dvs",
         root,
         split,
-        framing=Framing(NMNIST_SENSOR_SIZE, steps, slicing),
+        framing=Framing(NMNIST_SENSOR_SIZE, T, slicing),
         emulator_options=_emulator_options(contrast, refractory_us, mismatch, noise_rate_hz),
         motion=None,
         motion_key={},
@@ -185,12 +188,13 @@ def mnist5k_dvs(
     )
 
 
-@register_dataset("mnist5k-enter")
+@register_dataset("mnist5k-enter", frames=True)
+@renamed_parameters(steps="T")
 def mnist5k_enter(
     root: str | None = None,
     split: str = "train",
     *,
-    steps: int = 8,
+    T: int = 8,
     slicing: str = "time",
     enter_ms: float = 150.0,
     saccade_ms: float = 50.0,
@@ -212,7 +216,7 @@ def mnist5k_enter(
     slides in at constant speed until it is centred after ``enter_ms``, then makes three
     N-MNIST-style saccades of ``saccade_ms`` each
     (:func:`~spikecut.data.emulator.entering_frames`). The recording's window, from 0 to
-    ``enter_ms + 3 · saccade_ms``, is cut into ``steps`` slices, so the first slices hold only
+    ``enter_ms + 3 · saccade_ms``, is cut into ``T`` slices, so the first slices hold only
     the leading part of the digit and the answer forms over time (as in gestures and real
     scenes), unlike ``mnist5k-dvs`` where every slice shows the whole digit. The other
     options are those of ``mnist5k-dvs``; same split, same cache.
@@ -235,7 +239,7 @@ def mnist5k_enter(
         "mnist5k-enter",
         root,
         split,
-        framing=Framing(NMNIST_SENSOR_SIZE, steps, slicing, window=window),
+        framing=Framing(NMNIST_SENSOR_SIZE, T, slicing, window=window),
         emulator_options=_emulator_options(contrast, refractory_us, mismatch, noise_rate_hz),
         motion=motion,
         motion_key={"enter_us": enter_us, "saccade_us": saccade_us, "sides": ENTRY_SIDES},

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .._deprecation import renamed_parameters
 from .events import as_events, make_events, read_dvs_gesture, read_events, read_gesture_labels
 from .framing import FrameCache, Framing, source_key
 from .registry import register_dataset
@@ -171,12 +172,13 @@ class EventSourceDataset(Dataset):
     nothing else tells two sources apart.
     """
 
+    @renamed_parameters(steps="T")
     def __init__(
         self,
         source: Any,
         sensor_size: tuple[int, int],
         *,
-        steps: int = 10,
+        T: int = 10,
         slicing: str = "time",
         size: tuple[int, int] | None = None,
         augment: bool = False,
@@ -185,7 +187,7 @@ class EventSourceDataset(Dataset):
         source_id: str | None = None,
     ) -> None:
         self.source = source
-        self.framing = Framing(tuple(sensor_size), steps, slicing, None, _opt_pair(size))
+        self.framing = Framing(tuple(sensor_size), T, slicing, None, _opt_pair(size))
         if num_classes is None:
             classes = getattr(source, "classes", None)
             if classes is not None:
@@ -228,21 +230,25 @@ class EventSourceDataset(Dataset):
 # Registered datasets
 
 
-@register_dataset("cifar10-dvs")
+@register_dataset("cifar10-dvs", frames=True)
+@renamed_parameters(steps="T", test_fraction="test_size")
 def cifar10_dvs(
     root: str | None = None,
     split: str = "train",
     *,
-    steps: int = 10,
+    T: int = 10,
     slicing: str = "time",
     size: tuple[int, int] | None = None,
     augment: bool = False,
     cache: CacheArg = None,
-    test_fraction: float = 0.1,
+    test_size: float = 0.1,
     seed: int = 0,
     reorient: bool = True,
 ) -> EventFrameDataset:
     """CIFAR10-DVS, 10 classes, 2×128×128 frames, a seeded 90/10 split within each class.
+
+    ``T`` frames per sample; ``test_size`` is the test share of each class (deprecated
+    names: ``steps``, ``test_fraction``).
 
     Layouts: ``root/<class>/*.aedat`` (the published AEDAT 2.0 release; also under
     ``root/CIFAR10DVS/`` or SpikingJelly's ``root/extract/``) or Tonic's AEDAT4 tree
@@ -259,13 +265,13 @@ def cifar10_dvs(
     files, labels = _class_folders(
         "cifar10-dvs", bases, (".aedat", ".aedat4"), classes=CIFAR10_DVS_CLASSES
     )
-    idx = _split_per_class(labels, split, test_fraction, seed)
+    idx = _split_per_class(labels, split, test_size, seed)
 
     samples = []
     for i in idx:
         fix = reorient and files[i].suffix.lower() == ".aedat"
         samples.append(_file_sample(files[i], _reorient_cifar10_dvs if fix else None, reorient=fix))
-    framing = Framing((128, 128), steps, slicing, None, _opt_pair(size))
+    framing = Framing((128, 128), T, slicing, None, _opt_pair(size))
     return _dataset(
         samples, labels[idx], CIFAR10_DVS_CLASSES, framing, cache, augment, split, "cifar10-dvs"
     )
@@ -274,17 +280,18 @@ def cifar10_dvs(
 NCALTECH101_SENSOR = (180, 240)  # (H, W): x < 240, y < 180 on the ATIS saccade recordings
 
 
-@register_dataset("ncaltech101")
+@register_dataset("ncaltech101", frames=True)
+@renamed_parameters(steps="T", test_fraction="test_size")
 def ncaltech101(
     root: str | None = None,
     split: str = "train",
     *,
-    steps: int = 10,
+    T: int = 10,
     slicing: str = "time",
     size: tuple[int, int] | None = None,
     augment: bool = False,
     cache: CacheArg = None,
-    test_fraction: float = 0.1,
+    test_size: float = 0.1,
     seed: int = 0,
 ) -> EventFrameDataset:
     """N-Caltech101, frames 2×180×240 (H×W), a seeded 90/10 split within each class.
@@ -296,19 +303,20 @@ def ncaltech101(
     root_path = _need_root(root, "ncaltech101")
     bases = [root_path / "Caltech101", root_path / "NCALTECH101" / "Caltech101", root_path]
     files, labels, classes = _class_folders("ncaltech101", bases, (".bin",))
-    idx = _split_per_class(labels, split, test_fraction, seed)
+    idx = _split_per_class(labels, split, test_size, seed)
     prepare = functools.partial(_crop, sensor_size=NCALTECH101_SENSOR)
     samples = [_file_sample(files[i], prepare, format="atis") for i in idx]
-    framing = Framing(NCALTECH101_SENSOR, steps, slicing, None, _opt_pair(size))
+    framing = Framing(NCALTECH101_SENSOR, T, slicing, None, _opt_pair(size))
     return _dataset(samples, labels[idx], classes, framing, cache, augment, split, "ncaltech101")
 
 
-@register_dataset("nmnist")
+@register_dataset("nmnist", frames=True)
+@renamed_parameters(steps="T")
 def nmnist(
     root: str | None = None,
     split: str = "train",
     *,
-    steps: int = 10,
+    T: int = 10,
     slicing: str = "time",
     size: tuple[int, int] | None = None,
     augment: bool = False,
@@ -325,7 +333,7 @@ def nmnist(
     digits = tuple(str(d) for d in range(10))
     files, labels = _class_folders("nmnist", bases, (".bin",), classes=digits)
     samples = [_file_sample(path, None, format="atis") for path in files]
-    framing = Framing((34, 34), steps, slicing, None, _opt_pair(size))
+    framing = Framing((34, 34), T, slicing, None, _opt_pair(size))
     return _dataset(samples, labels, digits, framing, cache, augment, split, "nmnist")
 
 
@@ -344,12 +352,13 @@ DVS_GESTURE_CLASSES = (
 )
 
 
-@register_dataset("dvs128-gesture")
+@register_dataset("dvs128-gesture", frames=True)
+@renamed_parameters(steps="T")
 def dvs128_gesture(
     root: str | None = None,
     split: str = "train",
     *,
-    steps: int = 16,
+    T: int = 16,
     slicing: str = "time",
     size: tuple[int, int] | None = None,
     augment: bool = False,
@@ -396,7 +405,7 @@ def dvs128_gesture(
                 + [f"{b}/<label>/*.npy" for b in folder_bases]
             )
         )
-    framing = Framing((128, 128), steps, slicing, None, _opt_pair(size))
+    framing = Framing((128, 128), T, slicing, None, _opt_pair(size))
     return _dataset(
         samples, labels, DVS_GESTURE_CLASSES, framing, cache, augment, split, "dvs128-gesture"
     )
@@ -496,12 +505,16 @@ def _event_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
 
 
-def _split_per_class(labels: np.ndarray, split: str, test_fraction: float, seed: int) -> np.ndarray:
-    """Indices of ``split`` in a seeded stratified split with ``test_fraction`` of each class."""
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
+def _split_per_class(labels: np.ndarray, split: str, test_size: float, seed: int) -> np.ndarray:
+    """Indices of ``split`` in a seeded stratified split: ``test_size`` (a fraction in
+    (0, 1), the share of each class; or an int, the number of test samples) goes to test."""
     k = len(np.unique(labels))
-    test_size = min(max(round(test_fraction * len(labels)), k), len(labels) - k)
+    if isinstance(test_size, float | np.floating):
+        if not 0.0 < test_size < 1.0:
+            raise ValueError(
+                f"test_size as a fraction must lie strictly between 0 and 1, got {test_size}"
+            )
+        test_size = min(max(round(test_size * len(labels)), k), len(labels) - k)
     train_idx, test_idx = stratified_split(labels, test_size, seed)
     return train_idx if split == "train" else test_idx
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._deprecation import renamed_parameters, warn_deprecated
 from .._io import atomic_write
 
 __all__ = ["SLICINGS", "FrameCache", "Framing", "source_key", "to_frames"]
@@ -29,22 +30,25 @@ __all__ = ["SLICINGS", "FrameCache", "Framing", "source_key", "to_frames"]
 SLICINGS = ("time", "count")
 
 
+@renamed_parameters(steps="T")
 def to_frames(
     events: np.ndarray,
     sensor_size: tuple[int, int],
-    steps: int,
+    T: int,
     slicing: str = "time",
     window: tuple[int, int] | None = None,
     size: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Count events into float32 frames ``[steps, 2, h, w]`` (channel 0 OFF, channel 1 ON).
+    """Count events into float32 frames ``[T, 2, h, w]`` (channel 0 OFF, channel 1 ON).
+
+    ``T`` is the number of frames (deprecated name: ``steps``).
 
     ``sensor_size`` is ``(H, W)``; every event must have ``0 <= y < H`` and ``0 <= x < W``.
     ``window = (start, end)`` keeps the events with ``start <= t < end`` (µs); ``None`` keeps
-    the whole recording. ``slicing="time"`` splits the window into ``steps`` equal spans
-    (event at ``t`` goes to bin ``(t - start) * steps // (end - start)``; without a window,
+    the whole recording. ``slicing="time"`` splits the window into ``T`` equal spans
+    (event at ``t`` goes to bin ``(t - start) * T // (end - start)``; without a window,
     ``start, end = t.min(), t.max() + 1``); ``slicing="count"`` splits the kept events, in
-    time order, into ``steps`` runs whose lengths differ by at most one.
+    time order, into ``T`` runs whose lengths differ by at most one.
     ``size = (h, w)`` down-samples by binning coordinates (``x * w // W``), an area sum that
     conserves the event count. Every kept event is counted exactly once.
     """
@@ -52,8 +56,8 @@ def to_frames(
     out_h, out_w = (height, width) if size is None else _pair(size, "size")
     if out_h > height or out_w > width:
         raise ValueError(f"size {(out_h, out_w)} must not exceed sensor_size {(height, width)}")
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if isinstance(T, bool) or not isinstance(T, int | np.integer) or T < 1:
+        raise ValueError(f"T (frames per sample) must be a positive int, got {T!r}")
     if slicing not in SLICINGS:
         raise ValueError(f"slicing must be one of {SLICINGS}, got {slicing!r}")
 
@@ -67,7 +71,7 @@ def to_frames(
     elif len(t):
         start, end = int(t.min()), int(t.max()) + 1
 
-    frames = np.zeros((steps, 2, out_h, out_w), dtype=np.float32)
+    frames = np.zeros((T, 2, out_h, out_w), dtype=np.float32)
     if len(t) == 0:
         return frames
     x = events["x"].astype(np.int64)
@@ -75,11 +79,11 @@ def to_frames(
     _check_coordinates(x, y, height, width)
 
     if slicing == "time":
-        step = (t - start) * steps // (end - start)
+        step = (t - start) * T // (end - start)
     else:
         order = np.argsort(t, kind="stable")
         step = np.empty(len(t), dtype=np.int64)
-        step[order] = np.arange(len(t), dtype=np.int64) * steps // len(t)
+        step[order] = np.arange(len(t), dtype=np.int64) * T // len(t)
     channel = (np.asarray(events["p"]) > 0).astype(np.int64)
     flat = ((step * 2 + channel) * out_h + y * out_h // height) * out_w + x * out_w // width
     counts = np.bincount(flat, minlength=frames.size)
@@ -111,7 +115,7 @@ class Framing:
     """The parameters of :func:`to_frames`, callable on events and nameable in a cache key."""
 
     sensor_size: tuple[int, int]
-    steps: int
+    T: int
     slicing: str = "time"
     window: tuple[int, int] | None = None
     size: tuple[int, int] | None = None
@@ -120,20 +124,29 @@ class Framing:
     def frame_shape(self) -> tuple[int, int, int, int]:
         """``(T, 2, h, w)`` of the frames this framing produces."""
         h, w = self.sensor_size if self.size is None else self.size
-        return (self.steps, 2, int(h), int(w))
+        return (self.T, 2, int(h), int(w))
+
+    @property
+    def steps(self) -> int:
+        """Deprecated name of :attr:`T`."""
+        warn_deprecated("Framing.steps", "Framing.T")
+        return self.T
 
     def __call__(self, events: np.ndarray) -> np.ndarray:
-        return to_frames(events, self.sensor_size, self.steps, self.slicing, self.window, self.size)
+        return to_frames(events, self.sensor_size, self.T, self.slicing, self.window, self.size)
 
     def key(self) -> dict[str, Any]:
         """Every parameter, as JSON-friendly values, for :meth:`FrameCache.get_or_build`."""
         return {
             "sensor_size": list(self.sensor_size),
-            "steps": int(self.steps),
+            "steps": int(self.T),  # the cache key keeps its old field name
             "slicing": self.slicing,
             "window": None if self.window is None else [int(v) for v in self.window],
             "size": None if self.size is None else [int(v) for v in self.size],
         }
+
+
+Framing.__init__ = renamed_parameters(steps="T")(Framing.__init__)  # type: ignore[method-assign]
 
 
 def source_key(path: str | os.PathLike) -> dict[str, Any]:

@@ -14,7 +14,13 @@ from torch.utils.data import Dataset
 
 from ..registry import Registry
 
-__all__ = ["SPLITS", "register_dataset", "available_datasets", "get_dataset"]
+__all__ = [
+    "SPLITS",
+    "register_dataset",
+    "available_datasets",
+    "dataset_yields_frames",
+    "get_dataset",
+]
 
 SPLITS = ("train", "test")
 
@@ -22,9 +28,20 @@ DatasetFactory = Callable[..., Dataset]
 DATASETS: Registry[DatasetFactory] = Registry("dataset")
 
 
-def register_dataset(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
-    """Decorator registering ``factory(root, split, **options)`` under ``name``."""
-    return DATASETS.register(name)
+def register_dataset(
+    name: str, *, frames: bool | None = None
+) -> Callable[[DatasetFactory], DatasetFactory]:
+    """Decorator registering ``factory(root, split, **options)`` under ``name``.
+
+    ``frames`` says whether its items are frame sequences ``[T, ...]`` (True) or static
+    inputs repeated at every step (False); ``None`` leaves it to a look at the first item.
+    """
+    return DATASETS.register(name, frames=frames)
+
+
+def dataset_yields_frames(name: str) -> bool | None:
+    """Whether dataset ``name`` yields frame sequences, as registered (``None``: not said)."""
+    return DATASETS.info(name).get("frames")
 
 
 def available_datasets() -> list[str]:

@@ -40,7 +40,7 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 SIZE = 64
 
 
-@register_dataset("tiny-imagenet")
+@register_dataset("tiny-imagenet", frames=False)
 def tiny_imagenet(
     root: str | None = None,
     split: str = "train",
