@@ -4,12 +4,16 @@ The blocks of one page run in order in one namespace (a later block may use what
 made), in a fresh temporary folder, with the frame cache there too. A block whose first line is
 ``# not run: REASON`` is shown to readers but not run: it is reported as skipped with that
 reason, e.g. an example that needs a dataset that is not on this machine. Other fences
-(```bash, ```yaml, ...) are not run.
+(```bash, ```yaml, ...) are not run. A DeprecationWarning raised from spikecut is an error
+here, so an example still written with an old name (``steps=``, ``repeat=``, ...) fails.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,6 +40,20 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
     return blocks
 
 
+# The message of every spikecut deprecation (spikecut._deprecation.warn_deprecated). A warning
+# is attributed to the caller's line (here the example), so it is matched by its text, not by
+# the module that raised it.
+_SPIKECUT_DEPRECATION = r".* is deprecated and will be removed in the next release; use "
+
+
+@contextmanager
+def old_names_are_errors() -> Iterator[None]:
+    """A DeprecationWarning from spikecut (an old public name) raises inside this block."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", _SPIKECUT_DEPRECATION, DeprecationWarning)
+        yield
+
+
 def _page_id(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
@@ -57,6 +75,15 @@ def test_the_collector_finds_the_examples() -> None:
     assert len(RUNNABLE) >= 5
 
 
+def test_an_old_name_in_an_example_is_an_error() -> None:
+    old = "from spikecut.layers import TEBN\nTEBN(2, steps=3)\n"
+    with old_names_are_errors(), pytest.raises(DeprecationWarning, match="steps"):
+        exec(compile(old, "example", "exec"), {})
+    # other libraries' deprecations stay warnings
+    with pytest.warns(DeprecationWarning, match="something else"), old_names_are_errors():
+        warnings.warn("something else is deprecated", DeprecationWarning, stacklevel=1)
+
+
 @pytest.mark.parametrize("page", RUNNABLE, ids=_page_id)
 def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -68,7 +95,8 @@ def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
             continue
         where = f"{_page_id(page)}:{line}"
         try:
-            exec(compile(code, where, "exec"), namespace)
+            with old_names_are_errors():
+                exec(compile(code, where, "exec"), namespace)
         except Exception as err:  # name the block that failed
             raise AssertionError(f"the example at {where} failed: {err!r}") from err
 
