@@ -116,3 +116,10 @@ def test_custom_spike_function_is_refused():
     )
     with pytest.raises(InteropError, match="spike_grad does not compute"):
         from_snntorch(net)
+
+
+def test_a_network_with_a_membrane_from_training_is_copied():
+    net = nn.Sequential(nn.Linear(4, 3), snn.Leaky(beta=0.5, init_hidden=True))
+    net(torch.randn(2, 4, requires_grad=True)).sum()  # mem now holds a graph
+    adapted = from_snntorch(net)
+    assert adapted(torch.zeros(3, 2, 4)).shape == (3, 2, 3)

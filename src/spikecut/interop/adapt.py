@@ -92,7 +92,7 @@ def adapt_network(net: nn.Module, framework: str, mapper: Mapper) -> SpikingNetw
     """
     if not isinstance(net, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(net).__name__}")
-    body = copy.deepcopy(net)
+    body = _copy_detached(net)
     problems: list[str] = []
     mapped = _map(body, "", framework, mapper, problems)
     if problems:
@@ -101,6 +101,19 @@ def adapt_network(net: nn.Module, framework: str, mapper: Mapper) -> SpikingNetw
             + "; ".join(problems)
         )
     return SpikingNetwork(mapped).train(net.training)
+
+
+def _copy_detached(net: nn.Module) -> nn.Module:
+    """A deep copy of ``net`` in which state tensors that are part of a graph (a membrane
+    left over from training) are copied detached; deepcopy refuses such tensors."""
+    memo: dict[int, object] = {}
+    for module in net.modules():
+        for value in [*module.__dict__.values(), *module._buffers.values()]:
+            items = value.values() if isinstance(value, dict) else [value]
+            for item in items:
+                if isinstance(item, Tensor) and not item.is_leaf:
+                    memo[id(item)] = item.detach().clone()
+    return copy.deepcopy(net, memo)
 
 
 def _map(
