@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.spikecut-installed
+TEST_STAMP := $(VENV)/.spikecut-test-installed
 CONFIG ?=
 OUT ?= results/default
 
@@ -37,7 +38,16 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/ruff format --check src tests benchmarks tools
 
-test: lint
+# The test suite checks interoperability with the peers and NIR (pyproject's `test` extra):
+# h5py with its requirements, the rest without (they would pull a CUDA torch), at the versions
+# the interop tests were written against.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet h5py
+	$(BIN)/python -m pip install --quiet --no-deps nir==1.0.8 nirtorch==2.6 \
+		spikingjelly==2.0.0 snntorch==1.0.0 loguru
+	touch $(TEST_STAMP)
+
+test: lint $(TEST_STAMP)
 	$(BIN)/pytest -q
 
 format: setup

@@ -1,5 +1,6 @@
 """Command line: ``spikecut run [CONFIG.yaml] [--out DIR] [--set key=value ...] [--resume]``
-and friends (``study``, ``report``, ``config``, ``bench``, ``check``, ``calibrate``). Under
+and friends (``study``, ``report``, ``config``, ``bench``, ``check``, ``calibrate``,
+``evaluate``; ``calibrate`` and ``evaluate`` also take ``--model FILE.nir``). Under
 ``torchrun --nproc_per_node=N -m spikecut run ...`` the processes train together and rank 0
 prints and writes.
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_config
+from .model_file import add_model_arguments
 from .train import TrainingDiverged
 
 __all__ = ["main", "build_parser"]
@@ -180,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         "report.md and the plots are rendered again. Settings not given keep the run's "
         "cutoff.guarantee values.",
     )
-    calibrate.add_argument("results", help="a finished experiment's folder (with results.json)")
+    calibrate.add_argument(
+        "results", nargs="?", help="a finished experiment's folder (with results.json)"
+    )
     calibrate.add_argument(
         "--run",
         dest="runs",
@@ -210,6 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="cpu", help="device for computing missing outputs (default: cpu)"
     )
     calibrate.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_model_arguments(calibrate, required=False)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="evaluate a spiking network from a NIR file on a configured experiment's data",
+        description="Load --model (a NIR graph), take data, T and cutoff rules from --config, "
+        "calibrate and evaluate every rule, and write results.json and the report as a run "
+        "does (without training fields).",
+    )
+    add_model_arguments(evaluate, required=True)
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
 
     show = sub.add_parser("config", help="print the validated configuration as YAML")
     show.add_argument("config", nargs="?", help="experiment YAML (default: built-in)")
@@ -402,9 +417,28 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .model_file import default_model_out_dir, evaluate_model_file
+    from .report import summary_table
+
+    cfg = load_config(args.model_config, args.model_overrides)
+    out = Path(args.model_out) if args.model_out else default_model_out_dir(cfg, args.model)
+    results = evaluate_model_file(cfg, args.model, out, progress=not args.quiet)
+    print(summary_table(results))
+    print(f"\nwrote {out / 'results.json'}, {out / 'report.md'} and plots to {out}/")
+    return 0
+
+
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     import dataclasses
     import json
+
+    if args.model is not None:  # a network from a file has no run to recalibrate: evaluate it
+        if args.results is not None:
+            raise ConfigError("calibrate: give a results folder or --model, not both")
+        return _cmd_evaluate(args)
+    if args.results is None:
+        raise ConfigError("calibrate: give a finished experiment's folder, or --model FILE.nir")
 
     from ._io import atomic_write_json
     from .config import config_to_dict, parse_config
@@ -506,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": _cmd_bench,
         "check": _cmd_check,
         "calibrate": _cmd_calibrate,
+        "evaluate": _cmd_evaluate,
     }
     try:
         return commands[args.command](args)
