@@ -442,8 +442,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     from ._io import atomic_write_json
     from .config import config_to_dict, parse_config
-    from .evaluate import evaluate_guaranteed_rules, evaluate_guaranteed_sweep
-    from .experiment import _run_file, load_run_outputs
+    from .experiment import _run_file, guaranteed_fields, load_run_outputs
     from .report import summary_table, write_report
 
     folder = Path(args.results)
@@ -473,20 +472,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         raise ConfigError(f"calibrate: {err}") from None
     for name in names:
         outputs = load_run_outputs(folder, name, device=args.device, progress=not args.quiet)
-        test, held = outputs["test"], outputs["heldout"]
         run = runs[name]
-        run["guaranteed"] = evaluate_guaranteed_rules(
-            *test,
-            *held,
-            rules=g.rules,
-            risk=g.risk,
-            delta=g.delta,
-            alpha=g.alpha,
-            max_set_size=g.max_set_size,
-        )
-        run["guaranteed_sweep"] = evaluate_guaranteed_sweep(
-            *test, *held, rules=g.rules, risks=g.sweep_risks, delta=g.delta
-        )
+        run.update(guaranteed_fields(cfg, outputs["test"], outputs["heldout"]))
         for r in run["guaranteed"]:
             level = f"risk {r['risk']:g}" if "risk" in r else f"α {r['alpha']:g}"
             print(

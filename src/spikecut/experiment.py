@@ -500,13 +500,17 @@ def _evaluate_guaranteed(
     if world.is_main:  # cached for `spikecut check` (spikecut.risk.check_guarantee)
         outputs = {"heldout": (held_logits, held_labels), "test": (test_logits, test_labels)}
         _save_outputs(_outputs_file(context.out, name), outputs)
+    return guaranteed_fields(cfg, test_outputs, (held_logits, held_labels), ops)
+
+
+def guaranteed_fields(cfg: ExperimentConfig, test_outputs, held_outputs, ops=None) -> dict:
+    """A run entry's ``guaranteed`` and ``guaranteed_sweep`` fields: every guaranteed rule
+    calibrated on the held-out outputs at the configured risk, and along the risk sweep."""
     g = cfg.cutoff.guarantee
     return {
         "guaranteed": evaluate_guaranteed_rules(
-            test_logits,
-            test_labels,
-            held_logits,
-            held_labels,
+            *test_outputs,
+            *held_outputs,
             rules=g.rules,
             risk=g.risk,
             delta=g.delta,
@@ -515,13 +519,7 @@ def _evaluate_guaranteed(
             ops=ops,
         ),
         "guaranteed_sweep": evaluate_guaranteed_sweep(
-            test_logits,
-            test_labels,
-            held_logits,
-            held_labels,
-            rules=g.rules,
-            risks=g.sweep_risks,
-            delta=g.delta,
+            *test_outputs, *held_outputs, rules=g.rules, risks=g.sweep_risks, delta=g.delta
         ),
     }
 

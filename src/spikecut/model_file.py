@@ -72,14 +72,13 @@ def evaluate_model_file(
         calibration_cum_logits,
         collect_cum_logits,
         evaluate_cutoff,
-        evaluate_guaranteed_rules,
-        evaluate_guaranteed_sweep,
     )
     from .experiment import (
         _datasets,
         _device_name,
         calibration_split_record,
         config_yields_frames,
+        guaranteed_fields,
         resolve_device,
     )
     from .nir import load
@@ -127,27 +126,8 @@ def evaluate_model_file(
         held_logits, held_labels = collect_cum_logits(
             snn, heldout, cfg.T, desc="held-out", **kwargs
         )
-        g = cfg.cutoff.guarantee
-        entry["guaranteed"] = evaluate_guaranteed_rules(
-            test_logits,
-            test_labels,
-            held_logits,
-            held_labels,
-            rules=g.rules,
-            risk=g.risk,
-            delta=g.delta,
-            alpha=g.alpha,
-            max_set_size=g.max_set_size,
-            ops=ops,
-        )
-        entry["guaranteed_sweep"] = evaluate_guaranteed_sweep(
-            test_logits,
-            test_labels,
-            held_logits,
-            held_labels,
-            rules=g.rules,
-            risks=g.sweep_risks,
-            delta=g.delta,
+        entry.update(
+            guaranteed_fields(cfg, (test_logits, test_labels), (held_logits, held_labels), ops)
         )
     entry["thresholds"] = [
         float(n.threshold) for n in snn.neurons if torch.isfinite(torch.tensor(n.threshold))
