@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ._io import atomic_write, atomic_write_json, atomic_write_text
+from ._markdown import markdown_table
 
 __all__ = ["render_study_markdown", "study_summary", "write_study"]
 
@@ -57,12 +58,7 @@ def _verdict(cmp: dict) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(header, rows)
 
 
 def _metric_title(study: dict, key: str) -> str:

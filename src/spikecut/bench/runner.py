@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .._io import atomic_write_json, atomic_write_text
+from .._markdown import markdown_table
 from .simulation import (
     SimulationConfig,
     check_agreement,
@@ -137,36 +138,44 @@ def render_markdown(results: dict) -> str:
         f"{machine['processor']} ({machine['cpus_available']} CPUs available); best of "
         f"{cfg['repeats']} after {cfg['warmup']} warm-up call(s).",
         "",
-        "| net | mode | library | samples·steps/s | peak memory (MiB) |",
-        "|---|---|---|---:|---:|",
     ]
-    for row in results["simulation"]:
-        lines.append(
-            f"| {row['net']} | {row['mode']} | {row['library']} | "
-            f"{_fmt(row['samples_steps_per_s'])} | {_fmt(row['peak_mem_mb'])} |"
-        )
-    for library, reason in results["missing_peers"].items():
-        lines.append(f"| — | — | {library} | MISSING | {reason.split(';')[0]} |")
+    rows = [
+        [r["net"], r["mode"], r["library"], _fmt(r["samples_steps_per_s"]), _fmt(r["peak_mem_mb"])]
+        for r in results["simulation"]
+    ]
+    rows += [
+        ["—", "—", library, "MISSING", reason.split(";")[0]]
+        for library, reason in results["missing_peers"].items()
+    ]
+    header = ["net", "mode", "library", "samples·steps/s", "peak memory (MiB)"]
+    lines.append(markdown_table(header, rows, numeric_from=3))
     if results["ratios"]:
         lines += [
             "",
             "spikecut against the fastest peer (SpikingJelly, snnTorch) in the same run:",
             "",
-            "| net | mode | fastest peer | speed ratio | memory ratio (vs least) | vs hand loop "
-            "| stepwise: speed, memory |",
-            "|---|---|---|---:|---:|---:|---:|",
         ]
+        rows = []
         for r in results["ratios"]:
             stepwise = "—"
             if "stepwise_speed_ratio" in r:
                 stepwise = (
                     f"{_fmt(r['stepwise_speed_ratio'], 2)}×, {_fmt(r['stepwise_memory_ratio'], 2)}"
                 )
-            lines.append(
-                f"| {r['net']} | {r['mode']} | {r['fastest_peer']} | {_fmt(r['speed_ratio'], 2)}× "
-                f"| {_fmt(r['memory_ratio'], 2)} | {_fmt(r.get('speed_ratio_vs_loop'), 2)}× "
-                f"| {stepwise} |"
+            rows.append(
+                [
+                    r["net"],
+                    r["mode"],
+                    r["fastest_peer"],
+                    f"{_fmt(r['speed_ratio'], 2)}×",
+                    _fmt(r["memory_ratio"], 2),
+                    f"{_fmt(r.get('speed_ratio_vs_loop'), 2)}×",
+                    stepwise,
+                ]
             )
+        header = ["net", "mode", "fastest peer", "speed ratio", "memory ratio (vs least)"]
+        header += ["vs hand loop", "stepwise: speed, memory"]
+        lines.append(markdown_table(header, rows, numeric_from=3))
     if results["agreement"]:
         lines += [
             "",
@@ -174,14 +183,18 @@ def render_markdown(results: dict) -> str:
             "relative input-gradient difference (training; snnTorch detaches its reset, so its "
             "gradients differ by design):",
             "",
-            "| net | library | max logit diff | grad rel diff |",
-            "|---|---|---:|---:|",
         ]
-        for r in results["agreement"]:
-            lines.append(
-                f"| {r['net']} | {r['library']} | {r['max_abs_diff']:.2e} | "
-                f"{'n/a' if r['grad_rel_diff'] is None else format(r['grad_rel_diff'], '.2e')} |"
-            )
+        rows = [
+            [
+                r["net"],
+                r["library"],
+                f"{r['max_abs_diff']:.2e}",
+                "n/a" if r["grad_rel_diff"] is None else format(r["grad_rel_diff"], ".2e"),
+            ]
+            for r in results["agreement"]
+        ]
+        header = ["net", "library", "max logit diff", "grad rel diff"]
+        lines.append(markdown_table(header, rows, numeric_from=2))
     lines += ["", f"Peak memory: {results['memory_method']}.", ""]
     lines += ["# Anytime wall-clock", ""]
     if results["anytime"]:
@@ -189,15 +202,21 @@ def render_markdown(results: dict) -> str:
             "Full-T inference (the faster of one whole-sequence call and T single steps) "
             "against the anytime engine over the test split; target: wall / steps ≥ 0.85.",
             "",
-            "| experiment | run | rule | ε | steps speed-up | wall-clock speed-up | wall / steps |",
-            "|---|---|---|---:|---:|---:|---:|",
         ]
-        for r in results["anytime"]:
-            ratio = r["wall_speedup"] / r["steps_speedup"]
-            lines.append(
-                f"| {r['experiment']} | {r.get('run', '')} | {r['rule']} | {r['epsilon']:g} | "
-                f"{r['steps_speedup']:.2f}× | {r['wall_speedup']:.2f}× | {ratio:.2f} |"
-            )
+        rows = [
+            [
+                r["experiment"],
+                r.get("run", ""),
+                r["rule"],
+                f"{r['epsilon']:g}",
+                f"{r['steps_speedup']:.2f}×",
+                f"{r['wall_speedup']:.2f}×",
+                f"{r['wall_speedup'] / r['steps_speedup']:.2f}",
+            ]
+            for r in results["anytime"]
+        ]
+        header = ["experiment", "run", "rule", "ε", "steps speed-up", "wall-clock speed-up"]
+        lines.append(markdown_table(header + ["wall / steps"], rows, numeric_from=3))
     else:
         lines.append("No anytime results.")
     if results["notes"]:
