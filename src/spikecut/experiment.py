@@ -124,6 +124,21 @@ def _datasets(cfg: ExperimentConfig, progress: bool = True):
     return train, calibration, validation, test, heldout
 
 
+def environment_record(device: torch.device, world: World | None = None) -> dict:
+    """What results.json records about the software and machine a run used."""
+    record = {
+        "spikecut": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "device_name": _device_name(device),
+    }
+    if world is not None:
+        record.update(processes=world.size, rank=world.rank)
+    record["threads"] = torch.get_num_threads()
+    return record
+
+
 def calibration_split_record(
     cfg: ExperimentConfig, heldout, train_size: int, paper_size: int | None = None
 ) -> dict:
@@ -226,16 +241,7 @@ def _run_all(
         "method": cfg.method,
         "T": cfg.T,
         "config": config_to_dict(cfg),
-        "environment": {
-            "spikecut": __version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "device": str(device),
-            "device_name": _device_name(device),
-            "processes": world.size,
-            "rank": world.rank,
-            "threads": torch.get_num_threads(),
-        },
+        "environment": environment_record(device, world),
         "calibration_split": calibration_split_record(
             cfg, datasets[4], len(datasets[0]), len(datasets[1])
         ),

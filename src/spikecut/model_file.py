@@ -13,7 +13,6 @@ training did not use those images.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -66,7 +65,6 @@ def evaluate_model_file(
     results dict (one run, named after the file)."""
     import torch
 
-    from . import __version__
     from .config import config_to_dict
     from .evaluate import (
         calibration_cum_logits,
@@ -75,9 +73,9 @@ def evaluate_model_file(
     )
     from .experiment import (
         _datasets,
-        _device_name,
         calibration_split_record,
         config_yields_frames,
+        environment_record,
         guaranteed_fields,
         resolve_device,
     )
@@ -139,12 +137,7 @@ def evaluate_model_file(
         "T": cfg.T,
         "config": config_to_dict(cfg),
         "environment": {
-            "spikecut": __version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "device": str(device),
-            "device_name": _device_name(device),
-            "threads": torch.get_num_threads(),
+            **environment_record(device),
             "seconds": time.perf_counter() - start,
         },
         "calibration_split": calibration_split_record(cfg, heldout, len(train), len(calibration)),
