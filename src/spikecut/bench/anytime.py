@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,27 +49,9 @@ from ..cutoff import (
 from ..fusion import prepare_for_inference
 from ..neurons import reset
 from ..speed import keep_large_allocations
+from .timing import best_seconds
 
 __all__ = ["measure_anytime", "rule_for_run", "run_anytime_bench", "render_markdown", "main"]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _best_time(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> float:
-    """Best wall-clock seconds of ``repeats`` calls of ``fn`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def _load_batches(
@@ -142,9 +123,9 @@ def measure_anytime(
         for x in batches:
             stepwise_engine.run(x, frames=not repeat)
 
-    full_seconds = _best_time(full, device, repeats, warmup)
-    anytime_seconds = _best_time(early, device, repeats, warmup)
-    stepwise_seconds = _best_time(stepwise, device, repeats, warmup)
+    full_seconds = best_seconds(full, device, repeats, warmup)
+    anytime_seconds = best_seconds(early, device, repeats, warmup)
+    stepwise_seconds = best_seconds(stepwise, device, repeats, warmup)
 
     cum = torch.cat([o.float().cumsum(0) for o in full_outputs], dim=1)
     offline_steps = rule.exit_steps(cum)

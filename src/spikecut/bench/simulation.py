@@ -45,7 +45,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
@@ -62,6 +61,7 @@ from ..speed import (
     glibc,
     keep_large_allocations,
 )
+from . import timing
 
 __all__ = [
     "LIBRARIES",
@@ -371,19 +371,6 @@ class SimulationConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _seconds(fn: Callable[[], object], device: torch.device) -> float:
-    _synchronize(device)
-    start = time.perf_counter()
-    fn()
-    _synchronize(device)
-    return time.perf_counter() - start
-
-
 def _best_seconds_interleaved(
     calls: list[Callable[[], object]], warmup: int, repeats: int, device: torch.device
 ) -> list[float]:
@@ -395,7 +382,7 @@ def _best_seconds_interleaved(
     best = [float("inf")] * len(calls)
     for _ in range(repeats):
         for i, fn in enumerate(calls):
-            best[i] = min(best[i], _seconds(fn, device))
+            best[i] = min(best[i], timing.seconds(fn, device))
     return best
 
 
@@ -438,11 +425,11 @@ def memory_method(device: torch.device) -> str:
 def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | None:
     """Peak memory growth (MiB) while ``fn()`` runs; ``None`` where it cannot be measured."""
     if device.type == "cuda":
-        _synchronize(device)
+        timing.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         fn()
-        _synchronize(device)
+        timing.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     if not _tune_glibc():
         return None

@@ -23,6 +23,7 @@ from ..networks import build_trainable, is_conversion
 from ..neurons import reset
 from ..speed import prepare_for_training
 from ..train import PRECISIONS
+from .timing import synchronize
 
 __all__ = ["ITEM_SHAPES", "EVENT_SHAPES", "item_shape", "training_throughput", "throughput_table"]
 
@@ -99,13 +100,13 @@ def training_throughput(
 
     for _ in range(warmup):
         step()
-    _sync(device)
+    synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for _ in range(iterations):
         step()
-    _sync(device)
+    synchronize(device)
     seconds = (time.perf_counter() - start) / iterations
     return {
         "experiment": cfg.name,
@@ -120,11 +121,6 @@ def training_throughput(
             torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
         ),
     }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def throughput_table(rows: Sequence[dict]) -> str:

@@ -1,0 +1,35 @@
+"""The benchmark's clock: wall-clock seconds of a call, with the device's queue drained
+before and after (CUDA kernels run asynchronously, so the clock must wait for them)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["best_seconds", "seconds", "synchronize"]
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for every kernel queued on ``device`` (nothing to wait for on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall-clock seconds of one call of ``fn``, its device work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def best_seconds(
+    fn: Callable[[], object], device: torch.device, repeats: int, warmup: int
+) -> float:
+    """Best of ``repeats`` timed calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    return min(seconds(fn, device) for _ in range(repeats))
