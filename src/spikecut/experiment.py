@@ -471,18 +471,9 @@ def _evaluate(context: _RunContext, snn: torch.nn.Module, seed: int, name: str) 
     )
     cal_logits = gather_samples(cal_logits, len(context.calibration), world, dim=1)
     cal_labels = gather_samples(cal_labels, len(context.calibration), world)
-    evaluated = evaluate_cutoff(
-        test_logits,
-        test_labels,
-        cal_logits,
-        cal_labels,
-        rules=cfg.cutoff.rules,
-        epsilons=cfg.cutoff.epsilons,
-        bins=cfg.cutoff.bins,
-        ops=ops,
-    )
+    test_outputs = (test_logits, test_labels)
+    evaluated = cutoff_fields(cfg, test_outputs, (cal_logits, cal_labels), ops)
     if context.heldout is not None:
-        test_outputs = (test_logits, test_labels)
         evaluated.update(_evaluate_guaranteed(context, snn, name, test_outputs, ops))
     return evaluated
 
@@ -507,6 +498,15 @@ def _evaluate_guaranteed(
         outputs = {"heldout": (held_logits, held_labels), "test": (test_logits, test_labels)}
         _save_outputs(_outputs_file(context.out, name), outputs)
     return guaranteed_fields(cfg, test_outputs, (held_logits, held_labels), ops)
+
+
+def cutoff_fields(cfg: ExperimentConfig, test_outputs, cal_outputs, ops=None) -> dict:
+    """A run entry's per-step accuracy, OCT and every configured rule's ε sweep, the rules
+    calibrated on ``cal_outputs`` (:func:`~spikecut.evaluate.evaluate_cutoff`)."""
+    c = cfg.cutoff
+    return evaluate_cutoff(
+        *test_outputs, *cal_outputs, rules=c.rules, epsilons=c.epsilons, bins=c.bins, ops=ops
+    )
 
 
 def guaranteed_fields(cfg: ExperimentConfig, test_outputs, held_outputs, ops=None) -> dict:

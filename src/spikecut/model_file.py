@@ -66,15 +66,12 @@ def evaluate_model_file(
     import torch
 
     from .config import config_to_dict
-    from .evaluate import (
-        calibration_cum_logits,
-        collect_cum_logits,
-        evaluate_cutoff,
-    )
+    from .evaluate import calibration_cum_logits, collect_cum_logits
     from .experiment import (
         _datasets,
         calibration_split_record,
         config_yields_frames,
+        cutoff_fields,
         environment_record,
         guaranteed_fields,
         resolve_device,
@@ -109,16 +106,7 @@ def evaluate_model_file(
         "seed": cfg.seed,
         "ann_accuracy": None,
         "model_file": str(model),
-        **evaluate_cutoff(
-            test_logits,
-            test_labels,
-            cal_logits,
-            cal_labels,
-            rules=cfg.cutoff.rules,
-            epsilons=cfg.cutoff.epsilons,
-            bins=cfg.cutoff.bins,
-            ops=ops,
-        ),
+        **cutoff_fields(cfg, (test_logits, test_labels), (cal_logits, cal_labels), ops),
     }
     if heldout is not None:
         held_logits, held_labels = collect_cum_logits(
