@@ -349,6 +349,7 @@ class _RunContext:
             "progress": self.progress,
             "frames": self.frames,
             "workers": cfg.train.workers,
+            "time_chunk": cfg.time_chunk,
         }
 
 
