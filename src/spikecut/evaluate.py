@@ -133,7 +133,7 @@ def _cum_logits(
     return torch.cat(outputs, dim=1), torch.cat(labels)
 
 
-@renamed_parameters(steps="T")
+@renamed_parameters(steps="T", repeat=("frames", operator.not_))
 def calibration_cum_logits(
     snn: nn.Module,
     dataset: Dataset,
@@ -153,7 +153,8 @@ def calibration_cum_logits(
 
     The dropout masks depend on ``seed`` and each sample's index in ``dataset``, not on the
     batch size or the time chunks (:class:`~spikecut.layers.CalibrationDropout`), and the
-    global random state is left alone.
+    global random state is left alone. Deprecated keywords: ``steps`` (T), ``repeat`` (not
+    frames).
     """
     state = torch.random.get_rng_state()  # the DataLoader draws a seed from it
     try:
