@@ -22,18 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-CLASSES = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-]  # the official label order 0-9
+from spikecut.data.event_datasets import CIFAR10_DVS_CLASSES
+
+CLASSES = CIFAR10_DVS_CLASSES  # the CIFAR-10 names in the official label order 0-9
 
 
 def read_split(archives: list[Path], split: str, per_class: int | None) -> dict:
