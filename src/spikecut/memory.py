@@ -19,6 +19,8 @@ from torch import Tensor, nn
 __all__ = [
     "AUTO_CHUNK_BYTES",
     "CHUNK_FRACTION",
+    "EVALUATION_FACTOR",
+    "TRAINING_FACTOR",
     "MemoryEstimate",
     "auto_chunk",
     "available_bytes",
@@ -32,6 +34,12 @@ AUTO_CHUNK_BYTES = 4 * 2**20
 """``time_chunk="auto"`` on the CPU: one chunk's largest activation within this many bytes.
 Picked from measurements of the benchmark nets (batch 16-64) on a 2-core EPYC: folds above a
 few MiB per layer ran up to 2x slower than chunks of one or two steps."""
+
+TRAINING_FACTOR = 4
+"""Training peak over the sum of one sample-step's layer outputs (see :func:`estimate_peaks`)."""
+
+EVALUATION_FACTOR = 8
+"""Evaluation peak over one chunk of the largest activation (see :func:`estimate_peaks`)."""
 
 CHUNK_FRACTION = 8
 """``time_chunk="auto"`` off the CPU: one chunk's largest activation within 1/8 of free memory."""
@@ -126,13 +134,16 @@ def estimate_peaks(
 
     ``ann`` is the ordinary network (QCFS-ANN or the ReLU network an SNN is built from) and
     ``item`` one input ``[C, H, W]`` (one frame for frame data). The probe runs ``ann`` on
-    two copies of ``item`` on the CPU and records every layer's output: training keeps all
+    two copies of ``item`` on the CPU and records every layer's output. Training keeps all
     of them for the backward pass, per sample and for ``training_steps`` steps (1 for an
-    ANN, T for BPTT), plus about as much again for the gradients in flight, and the
-    weights four times (weights, gradients, momentum, a copy); an evaluation pass holds
-    one time chunk (:func:`auto_chunk`) of the largest activations (a few of them at once:
-    input, output, a residual branch, the neuron state) for every sample of a batch. These
-    are estimates to warn by, not bounds.
+    ANN, T for BPTT), with the gradients in flight and the allocator's slack on top
+    (:data:`TRAINING_FACTOR` times the outputs), and the weights four times (weights,
+    gradients, momentum, a copy). An evaluation pass holds one time chunk
+    (:func:`auto_chunk`) of the largest activation for every sample of a batch, a few of
+    them at once (input, output, a residual branch, the neuron state:
+    :data:`EVALUATION_FACTOR`). The factors were fitted to the peak resident memory of a
+    QCFS ResNet-20 run on 32×32 images on the CPU; these are estimates to warn by, not
+    bounds.
     """
     probe = item.unsqueeze(0).expand(2, *item.shape).float()
     was_training = ann.training
@@ -144,9 +155,9 @@ def estimate_peaks(
     per_sample_total, per_sample_largest = total / 2, largest / 2
     weights = sum(p.numel() * p.element_size() for p in ann.parameters())
     steps = training_steps or 1
-    training = 2 * per_sample_total * batch_size * steps + 4 * weights
+    training = TRAINING_FACTOR * per_sample_total * batch_size * steps + 4 * weights
     chunk = auto_chunk(int(per_sample_largest * batch_size_eval), device, T)
-    evaluation = 4 * per_sample_largest * batch_size_eval * chunk + 2 * weights
+    evaluation = EVALUATION_FACTOR * per_sample_largest * batch_size_eval * chunk + 2 * weights
     return MemoryEstimate(int(training), int(evaluation), available_bytes(device))
 
 
