@@ -13,7 +13,10 @@ import torch
 from spikecut.data import (
     MNIST_MEAN,
     MNIST_STD,
+    ByteImageDataset,
     Compose,
+    FrameTensorDataset,
+    LabelledDataset,
     Normalize,
     RandomTranslate,
     TensorImageDataset,
@@ -380,3 +383,44 @@ def _set(table: np.ndarray, where: tuple[int, int], value: int) -> np.ndarray:
     table = table.copy()
     table[where] = value
     return table
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda labels, k: TensorImageDataset(torch.zeros(len(labels), 1, 2, 2), labels, k),
+        lambda labels, k: ByteImageDataset(
+            torch.zeros(len(labels), 1, 2, 2, dtype=torch.uint8), labels, k
+        ),
+        lambda labels, k: FrameTensorDataset(
+            torch.zeros(len(labels), 3, 2, 2, 2, dtype=torch.uint8), labels, k
+        ),
+    ],
+    ids=["tensor-images", "byte-images", "frames"],
+)
+def test_labelled_datasets_share_one_label_check(build):
+    """Every in-memory dataset checks its labels the same way (LabelledDataset)."""
+    data = build([0, 2, 1], 3)
+    assert isinstance(data, LabelledDataset)
+    assert data.labels.dtype == torch.long and data.labels.tolist() == [0, 2, 1]
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\], found 0\.\.3"):
+        build([0, 3, 1], 3)
+    with pytest.raises(ValueError, match=r"labels must be a 1-D sequence of integers.*float"):
+        build(torch.tensor([0.0, 1.0, 1.0]), 3)
+    with pytest.raises(ValueError, match="one label per"):
+        type(data)(data.raw(0)[None].expand(2, *data.input_shape), [0, 1, 2], 3)
+
+
+def test_labelled_dataset_transform_copies_share_data_and_repr_names_facts():
+    images = torch.arange(8, dtype=torch.uint8).view(2, 1, 2, 2)
+    data = ByteImageDataset(images, [1, 0], 2, transform=lambda x: x.float() * 0, name="toy")
+    plain = data.without_transform()
+    assert plain.images is data.images and data.transform is not None
+    x, y = plain[0]
+    assert y == 1 and x.dtype == torch.float32 and x.max() == pytest.approx(3 / 255)
+    assert data[0][0].abs().sum() == 0  # the original keeps its transform
+    text = repr(plain)
+    assert "name='toy'" in text and "n=2" in text and "num_classes=2" in text
+    assert "input_shape=(1, 2, 2)" in text
+    with pytest.raises(ValueError, match="expected 2 class names, got 1"):
+        ByteImageDataset(images, [1, 0], 2, classes=["only-one"])

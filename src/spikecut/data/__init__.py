@@ -23,7 +23,7 @@ from .augment import (
     apply_op,
     op_value,
 )
-from .base import TensorImageDataset
+from .base import LabelledDataset, TensorImageDataset
 from .cifar import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -58,6 +58,7 @@ __all__ = [
     "ByteImageDataset",
     "Cutout",
     "ImageFileDataset",
+    "LabelledDataset",
     "RandomCrop",
     "RandomHorizontalFlip",
     "ToFloat",

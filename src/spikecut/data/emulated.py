@@ -13,16 +13,16 @@ source file, every emulator parameter and every framing parameter.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .._deprecation import renamed_parameters
+from .base import LabelledDataset
 from .embedded import load_mnist5k, locate_mnist5k
 from .emulator import (
     ENTRY_SIDES,
@@ -45,7 +45,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SPIKECUT_CACHE", Path.home() / ".cache" / "spikecut"))
 
 
-class FrameTensorDataset(Dataset):
+class FrameTensorDataset(LabelledDataset):
     """Event frames held in memory, ``[N, T, 2, H, W]`` counts, served as float32 items.
 
     Counts are stored compactly (any integer dtype); ``transform`` (augmentation) runs on
@@ -59,41 +59,23 @@ class FrameTensorDataset(Dataset):
         num_classes: int,
         transform: Callable[[Tensor], Tensor] | None = None,
         name: str = "",
+        classes: Sequence[str] | None = None,
     ) -> None:
         frames = torch.as_tensor(frames)
-        labels = torch.as_tensor(labels, dtype=torch.long)
         if frames.dim() != 5 or frames.shape[2] != 2:
             raise ValueError(f"frames must be [N, T, 2, H, W], got shape {tuple(frames.shape)}")
-        if labels.shape != frames.shape[:1]:
-            raise ValueError(f"expected {frames.shape[0]} labels, got shape {tuple(labels.shape)}")
+        super().__init__(labels, num_classes, transform, name, classes)
+        self._check_count(len(frames), "frame sequence")
         self.frames_data = frames
-        self.labels = labels
-        self.num_classes = int(num_classes)
-        self.transform = transform
-        self.name = name
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
+        """Shape of one item, ``(T, 2, H, W)``."""
         t, c, h, w = self.frames_data.shape[1:]
         return (t, c, h, w)
 
-    def without_transform(self) -> FrameTensorDataset:
-        return FrameTensorDataset(self.frames_data, self.labels, self.num_classes, None, self.name)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        item = self.frames_data[index].to(torch.float32)
-        if self.transform is not None:
-            item = self.transform(item)
-        return item, int(self.labels[index])
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(name={self.name!r}, n={len(self)}, "
-            f"input_shape={self.input_shape}, num_classes={self.num_classes})"
-        )
+    def raw(self, index: int) -> Tensor:
+        return self.frames_data[index].to(torch.float32)
 
 
 Motion = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]

@@ -36,6 +36,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .._deprecation import renamed_parameters
+from .base import LabelledDataset
 from .events import as_events, make_events, read_dvs_gesture, read_events, read_gesture_labels
 from .framing import FrameCache, Framing, source_key
 from .registry import register_dataset
@@ -79,7 +80,7 @@ class EventSample:
     key: dict[str, Any] = field(default_factory=dict)
 
 
-class EventFrameDataset(Dataset):
+class EventFrameDataset(LabelledDataset):
     """Recordings framed on access into float32 ``[T, 2, h, w]`` tensors, with int labels.
 
     Frames come from ``cache`` when given (keyed by the sample's key, the framing
@@ -99,21 +100,11 @@ class EventFrameDataset(Dataset):
         name: str = "",
         classes: Sequence[str] | None = None,
     ) -> None:
-        if len(samples) != len(labels):
-            raise ValueError(f"{len(samples)} samples but {len(labels)} labels")
+        super().__init__(labels, num_classes, transform, name, classes)
+        self._check_count(len(samples), "sample")
         self.samples = list(samples)
-        self.labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= num_classes):
-            raise ValueError(
-                f"labels must lie in [0, {num_classes - 1}], found "
-                f"{int(self.labels.min())}..{int(self.labels.max())}"
-            )
-        self.num_classes = int(num_classes)
         self.framing = framing
         self.cache = _as_cache(cache)
-        self.transform = transform
-        self.name = name
-        self.classes = list(classes) if classes is not None else None
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -132,33 +123,8 @@ class EventFrameDataset(Dataset):
         key = {"dataset": self.name, **sample.key, "framing": self.framing.key()}
         return self.cache.get_or_build(key, build)
 
-    def without_transform(self) -> EventFrameDataset:
-        """The same samples and framing with no transform (e.g. for calibration)."""
-        return EventFrameDataset(
-            self.samples,
-            self.labels.tolist(),
-            self.num_classes,
-            self.framing,
-            cache=self.cache,
-            name=self.name,
-            classes=self.classes,
-        )
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        frames = torch.from_numpy(np.ascontiguousarray(self.frames(index), dtype=np.float32))
-        if self.transform is not None:
-            frames = self.transform(frames)
-        return frames, int(self.labels[index])
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(name={self.name!r}, n={len(self)}, "
-            f"input_shape={self.input_shape}, num_classes={self.num_classes}, "
-            f"transform={self.transform!r})"
-        )
+    def raw(self, index: int) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self.frames(index), dtype=np.float32))
 
 
 class EventSourceDataset(Dataset):
