@@ -21,6 +21,7 @@ from spikecut.data import (
     RandomTranslate,
     TensorImageDataset,
     available_datasets,
+    dataset_info,
     get_dataset,
     register_dataset,
     stratified_split,
@@ -307,7 +308,7 @@ def test_registry_lists_and_registers(monkeypatch):
         registry_module.DATASETS, "_factories", dict(registry_module.DATASETS._factories)
     )
 
-    @register_dataset("toy")
+    @register_dataset("toy", frames=False)
     def toy(root=None, split="train", *, size: int = 3):
         images = torch.zeros(size, 1, 2, 2)
         return TensorImageDataset(images, torch.zeros(size, dtype=torch.long), 1, name=split)
@@ -317,7 +318,7 @@ def test_registry_lists_and_registers(monkeypatch):
     with pytest.raises(TypeError, match="'sise'.*size"):
         get_dataset("toy", sise=5)
     with pytest.raises(ValueError, match="already registered"):
-        register_dataset("toy")(lambda root, split: None)
+        register_dataset("toy", frames=False)(lambda root, split: None)
 
 
 def test_tensor_image_dataset_validates_inputs():
@@ -424,3 +425,54 @@ def test_labelled_dataset_transform_copies_share_data_and_repr_names_facts():
     assert "input_shape=(1, 2, 2)" in text
     with pytest.raises(ValueError, match="expected 2 class names, got 1"):
         ByteImageDataset(images, [1, 0], 2, classes=["only-one"])
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("mnist5k", {"test_size": 40}),
+        ("digits", {}),
+        ("mnist5k-dvs", {"test_size": 40, "T": 3, "progress": False}),
+        ("mnist5k-enter", {"test_size": 40, "T": 3, "progress": False}),
+    ],
+)
+def test_registered_facts_match_what_the_dataset_yields(name, options, tmp_path):
+    """frames, classes and one step's input shape are known without building anything."""
+    if "T" in options:
+        options["cache"] = str(tmp_path)
+    info = dataset_info(name)
+    data = get_dataset(name, split="test", **options)
+    x, _ = data[0]
+    assert info.frames == (x.dim() == 4)
+    assert tuple(x.shape[-3:]) == info.input_shape == data.input_shape[-3:]
+    assert info.num_classes == data.num_classes
+
+
+def test_every_built_in_dataset_says_whether_it_yields_frames():
+    for name in available_datasets():
+        info = dataset_info(name)
+        assert isinstance(info.frames, bool), name
+        assert info.input_shape is not None and len(info.input_shape) == 3, name
+
+
+def test_a_dataset_registered_without_frames_warns_and_is_looked_at(monkeypatch):
+    from spikecut.config import parse_config
+    from spikecut.experiment import config_yields_frames
+
+    monkeypatch.setattr(
+        registry_module.DATASETS, "_factories", dict(registry_module.DATASETS._factories)
+    )
+    monkeypatch.setattr(registry_module.DATASETS, "_info", dict(registry_module.DATASETS._info))
+    with pytest.warns(DeprecationWarning, match=r"register_dataset\('old-toy'\) without frames="):
+
+        @register_dataset("old-toy")
+        def old_toy(root=None, split="train"):
+            return TensorImageDataset(torch.zeros(2, 1, 2, 2), [0, 1], 2)
+
+    assert dataset_info("old-toy").frames is None
+    cfg = parse_config({"data": {"name": "old-toy"}})
+    assert config_yields_frames(cfg, get_dataset("old-toy")) is False
+    with pytest.raises(ValueError, match="registered without frames=.*frames=True"):
+        config_yields_frames(cfg)
+    with pytest.raises(TypeError, match="frames must be True or False, got 'yes'"):
+        register_dataset("bad-toy", frames="yes")
