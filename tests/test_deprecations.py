@@ -19,7 +19,7 @@ from spikecut.evaluate import calibration_cum_logits, collect_cum_logits
 from spikecut.experiment import dataset_options
 from spikecut.layers import TEBN
 from spikecut.losses import tet_loss
-from spikecut.regularizers import RCSRegularizer
+from spikecut.regularizers import RCSRegularizer, window
 from spikecut.train import TrainConfig, as_time_major, train_snn
 
 
@@ -87,6 +87,10 @@ def test_renamed_loss_layer_and_regulariser_keywords() -> None:
         ).neurons
     with pytest.warns(DeprecationWarning, match="rho"):
         assert RCSRegularizer(_snn(), rho=0.5).rho == 0.5
+    with pytest.warns(DeprecationWarning, match=r"window\(steps"):
+        assert window(steps=10, rho=0.5) == window(T=10, rho=0.5) == 5
+    with pytest.raises(TypeError, match="both"):
+        window(T=10, steps=10)
 
 
 def test_framing_and_dataset_old_keywords() -> None:

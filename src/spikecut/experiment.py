@@ -420,11 +420,21 @@ def is_frame_dataset(dataset) -> bool:
     return x.dim() == 4
 
 
-def config_yields_frames(cfg: ExperimentConfig, dataset) -> bool:
-    """Whether the configured dataset gives frame sequences: the registry's fact about it
-    (:func:`~spikecut.data.registry.dataset_yields_frames`), else a look at ``dataset``."""
+def config_yields_frames(cfg: ExperimentConfig, dataset=None) -> bool:
+    """Whether the configured dataset gives frame sequences, as its registry entry says
+    (:func:`~spikecut.data.registry.dataset_yields_frames`); nothing is loaded.
+
+    ``dataset`` is looked at only for a factory registered without ``frames=`` (deprecated).
+    """
     registered = dataset_yields_frames(cfg.data.name)
-    return is_frame_dataset(dataset) if registered is None else registered
+    if registered is not None:
+        return registered
+    if dataset is None:
+        raise ValueError(
+            f"dataset {cfg.data.name!r} was registered without frames=; register it with "
+            "frames=True (frame sequences) or frames=False (static inputs)"
+        )
+    return is_frame_dataset(dataset)
 
 
 def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: str) -> dict:
