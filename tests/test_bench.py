@@ -19,7 +19,7 @@ from spikecut.bench.simulation import (
     speed_ratios,
 )
 
-TINY = dict(nets=("conv28",), batch=2, steps=2, scale=0.125, warmup=0, repeats=1, threads=1)
+TINY = dict(nets=("conv28",), batch=2, T=2, scale=0.125, warmup=0, repeats=1, threads=1)
 
 
 def hide_modules(monkeypatch, *hidden):
@@ -111,9 +111,7 @@ def test_spikecut_computes_the_same_network_as_the_hand_written_loop():
     for net in ("conv28", "vgg32"):
         rows = {
             r["library"]: r
-            for r in check_agreement(
-                net, ("spikecut", "pytorch-loop"), batch=2, steps=4, scale=0.125
-            )
+            for r in check_agreement(net, ("spikecut", "pytorch-loop"), batch=2, T=4, scale=0.125)
         }
         assert rows["pytorch-loop"]["max_abs_diff"] == 0.0
         assert rows["pytorch-loop"]["grad_rel_diff"] < 1e-5
@@ -250,3 +248,47 @@ def test_training_throughput_of_a_config_and_item_shapes():
     dvs = load_config(root / "cifar10dvs-vggsnn-tet.yaml")
     assert item_shape(dvs) == (10, (10, 2, 48, 48), False)
     assert item_shape(load_config(root / "tinyimagenet-resnet18-qcfs.yaml"))[1] == (3, 64, 64)
+
+
+def test_simulation_config_takes_T_and_still_reads_the_old_steps():
+    assert SimulationConfig(T=3).T == 3
+    with pytest.warns(DeprecationWarning, match="steps"):
+        old = SimulationConfig(steps=5)
+    assert old.T == 5 and "steps" not in old.to_dict()
+    with pytest.warns(DeprecationWarning, match="steps"):
+        assert old.steps == 5
+    assert SimulationConfig.from_dict({"steps": 4, "nets": ["vgg32"]}).T == 4  # old JSON
+    assert SimulationConfig.from_dict(old.to_dict()) == old
+    with pytest.warns(DeprecationWarning, match="steps"):
+        rows = check_agreement("conv28", ("spikecut",), batch=1, steps=2, scale=0.125)
+    assert rows[0]["max_abs_diff"] == 0.0
+
+
+def test_old_results_with_steps_still_render():
+    old = {
+        "config": {
+            "batch": 2,
+            "steps": 3,
+            "scale": 0.5,
+            "device": "cpu",
+            "repeats": 1,
+            "warmup": 0,
+        },
+        "machine": {"torch_threads": 1, "torch": "x", "processor": "p", "cpus_available": 1},
+        "simulation": [],
+        "missing_peers": {},
+        "ratios": [],
+        "agreement": [],
+        "memory_method": "m",
+        "anytime": [],
+        "notes": [],
+    }
+    assert "T = 3" in runner.render_markdown(old)
+
+
+def test_builders_live_apart_from_the_measurement():
+    from spikecut.bench import networks, peers
+
+    assert simulation.build_ann is networks.build_ann
+    assert simulation.build_simulator is peers.build_simulator
+    assert simulation.PeerMissing is peers.PeerMissing

@@ -133,7 +133,7 @@ def render_markdown(results: dict) -> str:
     lines = [
         "# Simulation benchmark",
         "",
-        f"Batch {cfg['batch']}, T = {cfg['steps']}, width scale {cfg['scale']}, "
+        f"Batch {cfg['batch']}, T = {cfg.get('T', cfg.get('steps'))}, width scale {cfg['scale']}, "
         f"{cfg['device']}, {machine['torch_threads']} torch thread(s), torch {machine['torch']}, "
         f"{machine['processor']} ({machine['cpus_available']} CPUs available); best of "
         f"{cfg['repeats']} after {cfg['warmup']} warm-up call(s).",
