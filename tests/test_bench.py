@@ -85,6 +85,9 @@ def test_runner_calls_the_anytime_driver_with_the_results_dirs(tmp_path, monkeyp
                     epsilon=0.0,
                     steps_speedup=2.0,
                     wall_speedup=1.8,
+                    batch_size=500,
+                    strategy="compact",
+                    split=dict(network=0.6, rule=0.2, compaction=0.1, other=0.1, total=1.0),
                 )
             ]
 
@@ -103,7 +106,8 @@ def test_runner_calls_the_anytime_driver_with_the_results_dirs(tmp_path, monkeyp
     assert calls == [(["a", "b"], "cpu", False, "topk")]
     assert results["anytime"][0]["wall_speedup"] == 1.8
     assert (
-        "| digits | alpha=0 | topk | 0 | 2.00× | 1.80× | 0.90 |" in (tmp_path / "r.md").read_text()
+        "| digits | alpha=0 | 500 | topk | 0 | 2.00× | 1.80× | 0.90 | compact "
+        "| 60% / 20% / 10% / 10% |" in (tmp_path / "r.md").read_text()
     )
 
 
