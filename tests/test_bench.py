@@ -55,7 +55,9 @@ def test_runner_writes_json_and_markdown_with_peers_missing(tmp_path, monkeypatc
     check_schema(on_disk)
     libraries = {(r["library"], r["mode"]) for r in on_disk["simulation"]}
     assert libraries == {
-        (lib, mode) for lib in ("spikecut", "pytorch-loop") for mode in ("inference", "training")
+        (lib, mode)
+        for lib in ("spikecut", "pytorch-loop", "dense-ann")
+        for mode in ("inference", "training")
     } | {("spikecut-stepwise", "inference")}  # stepwise is an inference-only variant
     assert set(on_disk["missing_peers"]) == {"spikingjelly", "snntorch"}
     assert on_disk["ratios"] == []  # no peer, no ratio against the fastest peer
@@ -198,6 +200,8 @@ def test_speed_ratios_against_the_fastest_peer():
     assert ratio["speed_ratio"] == pytest.approx(1.5)
     assert ratio["memory_ratio"] == pytest.approx(50.0 / 40.0)
     assert ratio["speed_ratio_vs_loop"] == pytest.approx(2.0)
+    (ratio,) = speed_ratios([*rows, row("dense-ann", "training", 400.0, 30.0)])
+    assert ratio["dense_ratio"] == pytest.approx(0.75) and ratio["fastest_peer"] == "snntorch"
 
 
 def test_cli_bench_passes_its_options(monkeypatch, tmp_path):

@@ -19,8 +19,10 @@ from torch import Tensor, nn
 from ..neurons import LIF, ArcTan, SpikingNetwork, reset
 
 __all__ = [
+    "DENSE",
     "LIBRARIES",
     "INFERENCE_ONLY",
+    "DenseSimulator",
     "PEERS",
     "PeerMissing",
     "SpikecutSimulator",
@@ -29,7 +31,8 @@ __all__ = [
     "peer_versions",
 ]
 
-LIBRARIES = ("spikecut", "spikecut-stepwise", "spikingjelly", "snntorch", "pytorch-loop")
+DENSE = "dense-ann"
+LIBRARIES = ("spikecut", "spikecut-stepwise", "spikingjelly", "snntorch", "pytorch-loop", DENSE)
 INFERENCE_ONLY = ("spikecut-stepwise",)
 PEERS = ("spikingjelly", "snntorch")
 LEAK, THRESHOLD, ATAN_ALPHA = 0.5, 1.0, 2.0
@@ -166,12 +169,27 @@ class PyTorchLoopSimulator(_Simulator):
         return torch.stack(outputs)
 
 
+class DenseSimulator(_Simulator):
+    """The dense limit: the same net as a plain ReLU ANN on all ``T·B`` inputs in one call
+    (no neuron recurrence, no state). Not an SNN: its logits differ; it bounds what any
+    simulator of the same layers can reach on the machine."""
+
+    def __init__(self, ann: nn.Sequential) -> None:
+        super().__init__()
+        self.net = nn.Sequential(*_layers(ann))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.net(x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]))
+        return y.reshape(x.shape[0], x.shape[1], *y.shape[1:])
+
+
 _SIMULATORS: dict[str, type[_Simulator]] = {
     "spikecut": SpikecutSimulator,
     "spikecut-stepwise": SpikecutStepwiseSimulator,
     "spikingjelly": SpikingJellySimulator,
     "snntorch": SnnTorchSimulator,
     "pytorch-loop": PyTorchLoopSimulator,
+    DENSE: DenseSimulator,
 }
 
 

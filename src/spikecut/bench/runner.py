@@ -178,11 +178,12 @@ def render_markdown(results: dict) -> str:
                     f"{_fmt(r['speed_ratio'], 2)}×",
                     _fmt(r["memory_ratio"], 2),
                     f"{_fmt(r.get('speed_ratio_vs_loop'), 2)}×",
+                    f"{_fmt(r.get('dense_ratio'), 2)}",
                     stepwise,
                 ]
             )
         header = ["net", "mode", "fastest peer", "speed ratio", "memory ratio (vs least)"]
-        header += ["vs hand loop", "stepwise: speed, memory"]
+        header += ["vs hand loop", "of dense limit", "stepwise: speed, memory"]
         lines.append(markdown_table(header, rows, numeric_from=3))
     if results["agreement"]:
         lines += [

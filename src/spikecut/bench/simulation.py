@@ -64,6 +64,7 @@ from ..speed import (
 from . import timing
 from .networks import NETS, build_ann
 from .peers import (
+    DENSE,
     INFERENCE_ONLY,
     LIBRARIES,
     PEERS,
@@ -246,9 +247,11 @@ def _prepared(library: str, ann: nn.Sequential, mode: str, device: torch.device)
         model.requires_grad_(False)
         if isinstance(model, SpikecutSimulator):  # spikecut's own inference preparation
             model.net = prepare_for_inference(model.net)
+        elif library == DENSE and device.type == "cpu":
+            channels_last_convolutions(model.net)  # the dense limit in its fastest layout
     else:
         model = build_simulator(library, ann).train()
-        if isinstance(model, SpikecutSimulator) and device.type == "cpu":
+        if library in ("spikecut", DENSE) and device.type == "cpu":
             channels_last_convolutions(model.net)  # what spikecut's trainers do on the CPU
     return model.to(device)
 
@@ -391,6 +394,8 @@ def speed_ratios(rows: list[dict]) -> list[dict]:
         if "pytorch-loop" in group:
             loop = group["pytorch-loop"]["samples_steps_per_s"]
             entry["speed_ratio_vs_loop"] = ours["samples_steps_per_s"] / loop
+        if DENSE in group:  # the share of the dense limit that spikecut reaches
+            entry["dense_ratio"] = ours["samples_steps_per_s"] / group[DENSE]["samples_steps_per_s"]
         stepwise = group.get("spikecut-stepwise")
         if stepwise is not None:
             entry["stepwise_speed_ratio"] = (
@@ -432,6 +437,8 @@ def check_agreement(
     outputs: dict[str, Tensor] = {}
     grads: dict[str, Tensor] = {}
     for library in libraries:
+        if library == DENSE:  # a ReLU ANN: not the same network, nothing to agree on
+            continue
         try:
             model = _prepared(library, ann, "inference", dev)
             with torch.inference_mode():
