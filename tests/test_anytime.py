@@ -452,6 +452,11 @@ def test_measure_anytime_reports_speedups_from_the_engines_exits():
     assert got["stepwise_speedup"] == pytest.approx(
         got["stepwise_seconds"] / got["anytime_seconds"]
     )
+    assert got["strategy"] in ("compact", "mask", "full")
+    split = got["split"]  # one profiled pass of the step-by-step engine
+    assert set(split) == {"network", "rule", "compaction", "other", "total"}
+    assert split["network"] > 0 and split["rule"] > 0
+    assert split["total"] == pytest.approx(sum(v for k, v in split.items() if k != "total"))
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         measure_anytime(snn, data, rule, T, repeats=0)
 
@@ -494,8 +499,9 @@ def test_bench_driver_rebuilds_a_finished_run_with_its_saved_thresholds(tmp_path
     with pytest.raises(ValueError, match="no run named 'run b'; runs: 'run a'"):
         load_run_snn(tmp_path, "run b")
 
-    rows = run_anytime_bench([tmp_path], repeats=1, log=lambda _: None)
-    (row,) = rows
+    rows = run_anytime_bench([tmp_path], repeats=1, single_samples=20, log=lambda _: None)
+    row, single = rows  # the batch of batch_size_eval, and one sample at a time
+    assert single["batch_size"] == 1 and single["samples"] == 20 and single["agreement"] == 1.0
     assert {k: row[k] for k in ("experiment", "run", "rule", "epsilon")} == {
         "experiment": "tiny",
         "run": "run a",

@@ -19,7 +19,7 @@ from spikecut.bench.simulation import (
     speed_ratios,
 )
 
-TINY = dict(nets=("conv28",), batch=2, steps=2, scale=0.125, warmup=0, repeats=1, threads=1)
+TINY = dict(nets=("conv28",), batch=2, T=2, scale=0.125, warmup=0, repeats=1, threads=1)
 
 
 def hide_modules(monkeypatch, *hidden):
@@ -55,7 +55,9 @@ def test_runner_writes_json_and_markdown_with_peers_missing(tmp_path, monkeypatc
     check_schema(on_disk)
     libraries = {(r["library"], r["mode"]) for r in on_disk["simulation"]}
     assert libraries == {
-        (lib, mode) for lib in ("spikecut", "pytorch-loop") for mode in ("inference", "training")
+        (lib, mode)
+        for lib in ("spikecut", "pytorch-loop", "dense-ann")
+        for mode in ("inference", "training")
     } | {("spikecut-stepwise", "inference")}  # stepwise is an inference-only variant
     assert set(on_disk["missing_peers"]) == {"spikingjelly", "snntorch"}
     assert on_disk["ratios"] == []  # no peer, no ratio against the fastest peer
@@ -85,6 +87,9 @@ def test_runner_calls_the_anytime_driver_with_the_results_dirs(tmp_path, monkeyp
                     epsilon=0.0,
                     steps_speedup=2.0,
                     wall_speedup=1.8,
+                    batch_size=500,
+                    strategy="compact",
+                    split=dict(network=0.6, rule=0.2, compaction=0.1, other=0.1, total=1.0),
                 )
             ]
 
@@ -103,7 +108,8 @@ def test_runner_calls_the_anytime_driver_with_the_results_dirs(tmp_path, monkeyp
     assert calls == [(["a", "b"], "cpu", False, "topk")]
     assert results["anytime"][0]["wall_speedup"] == 1.8
     assert (
-        "| digits | alpha=0 | topk | 0 | 2.00× | 1.80× | 0.90 |" in (tmp_path / "r.md").read_text()
+        "| digits | alpha=0 | 500 | topk | 0 | 2.00× | 1.80× | 0.90 | compact "
+        "| 60% / 20% / 10% / 10% |" in (tmp_path / "r.md").read_text()
     )
 
 
@@ -111,9 +117,7 @@ def test_spikecut_computes_the_same_network_as_the_hand_written_loop():
     for net in ("conv28", "vgg32"):
         rows = {
             r["library"]: r
-            for r in check_agreement(
-                net, ("spikecut", "pytorch-loop"), batch=2, steps=4, scale=0.125
-            )
+            for r in check_agreement(net, ("spikecut", "pytorch-loop"), batch=2, T=4, scale=0.125)
         }
         assert rows["pytorch-loop"]["max_abs_diff"] == 0.0
         assert rows["pytorch-loop"]["grad_rel_diff"] < 1e-5
@@ -196,6 +200,8 @@ def test_speed_ratios_against_the_fastest_peer():
     assert ratio["speed_ratio"] == pytest.approx(1.5)
     assert ratio["memory_ratio"] == pytest.approx(50.0 / 40.0)
     assert ratio["speed_ratio_vs_loop"] == pytest.approx(2.0)
+    (ratio,) = speed_ratios([*rows, row("dense-ann", "training", 400.0, 30.0)])
+    assert ratio["dense_ratio"] == pytest.approx(0.75) and ratio["fastest_peer"] == "snntorch"
 
 
 def test_cli_bench_passes_its_options(monkeypatch, tmp_path):
@@ -250,3 +256,47 @@ def test_training_throughput_of_a_config_and_item_shapes():
     dvs = load_config(root / "cifar10dvs-vggsnn-tet.yaml")
     assert item_shape(dvs) == (10, (10, 2, 48, 48), False)
     assert item_shape(load_config(root / "tinyimagenet-resnet18-qcfs.yaml"))[1] == (3, 64, 64)
+
+
+def test_simulation_config_takes_T_and_still_reads_the_old_steps():
+    assert SimulationConfig(T=3).T == 3
+    with pytest.warns(DeprecationWarning, match="steps"):
+        old = SimulationConfig(steps=5)
+    assert old.T == 5 and "steps" not in old.to_dict()
+    with pytest.warns(DeprecationWarning, match="steps"):
+        assert old.steps == 5
+    assert SimulationConfig.from_dict({"steps": 4, "nets": ["vgg32"]}).T == 4  # old JSON
+    assert SimulationConfig.from_dict(old.to_dict()) == old
+    with pytest.warns(DeprecationWarning, match="steps"):
+        rows = check_agreement("conv28", ("spikecut",), batch=1, steps=2, scale=0.125)
+    assert rows[0]["max_abs_diff"] == 0.0
+
+
+def test_old_results_with_steps_still_render():
+    old = {
+        "config": {
+            "batch": 2,
+            "steps": 3,
+            "scale": 0.5,
+            "device": "cpu",
+            "repeats": 1,
+            "warmup": 0,
+        },
+        "machine": {"torch_threads": 1, "torch": "x", "processor": "p", "cpus_available": 1},
+        "simulation": [],
+        "missing_peers": {},
+        "ratios": [],
+        "agreement": [],
+        "memory_method": "m",
+        "anytime": [],
+        "notes": [],
+    }
+    assert "T = 3" in runner.render_markdown(old)
+
+
+def test_builders_live_apart_from_the_measurement():
+    from spikecut.bench import networks, peers
+
+    assert simulation.build_ann is networks.build_ann
+    assert simulation.build_simulator is peers.build_simulator
+    assert simulation.PeerMissing is peers.PeerMissing

@@ -167,8 +167,11 @@ def test_a_stored_rule_drives_the_engine_and_the_bench_to_the_offline_exits(fini
         assert torch.equal(result.predictions, cutoff.exit_predictions(Y, offline))
     assert (rule_for_run(snn, run, cfg, "softmax-risk").exit_steps(Y) < T).any()
 
-    (row,) = run_anytime_bench([out], rule="topk-risk", repeats=1, log=lambda _: None)
+    row, single = run_anytime_bench(
+        [out], rule="topk-risk", repeats=1, single_samples=10, log=lambda _: None
+    )  # the batch of batch_size_eval, then one sample at a time
     assert row["rule"] == "topk-risk" and row["agreement"] == 1.0
+    assert single["batch_size"] == 1 and single["agreement"] == 1.0
     assert row["mean_exit"] == pytest.approx(stored["topk-risk"]["mean_exit"], abs=0.02)
 
     bare = dict(run, guaranteed=[])

@@ -29,7 +29,9 @@ deprecated: names registered there are still honoured, for one release.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,10 +40,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ._anytime_costs import STRATEGIES, CompactionCosts, StrategyChooser, now
 from ._deprecation import warn_deprecated
 from .cutoff import ExitRule
 from .layout import to_time_major
-from .neurons import TemporalModule, private_state, reset, temporal_modules
+from .neurons import TemporalModule, reset, temporal_modules
 from .ops import OpCounter
 
 __all__ = [
@@ -174,9 +177,63 @@ class _OpTally:
         self.sops[rows] = self.running_sops[leaving]
         self.macs[rows] = self.running_macs[leaving]
 
+    def leave_where(self, fire: Tensor) -> None:
+        """The rows where ``fire`` is True exit (no compaction: rows are the originals)."""
+        self.sops = torch.where(fire, self.running_sops, self.sops)
+        self.macs = torch.where(fire, self.running_macs, self.macs)
+
     def keep(self, keep: Tensor) -> None:
         self.running_sops = self.running_sops[keep]
         self.running_macs = self.running_macs[keep]
+
+
+def _record(
+    leaving: Tensor | None,
+    active: Tensor | None,
+    t: int,
+    y: Tensor,
+    exit_steps: Tensor,
+    logits: Tensor,
+    tally: _OpTally | None,
+) -> None:
+    """Rows ``leaving`` (positions among the current rows; None: all) exit at step ``t``;
+    ``active`` maps positions to original samples (None: the identity)."""
+    if leaving is None:
+        rows = active if active is not None else slice(None)
+        exit_steps[rows] = t
+        logits[rows] = y
+        if tally is not None:
+            all_rows = torch.arange(y.shape[0], device=y.device)
+            tally.leave(all_rows if active is None else active, all_rows)
+        return
+    rows = leaving if active is None else active[leaving]
+    exit_steps[rows] = t
+    logits[rows] = y[leaving]
+    if tally is not None:
+        tally.leave(rows, leaving)
+
+
+def _result(logits: Tensor, exit_steps: Tensor, tally: _OpTally | None) -> AnytimeResult:
+    return AnytimeResult(
+        predictions=logits.argmax(dim=-1),
+        exit_steps=exit_steps,
+        logits=logits,
+        sops=None if tally is None else tally.sops,
+        analogue_macs=None if tally is None else tally.macs,
+    )
+
+
+@contextmanager
+def _private(neurons: list[Any]) -> Iterator[None]:
+    """:func:`spikecut.neurons.private_state` over neurons collected beforehand."""
+    previous = [m.state_private for m in neurons]
+    for m in neurons:
+        m.state_private = True
+    try:
+        yield
+    finally:
+        for m, p in zip(neurons, previous, strict=True):
+            m.state_private = p
 
 
 # --------------------------------------------------------------------------- engine
@@ -217,21 +274,48 @@ class AnytimeClassifier:
         rule: a ready exit rule (calibrated, if it needs it) for ``T`` steps.
         T: the most steps a sample may take; every sample still running exits at ``T``.
         count_ops: count spikes and synaptic operations per sample (a little slower).
+        strategy: how a batch is run; every strategy gives the same exit steps and
+            predictions, only the time differs. ``"compact"``: step by step, the state
+            compacted to the running samples when the measured costs say it pays;
+            ``"mask"``: step by step, exited samples masked but still computed (no
+            compaction: the path for one streamed sample); ``"full"``: all T steps in one
+            call, then the rule offline (not with ``count_ops``); ``"auto"`` (default):
+            times the candidates on the first batches of each size and device and keeps
+            the fastest (:class:`spikecut._anytime_costs.StrategyChooser`).
     """
 
-    def __init__(self, snn: nn.Module, rule: ExitRule, T: int, *, count_ops: bool = True) -> None:
+    def __init__(
+        self,
+        snn: nn.Module,
+        rule: ExitRule,
+        T: int,
+        *,
+        count_ops: bool = True,
+        strategy: str = "auto",
+    ) -> None:
         if not isinstance(rule, ExitRule):
             raise TypeError(f"rule: expected a spikecut.cutoff.ExitRule, got {type(rule).__name__}")
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"T: expected an integer >= 1, got {T!r}")
+        if strategy not in ("auto", *STRATEGIES):
+            raise ValueError(
+                f"strategy: expected 'auto' or one of {', '.join(STRATEGIES)}, got {strategy!r}"
+            )
+        if strategy == "full" and count_ops:
+            raise ValueError("strategy 'full' does not count operations; use count_ops=False")
         rule.check_ready(T)
         self.snn = snn
         self.rule = rule
         self.T = T
         self.count_ops = count_ops
+        self.strategy = strategy
+        candidates = tuple(s for s in STRATEGIES if not (count_ops and s == "full"))
+        self.chooser = StrategyChooser(candidates=candidates)
+        self._costs: dict[tuple[str, bool], CompactionCosts] = {}
+        self._modules: tuple[int, list[TemporalModule], list[TemporalModule]] | None = None
 
     @torch.inference_mode()
-    def run(self, x: Tensor, *, frames: bool = False) -> AnytimeResult:
+    def run(self, x: Tensor, *, frames: bool = False, clock: Any = None) -> AnytimeResult:
         """Classify one batch, stopping each sample at its own exit step.
 
         ``x`` is time-major, as everywhere in spikecut (:mod:`spikecut.layout`): with
@@ -239,6 +323,10 @@ class AnytimeClassifier:
         with ``frames=False`` a static batch ``[B, ...]`` fed at every step (what
         ``to_time_major(x, T)`` would repeat, without the copy). A DataLoader batch of
         frames ``[B, T, ...]`` becomes ``to_time_major(x, T, frames=True)``.
+
+        ``clock`` (for profiles, e.g. :class:`spikecut.bench.timing.PhaseClock`): an object
+        whose ``lap(phase)`` is called after each part of the work, with ``phase`` one of
+        ``"network"``, ``"rule"``, ``"compaction"`` and ``"other"``.
         """
         if not isinstance(x, Tensor):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
@@ -249,75 +337,181 @@ class AnytimeClassifier:
         batch = x.shape[1] if frames else x.shape[0]
         if batch < 1:
             raise ValueError("x: expected at least one sample, got an empty batch")
-        snn = self.snn.eval()
+        snn = self.snn
+        if snn.training:
+            snn.eval()
         device = _model_device(snn, x.device)
         x = x.to(device)
+        key = StrategyChooser.key(device, batch, frames)
+        strategy = self.strategy if self.strategy != "auto" else self.chooser.pick(key)
+        started = now(device) if self.strategy == "auto" else 0.0
+        temporal, neurons = self._temporal_modules(snn)
         counter = OpCounter(snn) if self.count_ops else None
-        reset(snn)
+        for module in temporal:
+            module.reset()
         if counter is not None:
             counter.attach()
+        path = {"compact": self._run_compact, "mask": self._run_mask, "full": self._run_full}
         try:
-            with private_state(snn):  # the run starts from a reset state that only it holds
-                return self._run(snn, x, frames, batch, device, counter)
+            # the run starts from a reset state that only it holds: updated in place
+            with _private(neurons):
+                result = path[strategy](snn, x, frames, batch, device, counter, clock)
         finally:
             if counter is not None:
                 counter.detach()
-            reset(snn)
+            for module in temporal:
+                module.reset()
+        if self.strategy == "auto":
+            self.chooser.record(key, strategy, (now(device) - started) / batch)
+        if not bool(torch.isfinite(result.logits).all()):
+            bad = int((~torch.isfinite(result.logits)).sum())
+            raise ValueError(f"cum_logits: expected finite values, found {bad} NaN/inf entries")
+        if clock is not None:
+            clock.lap("other")
+        return result
 
-    def _run(
-        self,
-        snn: nn.Module,
-        x: Tensor,
-        frames: bool,
-        batch: int,
-        device: torch.device,
-        counter: OpCounter | None,
-    ) -> AnytimeResult:
+    def _temporal_modules(self, snn: nn.Module) -> tuple[list[TemporalModule], list[Any]]:
+        """The network's time-aware modules and neurons, collected once per network."""
+        if self._modules is None or self._modules[0] != id(snn):
+            temporal = temporal_modules(snn)
+            neurons = [m for m in temporal if hasattr(m, "state_private")]
+            self._modules = (id(snn), temporal, neurons)
+        return self._modules[1], self._modules[2]
+
+    def _rule_fires(self, y: Tensor, t: int, steps: Tensor) -> Tensor:
+        """Bool ``[N]``: the rule's decision on ``Y(t)`` before the forced exit at T.
+
+        The rule's criterion is read directly (the inputs are the engine's own, checked
+        once at the end of the run), unless a rule overrides ``fires`` itself.
+        """
+        if type(self.rule).fires is not ExitRule.fires:
+            return self.rule.fires(y, t, self.T)
+        return self.rule._criterion(y.unsqueeze(0), steps[t - 1 : t])[0]
+
+    def _run_compact(self, snn, x, frames, batch, device, counter, clock) -> AnytimeResult:
+        """Step by step; exited rows are masked until compacting them away pays."""
         T = self.T
-        active = torch.arange(batch, device=device)  # original index of every running row
-        compacted = False
+        costs = self._costs.setdefault((device.type, frames), CompactionCosts())
+        steps = torch.arange(1, T + 1, device=device)
+        active: Tensor | None = None  # original index of every row (None: all, in order)
+        done: Tensor | None = None  # rows that exited but are still in the state
+        n_done = 0
         accumulator = _Accumulator(T)
         tally = _OpTally(counter, batch, device) if counter is not None else None
         exit_steps = torch.full((batch,), T, dtype=torch.long, device=device)
         logits: Tensor | None = None
         static = x
         for t in range(1, T + 1):
+            begun = time.perf_counter()
             if frames:
-                step_input = x[t - 1] if not compacted else x[t - 1].index_select(0, active)
+                step_input = x[t - 1] if active is None else x[t - 1].index_select(0, active)
             else:
                 step_input = static
             out = snn(step_input.unsqueeze(0))[0].float()
+            if tally is not None:
+                tally.step()
+            if clock is not None:
+                clock.lap("network")
             if logits is None:
                 logits = out.new_zeros(batch, *out.shape[1:])
             y = accumulator.add(t, out)
-            if tally is not None:
-                tally.step()
-            fire = self.rule.fires(y, t, T)
+            rows = y.shape[0]
+            if t == T:  # every row still running exits now
+                running = None if done is None else (~done).nonzero().squeeze(1)
+                _record(running, active, t, y, exit_steps, logits, tally)
+                if clock is not None:
+                    clock.lap("rule")
+                break
+            fire = self._rule_fires(y, t, steps)
+            if done is not None:
+                fire &= ~done
             leaving = fire.nonzero().squeeze(1)  # host sync: which rows leave decides the rest
+            if clock is not None:
+                clock.lap("rule")
+            costs.step(rows, time.perf_counter() - begun)
             if leaving.numel() == 0:
                 continue
-            rows = active[leaving]
-            exit_steps[rows] = t
-            logits[rows] = y[leaving]
-            if tally is not None:
-                tally.leave(rows, leaving)
-            if leaving.numel() == active.numel():
+            _record(leaving, active, t, y, exit_steps, logits, tally)
+            n_done += leaving.numel()
+            if n_done == rows:
                 break
-            keep = (~fire).nonzero().squeeze(1)
-            compact(snn, keep)
+            done = fire if done is None else done.logical_or_(fire)
+            if not costs.pays(n_done, rows, T - t):
+                continue
+            begun = time.perf_counter()
+            keep = (~done).nonzero().squeeze(1)
+            self._compact(snn, keep)
             accumulator.keep(keep)
-            active = active[keep]
-            compacted = True
+            active = keep if active is None else active[keep]
             if not frames:
                 static = static.index_select(0, keep)
             if tally is not None:
                 tally.keep(keep)
+            done, n_done = None, 0
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            costs.compaction(time.perf_counter() - begun)
+            if clock is not None:
+                clock.lap("compaction")
+        return _result(logits, exit_steps, tally)
+
+    def _compact(self, snn: nn.Module, keep: Tensor) -> None:
+        compact(snn, keep)
+
+    def _run_mask(self, snn, x, frames, batch, device, counter, clock) -> AnytimeResult:
+        """Step by step on every row; a row's answer is taken when its rule fires, and the
+        run stops when every row has its answer. No compaction, no index bookkeeping."""
+        T = self.T
+        steps = torch.arange(1, T + 1, device=device)
+        accumulator = _Accumulator(T)
+        tally = _OpTally(counter, batch, device) if counter is not None else None
+        exit_steps = torch.full((batch,), T, dtype=torch.long, device=device)
+        running = torch.ones(batch, dtype=torch.bool, device=device)
+        logits: Tensor | None = None
+        for t in range(1, T + 1):
+            step_input = x[t - 1] if frames else x
+            out = snn(step_input.unsqueeze(0))[0].float()
+            if tally is not None:
+                tally.step()
+            if clock is not None:
+                clock.lap("network")
+            y = accumulator.add(t, out)
+            if logits is None:
+                logits = torch.zeros_like(y)
+            fire = running if t == T else self._rule_fires(y, t, steps) & running
+            exit_steps.masked_fill_(fire, t)
+            logits = torch.where(fire.unsqueeze(1), y, logits)
+            if tally is not None:
+                tally.leave_where(fire)
+            running.logical_and_(~fire)
+            stop = t == T or not bool(running.any())  # one host sync per step
+            if clock is not None:
+                clock.lap("rule")
+            if stop:
+                break
+        return _result(logits, exit_steps, tally)
+
+    def _run_full(self, snn, x, frames, batch, device, counter, clock) -> AnytimeResult:
+        """All T steps in one call (the network's own chunking applies), then the rule on
+        the accumulated outputs, as the offline evaluation does."""
+        T = self.T
+        seq = x if frames else x.unsqueeze(0).expand(T, *x.shape)
+        out = snn(seq).float()
+        if clock is not None:
+            clock.lap("network")
+        cum = out.cumsum(0)
+        steps = torch.arange(1, T + 1, device=device)
+        if type(self.rule).fires is not ExitRule.fires:
+            fire = torch.stack([self.rule.fires(cum[t - 1], t, T) for t in range(1, T + 1)])
+        else:
+            fire = self.rule._criterion(cum, steps)
+            fire[-1] = True
+        exit_steps = fire.to(torch.uint8).argmax(dim=0) + 1
+        logits = cum[exit_steps - 1, torch.arange(batch, device=device)]
+        if clock is not None:
+            clock.lap("rule")
         return AnytimeResult(
-            predictions=logits.argmax(dim=-1),
-            exit_steps=exit_steps,
-            logits=logits,
-            sops=None if tally is None else tally.sops,
-            analogue_macs=None if tally is None else tally.macs,
+            predictions=logits.argmax(dim=-1), exit_steps=exit_steps, logits=logits
         )
 
     def evaluate(

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .._io import atomic_write_json, atomic_write_text
 from ..anytime import AnytimeClassifier
@@ -49,7 +49,7 @@ from ..cutoff import (
 from ..fusion import prepare_for_inference
 from ..neurons import reset
 from ..speed import keep_large_allocations
-from .timing import best_seconds
+from .timing import PhaseClock, best_seconds
 
 __all__ = ["measure_anytime", "rule_for_run", "run_anytime_bench", "render_markdown", "main"]
 
@@ -79,6 +79,7 @@ def measure_anytime(
     repeats: int = 5,
     warmup: int = 1,
     prepare: bool = True,
+    profile: bool = True,
 ) -> dict[str, Any]:
     """Time full-T against anytime inference of ``snn`` over ``dataset`` (see module doc).
 
@@ -87,7 +88,9 @@ def measure_anytime(
     (wall / steps), ``stepwise_speedup`` (against T steps one at a time), ``mean_exit``,
     ``full_seconds``, ``anytime_seconds``, ``stepwise_seconds``, ``agreement``
     (fraction of samples whose anytime exit step and prediction equal the offline rule on
-    the full-T outputs), ``samples``, ``batch_size``, ``device``, ``repeats``. With
+    the full-T outputs), ``strategy`` (the engine's choice for the first batch's size),
+    ``split`` (:func:`time_split`, with ``profile``), ``samples``, ``batch_size``,
+    ``device``, ``repeats``. With
     ``prepare`` (the default) every variant runs the network as
     :func:`~spikecut.fusion.prepare_for_inference` returns it.
     """
@@ -100,7 +103,7 @@ def measure_anytime(
     if prepare:  # BN folded, channels-last (spikecut.fusion): the same network for every variant
         snn = prepare_for_inference(snn, time_chunk=None)
     batches = _load_batches(dataset, batch_size, repeat, device)
-    engine = AnytimeClassifier(snn, rule, T, count_ops=False)
+    engine = AnytimeClassifier(snn, rule, T, count_ops=False)  # strategy "auto"
     full_outputs: list[Tensor] = []
 
     def full() -> None:
@@ -117,15 +120,20 @@ def measure_anytime(
         for x in batches:
             anytime_results.append(engine.run(x, frames=not repeat))
 
-    stepwise_engine = AnytimeClassifier(snn, FixedTimestep(T), T, count_ops=False)
+    stepwise_engine = AnytimeClassifier(snn, FixedTimestep(T), T, count_ops=False, strategy="mask")
 
     def stepwise() -> None:
         for x in batches:
             stepwise_engine.run(x, frames=not repeat)
 
     full_seconds = best_seconds(full, device, repeats, warmup)
+    for _ in range(_SETTLE_PASSES):  # the engine times its strategies on the first batches
+        if all(engine.chooser.settled(k) for k in _keys(engine, batches, repeat, device)):
+            break
+        early()
     anytime_seconds = best_seconds(early, device, repeats, warmup)
     stepwise_seconds = best_seconds(stepwise, device, repeats, warmup)
+    split = time_split(snn, rule, T, batches, repeat, device) if profile else None
 
     cum = torch.cat([o.float().cumsum(0) for o in full_outputs], dim=1)
     offline_steps = rule.exit_steps(cum)
@@ -148,11 +156,51 @@ def measure_anytime(
         "stepwise_speedup": stepwise_seconds / anytime_seconds,
         "full_speedup": full_seconds / anytime_seconds,
         "agreement": agreement,
+        "strategy": _chosen(engine, batches, repeat, device),
+        "split": split,
         "samples": int(steps.shape[0]),
         "batch_size": batch_size,
         "device": str(device),
         "repeats": repeats,
     }
+
+
+_SETTLE_PASSES = 8
+PHASES = ("network", "rule", "compaction", "other")
+
+
+def _keys(engine, batches, repeat, device) -> set[tuple]:
+    return {engine.chooser.key(device, x.shape[0 if repeat else 1], not repeat) for x in batches}
+
+
+def _chosen(engine, batches, repeat, device) -> str:
+    x = batches[0]
+    return engine.chooser.pick(engine.chooser.key(device, x.shape[0 if repeat else 1], not repeat))
+
+
+def time_split(
+    snn: nn.Module,
+    rule: ExitRule,
+    T: int,
+    batches: list[Tensor],
+    repeat: bool,
+    device: torch.device,
+    strategy: str = "compact",
+) -> dict[str, float]:
+    """Seconds of one pass of the step-by-step engine (``strategy``, after a warm-up pass)
+    split into network compute, rule evaluation (with the accumulation of ``Y(t)``),
+    compaction and the rest (validation, resets, Python), with the device drained at
+    every boundary; ``total`` is their sum."""
+    engine = AnytimeClassifier(snn, rule, T, count_ops=False, strategy=strategy)
+    for x in batches:
+        engine.run(x, frames=not repeat)
+    clock = PhaseClock(device)
+    for x in batches:
+        engine.run(x, frames=not repeat, clock=clock)
+        clock.lap("other")
+    split = {phase: clock.seconds.get(phase, 0.0) for phase in PHASES}
+    split["total"] = sum(split.values())
+    return split
 
 
 def rule_for_run(
@@ -207,6 +255,7 @@ def run_anytime_bench(
     runs: Sequence[str] | None = None,
     batch_size: int | None = None,
     repeats: int | None = None,
+    single_samples: int = 100,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Anytime wall-clock rows for every run of every finished experiment folder.
@@ -214,7 +263,8 @@ def run_anytime_bench(
     Each row: ``experiment``, ``run``, ``rule``, ``epsilon``, ``steps_speedup``,
     ``wall_speedup`` and the rest of :func:`measure_anytime`'s keys. ``quick`` measures
     only each experiment's first run, best of 2 instead of 5. ``batch_size`` defaults to
-    the experiment's ``batch_size_eval``.
+    the experiment's ``batch_size_eval``. A second row per run has batch 1 (one sample
+    streamed at a time) over the first ``single_samples`` test samples.
     """
     from ..data import get_dataset
     from ..experiment import dataset_options, is_frame_dataset, load_run_snn
@@ -262,7 +312,24 @@ def run_anytime_bench(
                 f"{row['experiment']} / {run_name}: {rule} ε={epsilon:g} steps "
                 f"{row['steps_speedup']:.2f}x, wall {row['wall_speedup']:.2f}x "
                 f"(ratio {row['ratio']:.2f}; against stepwise full-T "
-                f"{row['stepwise_speedup']:.2f}x)"
+                f"{row['stepwise_speedup']:.2f}x; {row['strategy']})"
+            )
+            rows.append(row)
+            single = measure_anytime(
+                snn,
+                Subset(test, range(min(len(test), single_samples))),
+                exit_rule,
+                cfg.T,
+                repeat=not is_frame_dataset(test),
+                batch_size=1,
+                device=device,
+                repeats=2 if quick else 3,
+            )
+            row = {**row, **single}
+            log(
+                f"{row['experiment']} / {run_name}: batch 1 ({single['samples']} samples) steps "
+                f"{row['steps_speedup']:.2f}x, wall {row['wall_speedup']:.2f}x "
+                f"(ratio {row['ratio']:.2f}, {row['strategy']})"
             )
             rows.append(row)
     return rows
@@ -271,15 +338,16 @@ def run_anytime_bench(
 def render_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as a markdown table."""
     lines = [
-        "| Experiment | Run | Rule | ε | Steps speed-up | Wall-clock speed-up | Wall / steps "
-        "| vs stepwise full-T | Agreement % | Device |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| Experiment | Run | Batch | Rule | ε | Steps speed-up | Wall-clock speed-up "
+        "| Wall / steps | vs stepwise full-T | Agreement % | Strategy | Device |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['experiment']} | {r['run']} | {r['rule']} | {r['epsilon']:g} | "
-            f"{r['steps_speedup']:.2f}× | {r['wall_speedup']:.2f}× | {r['ratio']:.2f} | "
-            f"{r['stepwise_speedup']:.2f}× | {100 * r['agreement']:.2f} | {r['device']} |"
+            f"| {r['experiment']} | {r['run']} | {r['batch_size']} | {r['rule']} | "
+            f"{r['epsilon']:g} | {r['steps_speedup']:.2f}× | {r['wall_speedup']:.2f}× | "
+            f"{r['ratio']:.2f} | {r['stepwise_speedup']:.2f}× | {100 * r['agreement']:.2f} | "
+            f"{r.get('strategy', '')} | {r['device']} |"
         )
     return "\n".join(lines) + "\n"
 

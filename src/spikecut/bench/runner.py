@@ -127,13 +127,21 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
+def _split(split: dict | None) -> str:
+    """The step-by-step engine's time split as percentages (``—`` when not profiled)."""
+    if not split or not split.get("total"):
+        return "—"
+    parts = (split.get(k, 0.0) / split["total"] for k in ("network", "rule", "compaction", "other"))
+    return " / ".join(f"{100 * p:.0f}%" for p in parts)
+
+
 def render_markdown(results: dict) -> str:
     """The results as markdown tables (for the README and ``latest.md``)."""
     cfg, machine = results["config"], results["machine"]
     lines = [
         "# Simulation benchmark",
         "",
-        f"Batch {cfg['batch']}, T = {cfg['steps']}, width scale {cfg['scale']}, "
+        f"Batch {cfg['batch']}, T = {cfg.get('T', cfg.get('steps'))}, width scale {cfg['scale']}, "
         f"{cfg['device']}, {machine['torch_threads']} torch thread(s), torch {machine['torch']}, "
         f"{machine['processor']} ({machine['cpus_available']} CPUs available); best of "
         f"{cfg['repeats']} after {cfg['warmup']} warm-up call(s).",
@@ -170,11 +178,12 @@ def render_markdown(results: dict) -> str:
                     f"{_fmt(r['speed_ratio'], 2)}×",
                     _fmt(r["memory_ratio"], 2),
                     f"{_fmt(r.get('speed_ratio_vs_loop'), 2)}×",
+                    f"{_fmt(r.get('dense_ratio'), 2)}",
                     stepwise,
                 ]
             )
         header = ["net", "mode", "fastest peer", "speed ratio", "memory ratio (vs least)"]
-        header += ["vs hand loop", "stepwise: speed, memory"]
+        header += ["vs hand loop", "of dense limit", "stepwise: speed, memory"]
         lines.append(markdown_table(header, rows, numeric_from=3))
     if results["agreement"]:
         lines += [
@@ -200,23 +209,31 @@ def render_markdown(results: dict) -> str:
     if results["anytime"]:
         lines += [
             "Full-T inference (the faster of one whole-sequence call and T single steps) "
-            "against the anytime engine over the test split; target: wall / steps ≥ 0.85.",
+            "against the anytime engine over the test split (batch 1: one sample streamed at "
+            "a time over the first test samples); target: wall / steps ≥ 0.85. Strategy: the "
+            "engine's measured choice (compact, mask or full). The split is one profiled pass "
+            "of the step-by-step compacting path.",
             "",
         ]
         rows = [
             [
                 r["experiment"],
                 r.get("run", ""),
+                str(r.get("batch_size", "")),
                 r["rule"],
                 f"{r['epsilon']:g}",
                 f"{r['steps_speedup']:.2f}×",
                 f"{r['wall_speedup']:.2f}×",
                 f"{r['wall_speedup'] / r['steps_speedup']:.2f}",
+                r.get("strategy", ""),
+                _split(r.get("split")),
             ]
             for r in results["anytime"]
         ]
-        header = ["experiment", "run", "rule", "ε", "steps speed-up", "wall-clock speed-up"]
-        lines.append(markdown_table(header + ["wall / steps"], rows, numeric_from=3))
+        header = ["experiment", "run", "batch", "rule", "ε", "steps speed-up"]
+        header += ["wall-clock speed-up", "wall / steps", "strategy"]
+        header += ["step path: network / rule / compaction / rest"]
+        lines.append(markdown_table(header, rows, numeric_from=4))
     else:
         lines.append("No anytime results.")
     if results["notes"]:

@@ -1,8 +1,10 @@
 """Simulation speed and memory of one spiking network in spikecut and in peer libraries.
 
-The same ANN (plain PyTorch with ReLU) is defined once; each library builds its SNN from a
-copy of the same weights, with the same neuron: LIF with λ = 0.5, θ = 1, hard reset to 0,
-arctan surrogate (α = 2). The libraries:
+The networks are in :mod:`spikecut.bench.networks`, the libraries' simulators in
+:mod:`spikecut.bench.peers`; this module measures them. The same ANN (plain PyTorch with
+ReLU) is defined once; each library builds its SNN from a copy of the same weights, with
+the same neuron: LIF with λ = 0.5, θ = 1, hard reset to 0, arctan surrogate (α = 2). The
+libraries:
 
 * ``spikecut`` — :class:`~spikecut.neurons.SpikingNetwork`: layers on the ``[T·B, ...]``
   fold, the neuron's recurrence in one call per layer;
@@ -38,8 +40,6 @@ hide later peaks). Elsewhere the figure is not available and is reported as ``No
 
 from __future__ import annotations
 
-import copy
-import importlib
 import json
 import os
 import platform
@@ -52,8 +52,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._deprecation import renamed_parameters, warn_deprecated
 from ..fusion import fold_batchnorm, prepare_for_inference
-from ..neurons import LIF, ArcTan, SpikingNetwork, reset
 from ..speed import (
     M_MMAP_THRESHOLD,
     M_TRIM_THRESHOLD,
@@ -62,6 +62,17 @@ from ..speed import (
     keep_large_allocations,
 )
 from . import timing
+from .networks import NETS, build_ann
+from .peers import (
+    DENSE,
+    INFERENCE_ONLY,
+    LIBRARIES,
+    PEERS,
+    PeerMissing,
+    SpikecutSimulator,
+    build_simulator,
+    peer_versions,
+)
 
 __all__ = [
     "LIBRARIES",
@@ -79,262 +90,6 @@ __all__ = [
     "machine_info",
 ]
 
-LIBRARIES = ("spikecut", "spikecut-stepwise", "spikingjelly", "snntorch", "pytorch-loop")
-INFERENCE_ONLY = ("spikecut-stepwise",)
-PEERS = ("spikingjelly", "snntorch")
-LEAK, THRESHOLD, ATAN_ALPHA = 0.5, 1.0, 2.0
-
-
-class PeerMissing(RuntimeError):
-    """A peer library is not installed (it is an optional extra)."""
-
-
-# --------------------------------------------------------------------------- networks
-
-
-def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-
-
-def conv28(scale: float = 1.0) -> nn.Sequential:
-    """The 28×28 net, shaped like ``mnist-cnn``: conv32-pool-conv64-pool-fc128-fc10."""
-    w = max(1, round(32 * scale))
-    hidden = max(1, round(128 * scale))
-    return nn.Sequential(
-        *_conv_bn_relu(1, w),
-        nn.AvgPool2d(2),
-        *_conv_bn_relu(w, 2 * w),
-        nn.AvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(2 * w * 7 * 7, hidden, bias=False),
-        nn.BatchNorm1d(hidden),
-        nn.ReLU(),
-        nn.Linear(hidden, 10),
-    )
-
-
-def vgg32(scale: float = 1.0) -> nn.Sequential:
-    """A CIFAR-size VGG-style net: conv64-conv64-pool-conv128-conv128-pool-conv256-pool-fc10."""
-    c1, c2, c3 = (max(1, round(c * scale)) for c in (64, 128, 256))
-    return nn.Sequential(
-        *_conv_bn_relu(3, c1),
-        *_conv_bn_relu(c1, c1),
-        nn.AvgPool2d(2),
-        *_conv_bn_relu(c1, c2),
-        *_conv_bn_relu(c2, c2),
-        nn.AvgPool2d(2),
-        *_conv_bn_relu(c2, c3),
-        nn.AvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(c3 * 4 * 4, 10),
-    )
-
-
-NETS: dict[str, tuple[Callable[[float], nn.Sequential], tuple[int, ...]]] = {
-    "conv28": (conv28, (1, 28, 28)),
-    "vgg32": (vgg32, (3, 32, 32)),
-}
-
-
-def build_ann(net: str, scale: float = 1.0, seed: int = 0) -> nn.Sequential:
-    """The benchmark's ANN ``net`` with seeded weights and non-trivial BatchNorm statistics."""
-    if net not in NETS:
-        raise ValueError(f"unknown benchmark net {net!r}; expected one of {sorted(NETS)}")
-    torch.manual_seed(seed)
-    ann = NETS[net][0](scale)
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in ann.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.normal_(0.0, 0.1, generator=generator)
-                m.running_var.uniform_(0.5, 1.5, generator=generator)
-                m.weight.uniform_(0.8, 1.6, generator=generator)
-                m.bias.normal_(0.2, 0.1, generator=generator)
-    return ann
-
-
-def _layers(ann: nn.Sequential) -> list[nn.Module]:
-    return [copy.deepcopy(m) for m in ann]
-
-
-def _stateless_groups(ann: nn.Sequential) -> list[list[nn.Module] | None]:
-    """The ANN's layers as runs of stateless layers, with ``None`` where a ReLU stood."""
-    groups: list[list[nn.Module] | None] = []
-    current: list[nn.Module] = []
-    for layer in _layers(ann):
-        if isinstance(layer, nn.ReLU):
-            groups += [current, None]
-            current = []
-        else:
-            current.append(layer)
-    groups.append(current)
-    return [g for g in groups if g is None or g]
-
-
-class _Simulator(nn.Module):
-    """``forward(x[T, B, ...]) -> logits [T, B, K]`` from a fresh state every call."""
-
-
-class SpikecutSimulator(_Simulator):
-    def __init__(self, ann: nn.Sequential) -> None:
-        super().__init__()
-        body = [
-            LIF(threshold=THRESHOLD, leak=LEAK, reset="hard", surrogate=ArcTan(ATAN_ALPHA))
-            if isinstance(layer, nn.ReLU)
-            else layer
-            for layer in _layers(ann)
-        ]
-        self.net = SpikingNetwork(nn.Sequential(*body))
-
-    def forward(self, x: Tensor) -> Tensor:
-        reset(self.net)
-        return self.net(x)
-
-
-class SpikecutStepwiseSimulator(SpikecutSimulator):
-    """spikecut fed one step per call, as the anytime engine runs it: the activations of one
-    step are alive at a time, so memory is that of a per-step loop."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        reset(self.net)
-        return torch.cat([self.net(x[t : t + 1]) for t in range(x.shape[0])])
-
-
-class SpikingJellySimulator(_Simulator):
-    def __init__(self, ann: nn.Sequential) -> None:
-        super().__init__()
-        _, layer, neuron, surrogate = _import_spikingjelly()
-        modules: list[nn.Module] = []
-        for group in _stateless_groups(ann):
-            if group is None:
-                modules.append(
-                    neuron.LIFNode(
-                        tau=1.0 / (1.0 - LEAK),
-                        decay_input=False,
-                        v_threshold=THRESHOLD,
-                        v_reset=0.0,
-                        surrogate_function=surrogate.ATan(alpha=ATAN_ALPHA),
-                        detach_reset=False,
-                        step_mode="m",
-                    )
-                )
-            else:
-                modules.append(layer.SeqToANNContainer(*group))
-        self.net = nn.Sequential(*modules)
-
-    def forward(self, x: Tensor) -> Tensor:
-        functional = _import_spikingjelly()[0]
-        functional.reset_net(self.net)
-        return self.net(x)
-
-
-class SnnTorchSimulator(_Simulator):
-    def __init__(self, ann: nn.Sequential) -> None:
-        super().__init__()
-        snn, surrogate = _import_snntorch()
-        self.layers = nn.ModuleList(
-            snn.Leaky(
-                beta=LEAK,
-                threshold=THRESHOLD,
-                reset_mechanism="zero",
-                spike_grad=surrogate.atan(alpha=ATAN_ALPHA),
-            )
-            if isinstance(layer, nn.ReLU)
-            else layer
-            for layer in _layers(ann)
-        )
-        self._leaky = snn.Leaky
-
-    def forward(self, x: Tensor) -> Tensor:
-        neurons = [m for m in self.layers if isinstance(m, self._leaky)]
-        for m in neurons:
-            m.reset_mem()
-        outputs = []
-        for x_t in x:
-            for m in self.layers:
-                x_t = m(x_t)[0] if isinstance(m, self._leaky) else m(x_t)
-            outputs.append(x_t)
-        return torch.stack(outputs)
-
-
-class PyTorchLoopSimulator(_Simulator):
-    """What one would write by hand: a per-step loop over the network, the LIF inline."""
-
-    def __init__(self, ann: nn.Sequential) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(_layers(ann))
-        self.spike = ArcTan(ATAN_ALPHA)
-
-    def forward(self, x: Tensor) -> Tensor:
-        membranes: dict[int, Tensor] = {}
-        outputs = []
-        for x_t in x:
-            for i, m in enumerate(self.layers):
-                if isinstance(m, nn.ReLU):
-                    u = LEAK * membranes[i] + x_t if i in membranes else x_t
-                    x_t = self.spike(u - THRESHOLD)
-                    membranes[i] = u * (1.0 - x_t)
-                else:
-                    x_t = m(x_t)
-            outputs.append(x_t)
-        return torch.stack(outputs)
-
-
-_SIMULATORS: dict[str, type[_Simulator]] = {
-    "spikecut": SpikecutSimulator,
-    "spikecut-stepwise": SpikecutStepwiseSimulator,
-    "spikingjelly": SpikingJellySimulator,
-    "snntorch": SnnTorchSimulator,
-    "pytorch-loop": PyTorchLoopSimulator,
-}
-
-
-def _import_spikingjelly():
-    try:
-        base = "spikingjelly.activation_based"
-        return tuple(
-            importlib.import_module(f"{base}.{name}")
-            for name in ("functional", "layer", "neuron", "surrogate")
-        )
-    except ImportError as err:
-        raise PeerMissing(
-            f"spikingjelly is not installed ({err}); install the peers with "
-            "`pip install --no-deps spikingjelly snntorch loguru`"
-        ) from err
-
-
-def _import_snntorch():
-    try:
-        return importlib.import_module("snntorch"), importlib.import_module("snntorch.surrogate")
-    except ImportError as err:
-        raise PeerMissing(
-            f"snntorch is not installed ({err}); install the peers with "
-            "`pip install --no-deps spikingjelly snntorch loguru`"
-        ) from err
-
-
-def build_simulator(library: str, ann: nn.Sequential) -> nn.Module:
-    """``library``'s SNN built from a copy of ``ann``'s weights (ReLU → that library's LIF).
-
-    Raises:
-        ValueError: unknown library.
-        PeerMissing: the peer library is not installed.
-    """
-    if library not in _SIMULATORS:
-        raise ValueError(f"unknown library {library!r}; expected one of {list(LIBRARIES)}")
-    return _SIMULATORS[library](ann)
-
-
-def peer_versions() -> dict[str, str | None]:
-    """Installed version of each peer library, ``None`` where it is missing."""
-    versions: dict[str, str | None] = {}
-    for name in PEERS:
-        try:
-            versions[name] = str(getattr(importlib.import_module(name), "__version__", "unknown"))
-        except ImportError:
-            versions[name] = None
-    return versions
-
 
 # --------------------------------------------------------------------------- measurement
 
@@ -348,13 +103,16 @@ def available_cpus() -> int:
 
 @dataclass
 class SimulationConfig:
-    """What the simulation benchmark runs; ``quick()`` is the CI/laptop-sized version."""
+    """What the simulation benchmark runs; ``quick()`` is the CI/laptop-sized version.
+
+    ``T`` is the number of timesteps (``steps`` is its deprecated keyword and attribute).
+    """
 
     nets: tuple[str, ...] = ("conv28", "vgg32")
     libraries: tuple[str, ...] = LIBRARIES
     modes: tuple[str, ...] = ("inference", "training")
     batch: int = 64
-    steps: int = 8
+    T: int = 8
     scale: float = 1.0
     warmup: int = 2
     repeats: int = 5
@@ -367,8 +125,27 @@ class SimulationConfig:
         """Batch 16 and half-width nets, one warm-up and three timed calls."""
         return cls(**{"batch": 16, "scale": 0.5, "warmup": 1, "repeats": 3, **overrides})
 
+    @property
+    def steps(self) -> int:
+        """Deprecated name of :attr:`T`."""
+        warn_deprecated("SimulationConfig.steps", "SimulationConfig.T")
+        return self.T
+
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, settings: dict) -> SimulationConfig:
+        """The config :meth:`to_dict` wrote (an old ``"steps"`` key is read as ``T``)."""
+        settings = dict(settings)
+        if "steps" in settings and "T" not in settings:
+            settings["T"] = settings.pop("steps")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+
+
+# The old keyword keeps working for one release (a dataclass __init__ is generated, so the
+# rename is wrapped around it here).
+SimulationConfig.__init__ = renamed_parameters(steps="T")(SimulationConfig.__init__)  # type: ignore[method-assign]
 
 
 def _best_seconds_interleaved(
@@ -470,9 +247,11 @@ def _prepared(library: str, ann: nn.Sequential, mode: str, device: torch.device)
         model.requires_grad_(False)
         if isinstance(model, SpikecutSimulator):  # spikecut's own inference preparation
             model.net = prepare_for_inference(model.net)
+        elif library == DENSE and device.type == "cpu":
+            channels_last_convolutions(model.net)  # the dense limit in its fastest layout
     else:
         model = build_simulator(library, ann).train()
-        if isinstance(model, SpikecutSimulator) and device.type == "cpu":
+        if library in ("spikecut", DENSE) and device.type == "cpu":
             channels_last_convolutions(model.net)  # what spikecut's trainers do on the CPU
     return model.to(device)
 
@@ -482,7 +261,7 @@ def _inputs(cfg: SimulationConfig, net: str, device: torch.device) -> tuple[Tens
     shape = NETS[net][1]
     image = torch.rand(cfg.batch, *shape, generator=generator) * 2.0
     labels = torch.randint(0, 10, (cfg.batch,), generator=generator)
-    x = image.unsqueeze(0).expand(cfg.steps, *image.shape).contiguous()  # direct encoding
+    x = image.unsqueeze(0).expand(cfg.T, *image.shape).contiguous()  # direct encoding
     return x.to(device), labels.to(device)
 
 
@@ -522,7 +301,7 @@ def measure_simulation(
                     "net": net,
                     "library": library,
                     "mode": mode,
-                    "samples_steps_per_s": cfg.batch * cfg.steps / sec,
+                    "samples_steps_per_s": cfg.batch * cfg.T / sec,
                     "peak_mem_mb": None,
                 }
             )
@@ -615,6 +394,8 @@ def speed_ratios(rows: list[dict]) -> list[dict]:
         if "pytorch-loop" in group:
             loop = group["pytorch-loop"]["samples_steps_per_s"]
             entry["speed_ratio_vs_loop"] = ours["samples_steps_per_s"] / loop
+        if DENSE in group:  # the share of the dense limit that spikecut reaches
+            entry["dense_ratio"] = ours["samples_steps_per_s"] / group[DENSE]["samples_steps_per_s"]
         stepwise = group.get("spikecut-stepwise")
         if stepwise is not None:
             entry["stepwise_speed_ratio"] = (
@@ -630,12 +411,13 @@ def speed_ratios(rows: list[dict]) -> list[dict]:
 # --------------------------------------------------------------------------- agreement
 
 
+@renamed_parameters(steps="T")
 def check_agreement(
     net: str,
     libraries: tuple[str, ...] = LIBRARIES,
     *,
     batch: int = 4,
-    steps: int = 6,
+    T: int = 6,
     scale: float = 0.25,
     device: str = "cpu",
 ) -> list[dict]:
@@ -648,13 +430,15 @@ def check_agreement(
     spikecut does (snnTorch detaches it, so its gradients differ by design and are not
     compared).
     """
-    cfg = SimulationConfig(batch=batch, steps=steps, scale=scale, device=device)
+    cfg = SimulationConfig(batch=batch, T=T, scale=scale, device=device)
     ann = build_ann(net, scale)
     dev = torch.device(device)
     x, labels = _inputs(cfg, net, dev)
     outputs: dict[str, Tensor] = {}
     grads: dict[str, Tensor] = {}
     for library in libraries:
+        if library == DENSE:  # a ReLU ANN: not the same network, nothing to agree on
+            continue
         try:
             model = _prepared(library, ann, "inference", dev)
             with torch.inference_mode():
@@ -701,8 +485,5 @@ def machine_info(device: str = "cpu") -> dict:
 
 
 if __name__ == "__main__":  # the memory measurement's child process: config JSON in, rows out
-    _settings = json.loads(sys.argv[1])
-    _config = SimulationConfig(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in _settings.items()}
-    )
+    _config = SimulationConfig.from_dict(json.loads(sys.argv[1]))
     print(json.dumps(measure_memory(_config)))

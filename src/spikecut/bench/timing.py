@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["best_seconds", "seconds", "synchronize"]
+__all__ = ["PhaseClock", "best_seconds", "seconds", "synchronize"]
 
 
 def synchronize(device: torch.device) -> None:
@@ -33,3 +33,25 @@ def best_seconds(
     for _ in range(warmup):
         fn()
     return min(seconds(fn, device) for _ in range(repeats))
+
+
+class PhaseClock:
+    """Wall-clock seconds split by phase: each :meth:`lap` adds the time since the previous
+    lap to its phase (the device drained first, so asynchronous work lands where it was
+    queued). Passed to :meth:`spikecut.anytime.AnytimeClassifier.run` as ``clock``."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        self.restart()
+
+    def restart(self) -> None:
+        """Start the next lap now (time before it is not counted)."""
+        synchronize(self.device)
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        synchronize(self.device)
+        current = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + current - self._last
+        self._last = current

@@ -1,0 +1,120 @@
+"""Measured costs behind the anytime engine's choices (:mod:`spikecut.anytime`).
+
+Two decisions are made from times taken while the engine runs, never from constants:
+
+* :class:`StrategyChooser` picks, per device and batch size, how a batch is run: step by
+  step *compacting* the state to the samples still running, step by step *masking* (every
+  row keeps computing; no compaction), or *full* T-step inference followed by the offline
+  rule. It times each candidate on the first batches of a size and then keeps the fastest,
+  so the engine is never slower than not exiting by more than the noise of its timings.
+* :class:`CompactionCosts` tells the compacting path whether dropping the rows that exited
+  pays: the step time saved over the remaining steps (a line ``fixed + per_row·rows``
+  fitted to the step times seen) against the time a compaction took.
+
+All three paths give the same exit steps and predictions (the offline rule on the same
+per-step outputs), so the choice changes only the time.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+__all__ = ["STRATEGIES", "CompactionCosts", "StrategyChooser", "now"]
+
+STRATEGIES = ("compact", "mask", "full")
+
+
+def now(device: torch.device) -> float:
+    """``perf_counter`` after the device's queue is drained (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+class StrategyChooser:
+    """Times every strategy on the first batches of each (device, batch-size bucket, input
+    kind) and then picks the fastest. Buckets are powers of two: a dataset's short last
+    batch is timed on its own.
+
+    ``trials`` timings per strategy are taken (the best counts: the first call of any path
+    pays one-off costs such as allocations).
+    """
+
+    def __init__(self, trials: int = 2, candidates: tuple[str, ...] = STRATEGIES) -> None:
+        self.trials = trials
+        self.candidates = candidates
+        self._seconds: dict[tuple, dict[str, list[float]]] = {}
+
+    @staticmethod
+    def key(device: torch.device, batch: int, frames: bool) -> tuple:
+        return (device.type, max(1, batch - 1).bit_length(), frames)
+
+    def pick(self, key: tuple) -> str:
+        """The next strategy to run: one still short of timings, else the fastest."""
+        seen = self._seconds.setdefault(key, {})
+        for name in self.candidates:
+            if len(seen.get(name, ())) < self.trials:
+                return name
+        return min(self.candidates, key=lambda name: min(seen[name]))
+
+    def record(self, key: tuple, strategy: str, seconds_per_sample: float) -> None:
+        times = self._seconds.setdefault(key, {}).setdefault(strategy, [])
+        times.append(seconds_per_sample)
+        del times[: -self.trials]  # the latest timings: a drifting load is followed
+
+    def settled(self, key: tuple) -> bool:
+        """True once every candidate has its timings for ``key``."""
+        seen = self._seconds.get(key, {})
+        return all(len(seen.get(name, ())) >= self.trials for name in self.candidates)
+
+    def table(self) -> dict[str, dict[str, float]]:
+        """Best seconds per sample of every strategy timed, by key (for reports)."""
+        return {
+            str(key): {name: min(times) for name, times in seen.items() if times}
+            for key, seen in self._seconds.items()
+        }
+
+
+class CompactionCosts:
+    """Step times against row counts, and compaction times, of one network on one device.
+
+    :meth:`pays` answers whether dropping ``done`` of ``rows`` rows now saves more step time
+    over the ``remaining`` steps than a compaction costs. Until a compaction has been timed
+    it answers yes (so the first one is measured); until step times at two row counts are
+    known, the whole step time counts as per-row (an upper bound on the saving).
+    """
+
+    def __init__(self) -> None:
+        self._steps: dict[int, float] = {}  # rows -> best step seconds
+        self._compaction: float | None = None
+        self._slope: float | None = None
+
+    def step(self, rows: int, seconds: float) -> None:
+        best = self._steps.get(rows)
+        if best is None or seconds < best:
+            self._steps[rows] = seconds
+            self._slope = None
+
+    def compaction(self, seconds: float) -> None:
+        self._compaction = seconds if self._compaction is None else min(self._compaction, seconds)
+
+    def per_row(self, rows: int) -> float:
+        """Seconds one row adds to a step (least squares over the best step times)."""
+        if self._slope is None:
+            if len(self._steps) < 2:
+                best = self._steps.get(rows) or next(iter(self._steps.values()), 0.0)
+                return best / max(1, rows)
+            n = len(self._steps)
+            xs, ys = list(self._steps), list(self._steps.values())
+            mx, my = sum(xs) / n, sum(ys) / n
+            var = sum((x - mx) ** 2 for x in xs)
+            cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+            self._slope = max(0.0, cov / var) if var > 0 else 0.0
+        return self._slope
+
+    def pays(self, done: int, rows: int, remaining: int) -> bool:
+        if self._compaction is None:
+            return True
+        return self.per_row(rows) * done * remaining > self._compaction

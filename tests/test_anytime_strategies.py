@@ -1,0 +1,115 @@
+"""The engine's three ways to run a batch give the offline answers; its choices follow the
+measured costs."""
+
+import pytest
+import torch
+from test_anytime import MODELS, T, inputs, make_rule, offline
+
+from spikecut._anytime_costs import CompactionCosts, StrategyChooser
+from spikecut.anytime import AnytimeClassifier
+from spikecut.cutoff import exit_predictions
+
+STRATEGIES = ["compact", "mask", "full"]
+
+
+def _engine(snn, rule, strategy, count_ops=False):
+    return AnytimeClassifier(snn, rule, T, strategy=strategy, count_ops=count_ops)
+
+
+@pytest.mark.parametrize("frames", [False, True], ids=["static", "frames"])
+@pytest.mark.parametrize("rule_name", ["topk", "entropy", "fixed"])
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_every_strategy_equals_offline_evaluation(kind, rule_name, frames):
+    snn = MODELS[kind]()
+    rule = make_rule(rule_name, snn)
+    x = inputs(7, 40, frames)
+    cum = offline(snn, x, frames)
+    steps = rule.exit_steps(cum)
+    for strategy in STRATEGIES:
+        result = _engine(snn, rule, strategy).run(x, frames=frames)
+        assert torch.equal(result.exit_steps, steps), strategy
+        assert torch.equal(result.predictions, exit_predictions(cum, steps)), strategy
+        assert torch.equal(result.logits, cum[steps - 1, torch.arange(40)]), strategy
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_one_streamed_sample_exits_where_the_batch_would(kind):
+    snn = MODELS[kind]()
+    rule = make_rule("topk", snn)
+    x = inputs(9, 6)
+    steps = rule.exit_steps(offline(snn, x))
+    for strategy in STRATEGIES:
+        engine = _engine(snn, rule, strategy)
+        single = torch.cat([engine.run(x[i : i + 1]).exit_steps for i in range(6)])
+        assert torch.equal(single, steps), strategy
+
+
+@pytest.mark.parametrize("pays", [True, False], ids=["compacts", "masks"])
+def test_compaction_decided_by_costs_keeps_the_answers_and_the_op_counts(pays):
+    snn = MODELS["trained"]()
+    rule = make_rule("topk", snn)
+    x = inputs(8, 40)
+    reference = _engine(snn, rule, "mask", count_ops=True).run(x)
+    engine = _engine(snn, rule, "compact", count_ops=True)
+    costs = engine._costs.setdefault(("cpu", False), CompactionCosts())
+    costs.compaction(0.0 if pays else 1e9)  # free: compact at every exit; never worth it
+    compacted = []
+    original = engine._compact
+    engine._compact = lambda net, keep: (compacted.append(keep.numel()), original(net, keep))
+    result = engine.run(x)
+    assert bool(compacted) == pays
+    assert torch.equal(result.exit_steps, reference.exit_steps)
+    assert torch.equal(result.predictions, reference.predictions)
+    assert torch.equal(result.sops, reference.sops)
+    assert torch.equal(result.analogue_macs, reference.analogue_macs)
+
+
+def test_auto_times_every_strategy_then_keeps_the_fastest():
+    snn = MODELS["converted"]()
+    rule = make_rule("topk", snn)
+    x = inputs(2, 16)
+    engine = AnytimeClassifier(snn, rule, T, count_ops=False)
+    key = StrategyChooser.key(torch.device("cpu"), 16, False)
+    answers = [engine.run(x).exit_steps for _ in range(2 * len(STRATEGIES))]
+    assert engine.chooser.settled(key)
+    assert set(engine.chooser.table()[str(key)]) == set(STRATEGIES)
+    assert all(torch.equal(a, answers[0]) for a in answers)
+    # with operation counting, the full-T path (which cannot count per exit) is no candidate
+    counting = AnytimeClassifier(snn, rule, T)
+    assert "full" not in counting.chooser.candidates
+
+
+def test_chooser_picks_the_least_measured_time():
+    chooser = StrategyChooser(trials=2)
+    key = StrategyChooser.key(torch.device("cpu"), 500, False)
+    assert key == StrategyChooser.key(torch.device("cpu"), 300, False)  # same bucket
+    assert key != StrategyChooser.key(torch.device("cpu"), 1, False)
+    times = {"compact": [3.0, 2.0], "mask": [1.5, 5.0], "full": [4.0, 1.8]}
+    for _ in range(2):
+        name = chooser.pick(key)
+        chooser.record(key, name, times[name].pop(0))
+        name = chooser.pick(key)
+        chooser.record(key, name, times[name].pop(0))
+        name = chooser.pick(key)
+        chooser.record(key, name, times[name].pop(0))
+    assert chooser.settled(key) and chooser.pick(key) == "mask"
+
+
+def test_compaction_pays_only_when_the_saved_rows_outweigh_its_cost():
+    costs = CompactionCosts()
+    assert costs.pays(1, 100, 1)  # not yet measured: compact, so that it is
+    costs.step(100, 1.0 + 0.01 * 100)  # fixed 1 s + 10 ms per row
+    costs.step(50, 1.0 + 0.01 * 50)
+    assert costs.per_row(100) == pytest.approx(0.01)
+    costs.compaction(0.2)
+    assert not costs.pays(10, 100, 1)  # saves 0.1 s < 0.2 s
+    assert costs.pays(10, 100, 3)  # saves 0.3 s
+
+
+def test_bad_strategy_is_a_clear_error():
+    snn = MODELS["converted"]()
+    rule = make_rule("fixed", snn)
+    with pytest.raises(ValueError, match="strategy"):
+        AnytimeClassifier(snn, rule, T, strategy="fast")
+    with pytest.raises(ValueError, match="count_ops=False"):
+        AnytimeClassifier(snn, rule, T, strategy="full")
