@@ -239,7 +239,7 @@ def rule_for_run(
         seed=run.get("seed", cfg.seed),
         batch_size=cfg.batch_size_eval,
         progress=False,
-        repeat=not is_frame_dataset(calibration),
+        frames=is_frame_dataset(calibration),
     )
     params = {"bins": bins} if name == "topk" else {}
     return make_rule(name, epsilon, **params).calibrate(cal_logits, cal_labels)
