@@ -181,3 +181,59 @@ def test_bad_values_are_refused(bad):
         time_checkpointing(nn.Linear(2, 2), 2),
     ):
         pass
+
+
+def _tiny_dataset(n: int = 16):
+    g = torch.Generator().manual_seed(3)
+    return torch.utils.data.TensorDataset(
+        torch.rand(n, 2, 8, 8, generator=g), torch.randint(0, 3, (n,), generator=g)
+    )
+
+
+def _weights_after_training(config, bn: bool) -> dict:
+    from spikecut.train import train_snn
+
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(2, 4, 3, padding=1)] + ([nn.BatchNorm2d(4)] if bn else [])
+    ann = nn.Sequential(*layers, nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    snn = to_trainable_snn(ann, neuron=LIF(threshold=0.5))
+    train_snn(snn, _tiny_dataset(), config, T=4, alpha=0.1, progress=False)
+    assert snn.time_checkpoint is None  # the option is scoped to training
+    return {k: v.clone() for k, v in snn.state_dict().items()}
+
+
+def test_train_snn_with_time_checkpoint_trains_as_plain_bptt():
+    """The training loop (RCS recorded, α > 0) reaches the same weights."""
+    from spikecut.train import TrainConfig
+
+    base = dict(epochs=1, batch_size=8, lr=0.1)
+    plain = _weights_after_training(TrainConfig(**base), bn=False)
+    checkpointed = _weights_after_training(TrainConfig(**base, time_checkpoint=3), bn=False)
+    for name, value in plain.items():
+        torch.testing.assert_close(checkpointed[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    with pytest.raises(ValueError, match="pool training statistics over all T=4 steps"):
+        _weights_after_training(TrainConfig(**base, time_checkpoint=3), bn=True)
+    _weights_after_training(
+        TrainConfig(**base, time_checkpoint=3, time_checkpoint_norms="chunk"), bn=True
+    )
+
+
+def test_config_keys_are_validated_and_exact_checkpointing_keeps_the_fingerprint():
+    from spikecut.config import ConfigError, parse_config
+    from spikecut.experiment import run_fingerprint
+
+    direct = {"method": "direct", "model": {"name": "mnist-cnn"}}
+    with pytest.raises(ConfigError, match="'train.time_checkpoint' must be >= 1 or null, got 0"):
+        parse_config({**direct, "train": {"time_checkpoint": 0}})
+    with pytest.raises(ConfigError, match="applies to 'method: direct'"):
+        parse_config({"train": {"time_checkpoint": 4}})
+    with pytest.raises(ConfigError, match="'train.time_checkpoint_norms' is 'fold'; expected"):
+        parse_config({**direct, "train": {"time_checkpoint_norms": "fold"}})
+
+    def fingerprint(**train):
+        cfg = parse_config({**direct, "train": train})
+        return run_fingerprint(cfg, cfg.runs[0], 0)
+
+    # exact checkpointing changes memory, not results: a run can resume with or without it
+    assert fingerprint() == fingerprint(time_checkpoint=4)
+    assert fingerprint() != fingerprint(time_checkpoint=4, time_checkpoint_norms="chunk")
