@@ -61,6 +61,8 @@ def test_integers_are_accepted_for_floats_but_not_the_reverse():
         ({"model": {"options": {"widht": 8}}}, r"'model.options': .*'widht'.*accepted.*width"),
         ({"model": {"options": {"levels": 8}}}, r"use 'model.levels' instead"),
         ({"data": {"options": {"tset_size": 9}}}, r"'data.options': .*'tset_size'.*test_size"),
+        ({"time_chunk": 0}, r"'time_chunk' must be 'auto', null or an integer >= 1, got 0"),
+        ({"time_chunk": "big"}, r"'time_chunk' must be 'auto', null or an integer >= 1"),
     ],
 )
 def test_bad_configs_name_the_key_and_the_problem(raw, message):

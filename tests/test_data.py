@@ -13,11 +13,15 @@ import torch
 from spikecut.data import (
     MNIST_MEAN,
     MNIST_STD,
+    ByteImageDataset,
     Compose,
+    FrameTensorDataset,
+    LabelledDataset,
     Normalize,
     RandomTranslate,
     TensorImageDataset,
     available_datasets,
+    dataset_info,
     get_dataset,
     register_dataset,
     stratified_split,
@@ -304,7 +308,7 @@ def test_registry_lists_and_registers(monkeypatch):
         registry_module.DATASETS, "_factories", dict(registry_module.DATASETS._factories)
     )
 
-    @register_dataset("toy")
+    @register_dataset("toy", frames=False)
     def toy(root=None, split="train", *, size: int = 3):
         images = torch.zeros(size, 1, 2, 2)
         return TensorImageDataset(images, torch.zeros(size, dtype=torch.long), 1, name=split)
@@ -314,7 +318,7 @@ def test_registry_lists_and_registers(monkeypatch):
     with pytest.raises(TypeError, match="'sise'.*size"):
         get_dataset("toy", sise=5)
     with pytest.raises(ValueError, match="already registered"):
-        register_dataset("toy")(lambda root, split: None)
+        register_dataset("toy", frames=False)(lambda root, split: None)
 
 
 def test_tensor_image_dataset_validates_inputs():
@@ -380,3 +384,95 @@ def _set(table: np.ndarray, where: tuple[int, int], value: int) -> np.ndarray:
     table = table.copy()
     table[where] = value
     return table
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda labels, k: TensorImageDataset(torch.zeros(len(labels), 1, 2, 2), labels, k),
+        lambda labels, k: ByteImageDataset(
+            torch.zeros(len(labels), 1, 2, 2, dtype=torch.uint8), labels, k
+        ),
+        lambda labels, k: FrameTensorDataset(
+            torch.zeros(len(labels), 3, 2, 2, 2, dtype=torch.uint8), labels, k
+        ),
+    ],
+    ids=["tensor-images", "byte-images", "frames"],
+)
+def test_labelled_datasets_share_one_label_check(build):
+    """Every in-memory dataset checks its labels the same way (LabelledDataset)."""
+    data = build([0, 2, 1], 3)
+    assert isinstance(data, LabelledDataset)
+    assert data.labels.dtype == torch.long and data.labels.tolist() == [0, 2, 1]
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\], found 0\.\.3"):
+        build([0, 3, 1], 3)
+    with pytest.raises(ValueError, match=r"labels must be a 1-D sequence of integers.*float"):
+        build(torch.tensor([0.0, 1.0, 1.0]), 3)
+    with pytest.raises(ValueError, match="one label per"):
+        type(data)(data.raw(0)[None].expand(2, *data.input_shape), [0, 1, 2], 3)
+
+
+def test_labelled_dataset_transform_copies_share_data_and_repr_names_facts():
+    images = torch.arange(8, dtype=torch.uint8).view(2, 1, 2, 2)
+    data = ByteImageDataset(images, [1, 0], 2, transform=lambda x: x.float() * 0, name="toy")
+    plain = data.without_transform()
+    assert plain.images is data.images and data.transform is not None
+    x, y = plain[0]
+    assert y == 1 and x.dtype == torch.float32 and x.max() == pytest.approx(3 / 255)
+    assert data[0][0].abs().sum() == 0  # the original keeps its transform
+    text = repr(plain)
+    assert "name='toy'" in text and "n=2" in text and "num_classes=2" in text
+    assert "input_shape=(1, 2, 2)" in text
+    with pytest.raises(ValueError, match="expected 2 class names, got 1"):
+        ByteImageDataset(images, [1, 0], 2, classes=["only-one"])
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("mnist5k", {"test_size": 40}),
+        ("digits", {}),
+        ("mnist5k-dvs", {"test_size": 40, "T": 3, "progress": False}),
+        ("mnist5k-enter", {"test_size": 40, "T": 3, "progress": False}),
+    ],
+)
+def test_registered_facts_match_what_the_dataset_yields(name, options, tmp_path):
+    """frames, classes and one step's input shape are known without building anything."""
+    if "T" in options:
+        options["cache"] = str(tmp_path)
+    info = dataset_info(name)
+    data = get_dataset(name, split="test", **options)
+    x, _ = data[0]
+    assert info.frames == (x.dim() == 4)
+    assert tuple(x.shape[-3:]) == info.input_shape == data.input_shape[-3:]
+    assert info.num_classes == data.num_classes
+
+
+def test_every_built_in_dataset_says_whether_it_yields_frames():
+    for name in available_datasets():
+        info = dataset_info(name)
+        assert isinstance(info.frames, bool), name
+        assert info.input_shape is not None and len(info.input_shape) == 3, name
+
+
+def test_a_dataset_registered_without_frames_warns_and_is_looked_at(monkeypatch):
+    from spikecut.config import parse_config
+    from spikecut.experiment import config_yields_frames
+
+    monkeypatch.setattr(
+        registry_module.DATASETS, "_factories", dict(registry_module.DATASETS._factories)
+    )
+    monkeypatch.setattr(registry_module.DATASETS, "_info", dict(registry_module.DATASETS._info))
+    with pytest.warns(DeprecationWarning, match=r"register_dataset\('old-toy'\) without frames="):
+
+        @register_dataset("old-toy")
+        def old_toy(root=None, split="train"):
+            return TensorImageDataset(torch.zeros(2, 1, 2, 2), [0, 1], 2)
+
+    assert dataset_info("old-toy").frames is None
+    cfg = parse_config({"data": {"name": "old-toy"}})
+    assert config_yields_frames(cfg, get_dataset("old-toy")) is False
+    with pytest.raises(ValueError, match="registered without frames=.*frames=True"):
+        config_yields_frames(cfg)
+    with pytest.raises(TypeError, match="frames must be True or False, got 'yes'"):
+        register_dataset("bad-toy", frames="yes")

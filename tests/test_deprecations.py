@@ -15,11 +15,11 @@ from spikecut.cutoff import ExitRule, TopKCutoff
 from spikecut.data.events import make_events
 from spikecut.data.framing import Framing, to_frames
 from spikecut.data.registry import DATASETS
-from spikecut.evaluate import collect_cum_logits
+from spikecut.evaluate import calibration_cum_logits, collect_cum_logits
 from spikecut.experiment import dataset_options
 from spikecut.layers import TEBN
 from spikecut.losses import tet_loss
-from spikecut.regularizers import RCSRegularizer
+from spikecut.regularizers import RCSRegularizer, window
 from spikecut.train import TrainConfig, as_time_major, train_snn
 
 
@@ -48,6 +48,10 @@ def test_collect_cum_logits_old_keywords_warn_and_agree() -> None:
     assert torch.equal(new[0], old[0])
     with pytest.raises(TypeError, match="both"):
         collect_cum_logits(snn, data, T=3, steps=3, progress=False)
+    cal = calibration_cum_logits(snn, data, 3, frames=True, progress=False)
+    with pytest.warns(DeprecationWarning, match="repeat"):
+        old_cal = calibration_cum_logits(snn, data, steps=3, repeat=False, progress=False)
+    assert torch.equal(cal[0], old_cal[0])
 
 
 def test_train_snn_old_keywords_warn_and_train_the_same() -> None:
@@ -83,6 +87,10 @@ def test_renamed_loss_layer_and_regulariser_keywords() -> None:
         ).neurons
     with pytest.warns(DeprecationWarning, match="rho"):
         assert RCSRegularizer(_snn(), rho=0.5).rho == 0.5
+    with pytest.warns(DeprecationWarning, match=r"window\(steps"):
+        assert window(steps=10, rho=0.5) == window(T=10, rho=0.5) == 5
+    with pytest.raises(TypeError, match="both"):
+        window(T=10, steps=10)
 
 
 def test_framing_and_dataset_old_keywords() -> None:

@@ -63,6 +63,29 @@ def test_calibration_pass_adds_dropout_only_while_it_runs(snn_and_data):
     torch.testing.assert_close(after, plain)
 
 
+def test_calibration_noise_does_not_depend_on_batching_or_time_chunks(snn_and_data):
+    snn, _, test = snn_and_data
+    kwargs = {"dropout": 0.3, "seed": 4, "progress": False}
+    state = torch.random.get_rng_state()
+    whole, labels = calibration_cum_logits(snn, test, 6, batch_size=360, time_chunk=None, **kwargs)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global stream is left alone
+    for batch_size, chunk in [(7, 1), (100, 4), (64, "auto")]:
+        other, other_labels = calibration_cum_logits(
+            snn, test, 6, batch_size=batch_size, time_chunk=chunk, **kwargs
+        )
+        torch.testing.assert_close(other, whole, rtol=1e-5, atol=1e-5)
+        assert torch.equal(other_labels, labels)
+
+
+def test_evaluation_in_time_chunks_equals_the_whole_sequence(snn_and_data):
+    snn, _, test = snn_and_data
+    whole, _ = collect_cum_logits(snn, test, 5, time_chunk=None, progress=False)
+    for chunk in (1, 2, "auto"):
+        chunked, _ = collect_cum_logits(snn, test, 5, time_chunk=chunk, progress=False)
+        torch.testing.assert_close(chunked, whole)
+    assert snn.time_chunk is None  # the network's own setting is back
+
+
 def test_ann_accuracy_counts_correct_predictions(snn_and_data):
     _, ann, test = snn_and_data
     with torch.no_grad():

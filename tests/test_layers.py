@@ -125,3 +125,24 @@ def test_bn_qcfs_conv_bn_output_is_blind_to_a_joint_scale_so_sgd_only_turns_thet
     )
     assert norms > 1e-3  # the gradient itself is not zero ...
     assert abs(dot.item()) < 1e-3 * norms.item()  # ... only orthogonal to (γ, β, θ)
+
+
+def test_calibration_dropout_masks_follow_sample_and_step_not_the_call():
+    dropout = CalibrationDropout(0.5, seed=9, bank=64)
+    x = torch.ones(6, 10, 32)  # [T, B, features]
+    whole = dropout(x)
+    assert dropout.steps_seen == 6
+    dropout.reset()
+    parts = []
+    for first in (0, 5):  # two batches of samples, each in time chunks of 4 and 2 steps
+        dropout.reset()
+        dropout.sample_offset = first
+        parts.append(
+            torch.cat([dropout(x[:4, first : first + 5]), dropout(x[4:, first : first + 5])])
+        )
+    assert torch.equal(torch.cat(parts, dim=1), whole)
+    assert set(whole.unique().tolist()) == {0.0, 2.0}
+    rows = whole.reshape(60, 32)
+    assert len({tuple(r.tolist()) for r in rows}) > 30  # rows mostly get different masks
+    with pytest.raises(ValueError, match="at least 1 mask"):
+        CalibrationDropout(0.3, bank=0)

@@ -304,10 +304,10 @@ def test_inference_mode_and_channels_last_inputs():
 
 @pytest.mark.parametrize("chunk", [1, 2, 4, "auto"])
 def test_time_chunks_give_the_whole_sequence_output(chunk, monkeypatch):
-    import spikecut.neurons as neurons
+    import spikecut.memory as memory
 
     # LIF 1 holds 5·4·8·8 floats per step: a budget of 3 steps gives chunks of 2 (power of 2)
-    monkeypatch.setattr(neurons, "AUTO_CHUNK_BYTES", 3 * 5 * 4 * 8 * 8 * 4)
+    monkeypatch.setattr(memory, "AUTO_CHUNK_BYTES", 3 * 5 * 4 * 8 * 8 * 4)
     snn = small_snn()
     x = torch.randn(7, 5, 1, 8, 8) * 2
     whole = snn(x)

@@ -236,3 +236,30 @@ def test_evaluate_cutoff_adds_operations_that_report_validates_and_renders():
         validate_results(results)
     with pytest.raises(ValueError, match="counted 4 steps x 40 samples"):
         evaluate_cutoff(cum[:3], y, cum[:3], y, rules=["topk"], ops=counts)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, "auto"])
+def test_counts_of_a_chunked_call_equal_the_whole_sequence(chunk, monkeypatch):
+    import spikecut.memory as memory
+
+    monkeypatch.setattr(memory, "AUTO_CHUNK_BYTES", 2 * 4 * 6 * 6 * 5 * 4)  # chunks of 2 steps
+    torch.manual_seed(3)
+    body = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), IF(threshold=0.5), nn.Conv2d(4, 3, 3), IF(), nn.Flatten()
+    )
+    net = SpikingNetwork(body).eval()
+    x = repeat(torch.rand(5, 1, 6, 6) * 2, 7)
+    with torch.inference_mode(), OpCounter(net) as counter:
+        whole_out = net(x)
+        whole = counter.pop()
+        net.reset()
+        net.time_chunk = chunk
+        chunked_out = net(x)
+        chunked = counter.pop()
+    assert torch.equal(chunked_out, whole_out)
+    assert chunked.steps == 7 and chunked.dense_macs == whole.dense_macs
+    for table in ("spikes", "sops", "analogue_macs"):
+        mine, theirs = getattr(chunked, table), getattr(whole, table)
+        assert mine.keys() == theirs.keys() and mine
+        for name in theirs:
+            assert torch.equal(mine[name], theirs[name]), (table, name)

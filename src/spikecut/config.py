@@ -167,6 +167,9 @@ class ExperimentConfig:
     T: int = 8
     device: str = "cpu"
     batch_size_eval: int = 500
+    # Steps per chunk of the evaluation passes: "auto" (from the device's free memory),
+    # an int, or null (all T steps at once: memory grows with T).
+    time_chunk: int | str | None = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -307,6 +310,12 @@ def _check_values(cfg: ExperimentConfig) -> None:
             cfg.train.select != "best" or cfg.train.validation_fraction > 0,
             "'train.select' is 'best' but there is no validation split to select on: set "
             "'train.validation_fraction' (e.g. 0.05); the test split is never used for selection",
+        ),
+        (
+            cfg.time_chunk is None
+            or cfg.time_chunk == "auto"
+            or (isinstance(cfg.time_chunk, int) and cfg.time_chunk >= 1),
+            f"'time_chunk' must be 'auto', null or an integer >= 1, got {cfg.time_chunk!r}",
         ),
         (len(cfg.runs) >= 1, "'runs' must list at least one run"),
         (cfg.cutoff.bins >= 1, f"'cutoff.bins' must be >= 1, got {cfg.cutoff.bins}"),

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -19,10 +20,11 @@ from tqdm.auto import tqdm
 
 from . import cutoff
 from ._deprecation import renamed_parameters
-from .layers import calibration_dropout
+from .layers import CalibrationDropout, calibration_dropout
 from .layout import to_time_major
-from .neurons import reset
+from .neurons import SpikingNetwork, reset
 from .ops import OpCounts
+from .speed import release_freed_memory
 from .train import accuracy
 
 __all__ = [
@@ -51,7 +53,6 @@ def ann_accuracy(
 
 
 @renamed_parameters(steps="T", repeat=("frames", operator.not_))
-@torch.inference_mode()
 def collect_cum_logits(
     snn: nn.Module,
     dataset: Dataset,
@@ -63,27 +64,76 @@ def collect_cum_logits(
     progress: bool = True,
     desc: str = "snn",
     workers: int = 0,
+    time_chunk: int | str | None = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Run ``snn`` for ``T`` steps on every sample; return ``(Y [T, N, K], labels [N])``.
 
     ``frames=False`` repeats each static input at every step (direct encoding); with
     ``frames=True`` dataset items are frame sequences ``[T, ...]`` (:mod:`spikecut.layout`).
     State is reset before every batch; ``workers`` DataLoader processes load the items.
+
+    ``time_chunk`` bounds memory: a :class:`~spikecut.neurons.SpikingNetwork` runs the
+    sequence that many steps at a time with its state carried between chunks (same
+    outputs as the whole-sequence call), so a pass needs memory for one chunk of one batch
+    plus the accumulated ``Y``. ``"auto"`` (default) picks the chunk from the memory the
+    device has free (:func:`spikecut.memory.auto_chunk`); ``None`` folds all T steps
+    at once. Other modules are called on the whole sequence.
     Deprecated keywords: ``steps`` (T), ``repeat`` (not frames).
     """
+    return _cum_logits(
+        snn, dataset, T, frames, batch_size, device, progress, desc, workers, time_chunk
+    )
+
+
+@contextmanager
+def _time_chunks(snn: nn.Module, time_chunk: int | str | None) -> Iterator[None]:
+    """Within the block a :class:`~spikecut.neurons.SpikingNetwork` runs in ``time_chunk``
+    steps at a time; its own setting is restored after. Other modules are left alone."""
+    if not isinstance(snn, SpikingNetwork):
+        yield
+        return
+    previous, snn.time_chunk = snn.time_chunk, time_chunk
+    try:
+        yield
+    finally:
+        snn.time_chunk = previous
+
+
+@torch.inference_mode()
+def _cum_logits(
+    snn: nn.Module,
+    dataset: Dataset,
+    T: int,
+    frames: bool,
+    batch_size: int,
+    device: str,
+    progress: bool,
+    desc: str,
+    workers: int,
+    time_chunk: int | str | None,
+    dropouts: Sequence[CalibrationDropout] = (),
+) -> tuple[Tensor, Tensor]:
+    """The pass of :func:`collect_cum_logits`; ``dropouts`` learn each batch's first
+    sample index (their masks are keyed by it)."""
     snn.to(device).eval()
-    outputs, labels = [], []
+    outputs, labels, seen = [], [], 0
     batches = _loader(dataset, batch_size, workers)
-    for x, y in tqdm(batches, desc=desc, disable=not progress, leave=False):
-        reset(snn)
-        per_step = snn(to_time_major(x.to(device), T, frames=frames))
-        outputs.append(per_step.float().cumsum(0).cpu())
-        labels.append(y)
+    with _time_chunks(snn, time_chunk):
+        for x, y in tqdm(batches, desc=desc, disable=not progress, leave=False):
+            reset(snn)
+            for dropout in dropouts:
+                dropout.sample_offset = seen
+            per_step = snn(to_time_major(x.to(device), T, frames=frames))
+            outputs.append(per_step.float().cumsum(0).cpu())
+            labels.append(y)
+            seen += len(y)
+            del per_step
+            release_freed_memory()  # freed blocks back to the OS: no growth across batches
     reset(snn)
     return torch.cat(outputs, dim=1), torch.cat(labels)
 
 
-@renamed_parameters(steps="T")
+@renamed_parameters(steps="T", repeat=("frames", operator.not_))
 def calibration_cum_logits(
     snn: nn.Module,
     dataset: Dataset,
@@ -91,14 +141,27 @@ def calibration_cum_logits(
     *,
     dropout: float = 0.3,
     seed: int = 0,
-    **kwargs,
+    frames: bool = False,
+    batch_size: int = 256,
+    device: str = "cpu",
+    progress: bool = True,
+    workers: int = 0,
+    time_chunk: int | str | None = "auto",
+    desc: str = "calibrate",
 ) -> tuple[Tensor, Tensor]:
-    """:func:`collect_cum_logits` with calibration dropout after every spiking layer."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+    """:func:`collect_cum_logits` with calibration dropout after every spiking layer.
+
+    The dropout masks depend on ``seed`` and each sample's index in ``dataset``, not on the
+    batch size or the time chunks (:class:`~spikecut.layers.CalibrationDropout`), and the
+    global random state is left alone. Deprecated keywords: ``steps`` (T), ``repeat`` (not
+    frames).
+    """
+    state = torch.random.get_rng_state()  # the DataLoader draws a seed from it
     try:
-        with calibration_dropout(snn, dropout):
-            return collect_cum_logits(snn, dataset, T, desc="calibrate", **kwargs)
+        with calibration_dropout(snn, dropout, seed) as model:
+            dropouts = [m for m in model.modules() if isinstance(m, CalibrationDropout)]
+            options = (frames, batch_size, device, progress, desc, workers, time_chunk)
+            return _cum_logits(snn, dataset, T, *options, dropouts)
     finally:
         torch.random.set_rng_state(state)
 

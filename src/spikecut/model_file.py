@@ -93,6 +93,7 @@ def evaluate_model_file(
         "progress": progress,
         "frames": config_yields_frames(cfg, test),
         "workers": cfg.train.workers,
+        "time_chunk": cfg.time_chunk,
     }
     with OpCounter(snn) as counter:
         test_logits, test_labels = collect_cum_logits(snn, test, cfg.T, desc=model.name, **kwargs)

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .memory import auto_chunk
+
 __all__ = [
     "TemporalModule",
     "Surrogate",
@@ -487,13 +489,16 @@ class SpikingNetwork(nn.Module):
     recurrence, and returns per-step outputs ``[T, B, ...]`` (per-step logits for a
     classifier). Call :func:`reset` (or :meth:`reset`) before each new input.
 
-    ``time_chunk`` (eval mode only; training always folds the whole sequence, so BatchNorm
-    statistics pool over all steps) runs the sequence in chunks of that many steps, which
-    gives the same outputs since the state carries over. ``"auto"`` sizes the chunks on CPU
-    so that one layer's activations stay under :data:`AUTO_CHUNK_BYTES`: on CPU a smaller
-    fold stays in cache and reuses heap memory, while large tensors are fresh ``mmap``
-    pages on every call; the page faults and cache misses cost more than the bigger fold
-    saves. On other devices ``"auto"`` folds the whole sequence.
+    ``time_chunk`` (eval mode only; training folds the whole sequence, so BatchNorm
+    statistics pool over all steps, unless ``time_checkpoint`` is set) runs the sequence
+    in chunks of that many steps, which gives the same outputs since the state carries
+    over, and bounds the memory of a call by one chunk's activations. ``"auto"`` sizes the
+    chunks from the first step's neuron states: on CPU so that one layer's activations stay
+    under
+    :data:`~spikecut.memory.AUTO_CHUNK_BYTES` (a smaller fold stays in cache and reuses
+    heap memory, while large tensors are fresh ``mmap`` pages on every call; the page
+    faults and cache misses cost more than the bigger fold saves), on other devices
+    within an eighth of the free memory.
 
     ``time_checkpoint`` (training only) runs a forward that needs gradients in chunks of
     that many steps with their activations recomputed in the backward pass, so memory no
@@ -571,9 +576,7 @@ class SpikingNetwork(nn.Module):
             return self._run_folded(x)
         outputs, start = [], 0
         if chunk == "auto":
-            if x.device.type != "cpu":
-                return self._run_folded(x)
-            key = (tuple(x.shape[1:]), x.dtype)
+            key = (tuple(x.shape[1:]), x.dtype, x.device)
             cached = getattr(self, "_auto_chunk_cache", None)
             if cached is not None and cached[0] == key:
                 chunk = cached[1]
@@ -590,20 +593,15 @@ class SpikingNetwork(nn.Module):
 
     def _auto_chunk(self, first_step: Tensor) -> int:
         """Steps per chunk: the largest power of two whose largest neuron state (≈ one step
-        of the largest activation) times the chunk stays under :data:`AUTO_CHUNK_BYTES`."""
+        of the largest activation) times the chunk stays under the budget: on CPU
+        :data:`~spikecut.memory.AUTO_CHUNK_BYTES` (speed), elsewhere an eighth of the
+        device's free memory (:func:`spikecut.memory.auto_chunk`)."""
         sizes = [n.v.numel() * n.v.element_size() for n in self.neurons if n.v is not None]
         largest = max(sizes, default=first_step.numel() * first_step.element_size())
-        steps = max(1, AUTO_CHUNK_BYTES // max(1, largest))
-        return 1 << (steps.bit_length() - 1)
+        return auto_chunk(largest, first_step.device)
 
     def _run_folded(self, x: Tensor) -> Tensor:
         steps, batch = x.shape[0], x.shape[1]
         with _folded(temporal_modules(self.body), steps):
             y = self.body(x.reshape(steps * batch, *x.shape[2:]))
         return y.reshape(steps, batch, *y.shape[1:])
-
-
-# Activation budget of one chunk for ``SpikingNetwork(time_chunk="auto")`` on CPU. Picked
-# from measurements of the benchmark nets (batch 16-64) on a 2-core EPYC: folds above a few
-# MiB per layer ran up to 2x slower than chunks of one or two steps.
-AUTO_CHUNK_BYTES = 4 * 2**20

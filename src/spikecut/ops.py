@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from ._modules import forward_hooks
-from .neurons import LIF
+from .neurons import LIF, SpikingNetwork
 
 __all__ = [
     "E_AC_PJ",
@@ -283,14 +283,17 @@ class OpCounter:
     """Counts the operations of every forward call of a time-major network.
 
     ``model`` takes ``[T, B, ...]`` (e.g. a :class:`~spikecut.neurons.SpikingNetwork`); its
-    layers may see the ``[T*B, ...]`` fold. Use as a context manager::
+    layers may see the ``[T*B, ...]`` fold, or one time chunk of it after another
+    (``SpikingNetwork.time_chunk``): each chunk's counts land in its steps' rows. Use as a
+    context manager::
 
         with OpCounter(snn) as counter:
             snn(x)                     # any number of calls
         counts = counter.pop()         # OpCounts of those calls, joined along the batch
 
     A synaptic layer counts as *analogue* (MACs) when no spiking layer has run yet in the
-    current forward call, and as *event-driven* (SOPs) otherwise.
+    current forward call (of the chunk, when chunked), and as *event-driven* (SOPs)
+    otherwise.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -299,10 +302,15 @@ class OpCounter:
             name: _Synapse(m) for name, m in model.named_modules() if isinstance(m, SYNAPTIC_LAYERS)
         }
         self._neurons = {name: m for name, m in model.named_modules() if isinstance(m, LIF)}
+        # A SpikingNetwork calls its body once per time chunk with the [chunk*B, ...] fold.
+        self._body = model.body if isinstance(model, SpikingNetwork) else None
         self._handles: list = []
         self._calls: list[OpCounts] = []
         self._call: OpCounts | None = None
-        self._rows = 0
+        self._rows = 0  # samples in the current call
+        self._first = 0  # the current chunk's first step
+        self._steps = 0  # steps in the current chunk
+        self._chunked = False
         self._spiked = False
 
     # -- hooks
@@ -319,6 +327,8 @@ class OpCounter:
         if self._handles:
             return
         self._handles.append(self.model.register_forward_pre_hook(self._start))
+        if self._body is not None:
+            self._handles.append(self._body.register_forward_pre_hook(self._start_chunk))
         for name, neuron in self._neurons.items():
             self._handles.append(neuron.register_forward_hook(self._neuron_hook(name)))
         for name, synapse in self._synapses.items():
@@ -339,18 +349,33 @@ class OpCounter:
             )
         self._call = OpCounts(steps=x.shape[0])
         self._rows = x.shape[1]
+        self._first, self._steps = 0, x.shape[0]  # one chunk of all steps unless told
+        self._chunked = False  # True once the body has started a chunk of this call
         self._spiked = False
         self._calls.append(self._call)
 
-    def _per_step(self, per_row: Tensor) -> Tensor:
-        return per_row.reshape(self._call.steps, self._rows)
+    def _start_chunk(self, module: nn.Module, args: tuple) -> None:
+        if self._call is None or not isinstance(args[0], Tensor):
+            return
+        if self._chunked:
+            self._first += self._steps  # the previous chunk's steps are done
+        self._chunked = True
+        self._steps = args[0].shape[0] // self._rows
+        self._spiked = False
+
+    def _add(self, table: dict[str, Tensor], name: str, per_row: Tensor) -> None:
+        """Add the counts of the current chunk's rows (step-major) to layer ``name``."""
+        if name not in table:
+            table[name] = per_row.new_zeros(self._call.steps, self._rows)
+        steps = slice(self._first, self._first + self._steps)
+        table[name][steps] += per_row.reshape(self._steps, self._rows)
 
     def _neuron_hook(self, name: str):
         def hook(module: nn.Module, args: tuple, out: Tensor) -> None:
             if self._call is None:
                 return
-            rows = out.reshape(self._call.steps * self._rows, -1)
-            _add(self._call.spikes, name, self._per_step((rows != 0).sum(1)))
+            rows = out.reshape(self._steps * self._rows, -1)
+            self._add(self._call.spikes, name, (rows != 0).sum(1))
             self._call.neurons[name] = rows.shape[1]
             self._spiked = True
 
@@ -363,13 +388,13 @@ class OpCounter:
             if self._call is None:
                 return
             x = args[0]
-            dense = synapse.dense(x)
-            _add(self._call.dense_macs, name, dense)
+            if self._first == 0:  # per sample and step: counted in the first chunk only
+                _add(self._call.dense_macs, name, synapse.dense(x))
             if self._spiked:
-                _add(self._call.sops, name, self._per_step(synapse.events(x)))
+                self._add(self._call.sops, name, synapse.events(x))
             else:
-                rows = torch.full((x.shape[0],), dense, dtype=torch.long, device=x.device)
-                _add(self._call.analogue_macs, name, self._per_step(rows))
+                rows = torch.full((x.shape[0],), synapse.dense(x), dtype=torch.long)
+                self._add(self._call.analogue_macs, name, rows.to(x.device))
 
         return hook
 

@@ -1,7 +1,13 @@
 """A name → factory registry shared by datasets and models (timm-style ``create(name)``).
 
 Names are case-insensitive. A factory's keyword parameters are the options it accepts, so a
-misspelt option fails loudly with the list of accepted ones instead of being ignored.
+misspelt option fails loudly with the list of accepted ones instead of being ignored. Facts
+about what a factory builds (input shape, classes, frames or not) are registered beside it
+and read without building anything.
+
+Entry points are short: each sets what makes its variant (an architecture, a file layout)
+and passes the rest to one builder shared by its family; :func:`options_from` makes the
+entry point's signature list the builder's options too, so the registry still checks them.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from ._deprecation import deprecated_parameters
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "option_names", "options_from"]
 
 Factory = TypeVar("Factory", bound=Callable[..., Any])
 
@@ -86,6 +92,34 @@ def option_names(factory: Callable[..., Any], exclude: Iterable[str] = ()) -> li
     skip = set(exclude)
     names = [p.name for p in params if p.kind in keyword] + list(deprecated_parameters(factory))
     return [name for name in names if name not in skip]
+
+
+def options_from(builder: Callable[..., Any]) -> Callable[[Factory], Factory]:
+    """Decorator for an entry point ``entry(own..., **options)`` that hands ``options`` to
+    ``builder``: its signature becomes its own parameters followed, as keyword-only ones,
+    by the builder's parameters that have a default (the options its family shares).
+
+    The registry (:func:`option_names`), ``help()`` and :func:`inspect.signature` then see
+    every option the entry point takes, with the entry point's own defaults first.
+    """
+    shared = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(builder).parameters.values()
+        if p.default is not inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+
+    def decorate(entry: Factory) -> Factory:
+        own = inspect.signature(entry)
+        params = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        if len(params) == len(own.parameters):
+            raise TypeError(f"{_qualified(entry)} must take **options to pass to the builder")
+        names = {p.name for p in params}
+        params += [p for p in shared if p.name not in names]
+        entry.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+        return entry
+
+    return decorate
 
 
 def _qualified(obj: Any) -> str:

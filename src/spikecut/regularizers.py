@@ -43,15 +43,17 @@ EPS = 1e-5
 RHO = 0.3
 
 
-def window(steps: int, rho: float = RHO) -> int:
+@renamed_parameters(steps="T")
+def window(T: int, rho: float = RHO) -> int:
     """``K = max(1, ⌊ρ·T⌋)``: how many final steps form the reference (or the mask).
 
+    ``T`` is the number of timesteps (deprecated name: ``steps``).
     (SPEC deviation: the authors' code takes all T steps when ⌊ρT⌋ = 0; one step is the
     reading that matches "the last K steps".)
     """
-    if steps < 1:
-        raise ValueError(f"the number of steps must be >= 1, got {steps}")
-    return max(1, math.floor(rho * steps + 1e-9))
+    if T < 1:
+        raise ValueError(f"the number of timesteps T must be >= 1, got {T}")
+    return max(1, math.floor(rho * T + 1e-9))
 
 
 def rcs_ann_scores(z: Tensor) -> Tensor:
@@ -93,9 +95,8 @@ def rcs_snn_scores(
             "expected spikes and membranes of the same shape [T, B, ...], got "
             f"{tuple(spikes.shape)} and {tuple(membranes.shape)}"
         )
-    steps = spikes.shape[0]
     response = (spikes + F.relu(membranes / threshold)).flatten(2)  # [T, B, N]
-    reference = response[-window(steps, rho) :].mean(0).detach()  # [B, N]
+    reference = response[-window(spikes.shape[0], rho) :].mean(0).detach()  # [B, N]
     dot = (response * reference).sum(-1)  # [T, B]
     norms = torch.sqrt(response.pow(2).sum(-1) + EPS) * torch.sqrt(reference.pow(2).sum(-1) + EPS)
     return 1.0 / ((dot / norms).mean(0) + EPS)

@@ -23,7 +23,7 @@ from .augment import (
     apply_op,
     op_value,
 )
-from .base import TensorImageDataset
+from .base import LabelledDataset, TensorImageDataset
 from .cifar import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -39,7 +39,14 @@ from .event_datasets import EventFrameDataset, EventSample, EventSourceDataset
 from .events import EVENT_DTYPE, EventFileError, make_events, read_dvs_gesture, read_events
 from .framing import FrameCache, Framing, source_key, to_frames
 from .images import ByteImageDataset, ImageFileDataset, decode_image, stratified_subset
-from .registry import SPLITS, available_datasets, get_dataset, register_dataset
+from .registry import (
+    SPLITS,
+    DatasetInfo,
+    available_datasets,
+    dataset_info,
+    get_dataset,
+    register_dataset,
+)
 from .splits import stratified_split
 from .tiny_imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .transforms import Compose, Normalize, RandomTranslate, translate
@@ -58,6 +65,7 @@ __all__ = [
     "ByteImageDataset",
     "Cutout",
     "ImageFileDataset",
+    "LabelledDataset",
     "RandomCrop",
     "RandomHorizontalFlip",
     "ToFloat",
@@ -85,7 +93,9 @@ __all__ = [
     "Normalize",
     "RandomTranslate",
     "TensorImageDataset",
+    "DatasetInfo",
     "available_datasets",
+    "dataset_info",
     "get_dataset",
     "load_mnist5k",
     "locate_mnist5k",

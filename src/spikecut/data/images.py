@@ -10,113 +10,31 @@ in [0, 1].
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from .augment import ToFloat
+from .base import LabelledDataset, TensorImageDataset, Transform
 
 __all__ = ["ByteImageDataset", "ImageFileDataset", "decode_image", "stratified_subset"]
 
-Transform = Callable[[Tensor], Tensor]
 
-
-class _LabelledImages(Dataset):
-    """What both datasets share: labels, classes, the transform and the item conversion."""
-
-    def __init__(
-        self,
-        labels: Sequence[int] | np.ndarray | Tensor,
-        num_classes: int,
-        transform: Transform | None,
-        name: str,
-        classes: Sequence[str] | None,
-    ) -> None:
-        labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-        if labels.ndim != 1:
-            raise ValueError(f"labels must be 1-D, got shape {tuple(labels.shape)}")
-        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(
-                f"labels must lie in [0, {num_classes - 1}], found "
-                f"{int(labels.min())}..{int(labels.max())}"
-            )
-        if classes is not None and len(classes) != num_classes:
-            raise ValueError(f"{len(classes)} class names for {num_classes} classes")
-        self.labels = labels
-        self.num_classes = int(num_classes)
-        self.transform = transform
-        self.name = name
-        self.classes = list(classes) if classes is not None else None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def raw(self, index: int) -> Tensor:
-        """The stored uint8 image ``[C, H, W]`` of sample ``index`` (treat as read-only)."""
-        raise NotImplementedError
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        image = self.raw(index)
-        x = self.transform(image) if self.transform is not None else ToFloat()(image)
-        return x, int(self.labels[index])
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(name={self.name!r}, n={len(self)}, "
-            f"input_shape={self.input_shape}, num_classes={self.num_classes}, "
-            f"transform={self.transform!r})"
-        )
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        raise NotImplementedError
-
-
-class ByteImageDataset(_LabelledImages):
+class ByteImageDataset(TensorImageDataset):
     """Images held in memory as one uint8 ``[N, C, H, W]`` tensor (CIFAR: 150 MB for 50k),
-    converted to float per item by ``transform``."""
+    converted to float per item by ``transform``; without one an item is the image in [0, 1]."""
 
-    def __init__(
-        self,
-        images: Tensor,
-        labels: Sequence[int] | np.ndarray | Tensor,
-        num_classes: int,
-        transform: Transform | None = None,
-        name: str = "",
-        classes: Sequence[str] | None = None,
-    ) -> None:
-        if images.ndim != 4 or images.dtype != torch.uint8:
-            raise ValueError(
-                f"images must be a uint8 tensor [N, C, H, W], got {images.dtype} "
-                f"of shape {tuple(images.shape)}"
-            )
-        super().__init__(labels, num_classes, transform, name, classes)
-        if len(self.labels) != len(images):
-            raise ValueError(f"{len(images)} images but {len(self.labels)} labels")
-        self.images = images
+    image_dtype = torch.uint8
 
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """Shape of one item, ``(C, H, W)``."""
-        c, h, w = self.images.shape[1:]
-        return (c, h, w)
-
-    def raw(self, index: int) -> Tensor:
-        return self.images[index]
-
-    def with_transform(self, transform: Transform | None) -> ByteImageDataset:
-        """The same images and labels (shared, not copied) with another ``transform``."""
-        return ByteImageDataset(
-            self.images, self.labels, self.num_classes, transform, self.name, self.classes
-        )
+    def plain(self, item: Tensor) -> Tensor:
+        return ToFloat()(item)
 
 
-class ImageFileDataset(_LabelledImages):
+class ImageFileDataset(LabelledDataset):
     """Images decoded from files on every access (:func:`decode_image`), nothing cached.
 
     Every file must decode to ``size = (H, W)`` pixels in ``mode`` ("RGB" or "L"); a file that
@@ -135,8 +53,7 @@ class ImageFileDataset(_LabelledImages):
         mode: str = "RGB",
     ) -> None:
         super().__init__(labels, num_classes, transform, name, classes)
-        if len(files) != len(self.labels):
-            raise ValueError(f"{len(files)} files but {len(self.labels)} labels")
+        self._check_count(len(files), "file")
         if mode not in ("RGB", "L"):
             raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
         self.files = [str(f) for f in files]
@@ -151,18 +68,8 @@ class ImageFileDataset(_LabelledImages):
     def raw(self, index: int) -> Tensor:
         return decode_image(self.files[index], self.size, self.mode)
 
-    def with_transform(self, transform: Transform | None) -> ImageFileDataset:
-        """The same files and labels with another ``transform``."""
-        return ImageFileDataset(
-            self.files,
-            self.labels,
-            self.num_classes,
-            self.size,
-            transform,
-            self.name,
-            self.classes,
-            self.mode,
-        )
+    def plain(self, item: Tensor) -> Tensor:
+        return ToFloat()(item)
 
 
 def decode_image(path: str | os.PathLike, size: tuple[int, int], mode: str = "RGB") -> Tensor:

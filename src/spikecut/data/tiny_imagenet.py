@@ -40,7 +40,7 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 SIZE = 64
 
 
-@register_dataset("tiny-imagenet", frames=False)
+@register_dataset("tiny-imagenet", frames=False, num_classes=200, input_shape=(3, SIZE, SIZE))
 def tiny_imagenet(
     root: str | None = None,
     split: str = "train",

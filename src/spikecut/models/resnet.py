@@ -21,12 +21,15 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..registry import options_from
 from .registry import register_model
 from .small import make_activation
 
 __all__ = ["ZeroPadShortcut", "BasicBlock", "resnet", "resnet18", "resnet34", "resnet20"]
 
 SHORTCUTS = ("projection", "zero-pad")
+WIDTHS = (64, 128, 256, 512)  # ResNet-18/34 stage widths and strides
+STRIDES = (1, 2, 2, 2)
 
 
 class ZeroPadShortcut(nn.Module):
@@ -101,11 +104,11 @@ def resnet(
     blocks: Sequence[int],
     widths: Sequence[int],
     strides: Sequence[int],
-    shortcut: str,
-    activation: str,
-    levels: int,
-    threshold: float,
-    in_channels: int,
+    shortcut: str = "projection",
+    activation: str = "qcfs",
+    levels: int = 4,
+    threshold: float = 8.0,
+    in_channels: int = 3,
 ) -> nn.Sequential:
     """CIFAR-stem ResNet: stem conv3×3(widths[0]) → stages of ``blocks[i]`` BasicBlocks of
     width ``widths[i]`` (the first block of stage i has stride ``strides[i]``) → global
@@ -144,72 +147,26 @@ def resnet(
     )
 
 
-@register_model("resnet18")
-def resnet18(
-    num_classes: int = 10,
-    activation: str = "qcfs",
-    levels: int = 4,
-    threshold: float = 8.0,
-    in_channels: int = 3,
-) -> nn.Sequential:
+@register_model("resnet18", input_shape=(3, 32, 32))
+@options_from(resnet)
+def resnet18(num_classes: int = 10, **options) -> nn.Sequential:
     """ResNet-18, CIFAR stem: BasicBlocks [2, 2, 2, 2], widths 64-128-256-512, projection
     shortcuts. Works on 32×32 (CIFAR) and 64×64 (Tiny-ImageNet) inputs."""
-    return resnet(
-        num_classes,
-        (2, 2, 2, 2),
-        (64, 128, 256, 512),
-        (1, 2, 2, 2),
-        "projection",
-        activation,
-        levels,
-        threshold,
-        in_channels,
-    )
+    return resnet(num_classes, (2, 2, 2, 2), WIDTHS, STRIDES, **options)
 
 
-@register_model("resnet34")
-def resnet34(
-    num_classes: int = 10,
-    activation: str = "qcfs",
-    levels: int = 4,
-    threshold: float = 8.0,
-    in_channels: int = 3,
-) -> nn.Sequential:
+@register_model("resnet34", input_shape=(3, 32, 32))
+@options_from(resnet)
+def resnet34(num_classes: int = 10, **options) -> nn.Sequential:
     """ResNet-34, CIFAR stem: BasicBlocks [3, 4, 6, 3], widths 64-128-256-512, projection
     shortcuts."""
-    return resnet(
-        num_classes,
-        (3, 4, 6, 3),
-        (64, 128, 256, 512),
-        (1, 2, 2, 2),
-        "projection",
-        activation,
-        levels,
-        threshold,
-        in_channels,
-    )
+    return resnet(num_classes, (3, 4, 6, 3), WIDTHS, STRIDES, **options)
 
 
-@register_model("resnet20")
-def resnet20(
-    num_classes: int = 10,
-    activation: str = "qcfs",
-    levels: int = 4,
-    threshold: float = 8.0,
-    in_channels: int = 3,
-    shortcut: str = "zero-pad",
-) -> nn.Sequential:
+@register_model("resnet20", input_shape=(3, 32, 32))
+@options_from(resnet)
+def resnet20(num_classes: int = 10, shortcut: str = "zero-pad", **options) -> nn.Sequential:
     """He et al.'s CIFAR ResNet-20: stem conv3×3(16), three stages of 3 BasicBlocks, widths
     16-32-64, strides 1-2-2, Linear(64, K). ``shortcut="zero-pad"`` (default) is He et al.'s
     parameter-free option A; ``"projection"`` uses 1×1 conv + BN where the shape changes."""
-    return resnet(
-        num_classes,
-        (3, 3, 3),
-        (16, 32, 64),
-        (1, 2, 2),
-        shortcut,
-        activation,
-        levels,
-        threshold,
-        in_channels,
-    )
+    return resnet(num_classes, (3, 3, 3), (16, 32, 64), (1, 2, 2), shortcut, **options)

@@ -2,7 +2,9 @@
 
 Written as plain ANNs; ``activation="qcfs"`` (the default) makes them convertible with
 :func:`spikecut.convert.to_snn`, ``activation="relu"`` gives the ordinary network.
-Pooling is average pooling, as conversion requires.
+Pooling is average pooling, as conversion requires. The entry points set the architecture
+and pass their other options (``activation``, ``levels``, ``threshold``, ``in_channels``) to
+the one builder, :func:`small_cnn`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..layers import QCFS
+from ..registry import options_from
 from .registry import register_model
 
 __all__ = ["make_activation", "small_cnn", "mnist_cnn", "digits_cnn"]
@@ -34,13 +37,14 @@ def small_cnn(
     pool_after: tuple[bool, bool],
     width: int,
     hidden: int,
-    activation: str,
-    levels: int,
-    threshold: float,
-    in_channels: int,
+    activation: str = "qcfs",
+    levels: int = 4,
+    threshold: float = 8.0,
+    in_channels: int = 1,
 ) -> nn.Sequential:
-    """conv(w) → conv(2w) → linear(hidden) → linear(K), each conv optionally followed by a
-    2×2 average pool; BatchNorm after every conv/hidden linear, then the activation."""
+    """conv(w) → conv(2w) → linear(hidden) → linear(K) on ``size``×``size`` inputs, each conv
+    optionally followed by a 2×2 average pool; BatchNorm after every conv/hidden linear, then
+    the activation (``make_activation(activation, levels, threshold)``)."""
 
     def act() -> nn.Module:
         return make_activation(activation, levels, threshold)
@@ -63,33 +67,19 @@ def small_cnn(
     )
 
 
-@register_model("mnist-cnn")
+@register_model("mnist-cnn", input_shape=(1, 28, 28))
+@options_from(small_cnn)
 def mnist_cnn(
-    num_classes: int = 10,
-    width: int = 32,
-    hidden: int = 128,
-    activation: str = "qcfs",
-    levels: int = 4,
-    threshold: float = 8.0,
-    in_channels: int = 1,
+    num_classes: int = 10, width: int = 32, hidden: int = 128, **options
 ) -> nn.Sequential:
     """1×28×28 → conv(w)-pool → conv(2w)-pool → linear(hidden) → linear(K)."""
-    return small_cnn(
-        num_classes, 28, (True, True), width, hidden, activation, levels, threshold, in_channels
-    )
+    return small_cnn(num_classes, 28, (True, True), width, hidden, **options)
 
 
-@register_model("digits-cnn")
+@register_model("digits-cnn", input_shape=(1, 8, 8))
+@options_from(small_cnn)
 def digits_cnn(
-    num_classes: int = 10,
-    width: int = 16,
-    hidden: int = 64,
-    activation: str = "qcfs",
-    levels: int = 4,
-    threshold: float = 8.0,
-    in_channels: int = 1,
+    num_classes: int = 10, width: int = 16, hidden: int = 64, **options
 ) -> nn.Sequential:
     """1×8×8 → conv(w) → conv(2w)-pool → linear(hidden) → linear(K)."""
-    return small_cnn(
-        num_classes, 8, (False, True), width, hidden, activation, levels, threshold, in_channels
-    )
+    return small_cnn(num_classes, 8, (False, True), width, hidden, **options)

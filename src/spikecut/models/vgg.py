@@ -15,10 +15,11 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from ..registry import options_from
 from .registry import register_model
 from .small import make_activation
 
-__all__ = ["POOL", "VGG16_STAGES", "conv_stack", "vgg16"]
+__all__ = ["POOL", "VGG16_STAGES", "conv_stack", "vgg", "vgg16"]
 
 POOL = "pool"
 VGG16_STAGES: tuple = (
@@ -56,24 +57,23 @@ def conv_stack(
     return layers, channels
 
 
-@register_model("vgg16")
-def vgg16(
-    num_classes: int = 10,
+def vgg(
+    stages: Sequence[int | str],
+    num_classes: int,
     activation: str = "qcfs",
     levels: int = 4,
     threshold: float = 8.0,
     in_channels: int = 3,
     dropout: float = 0.0,
 ) -> nn.Sequential:
-    """CIFAR VGG-16: 13 conv blocks with 5 average pools, a global average pool (the identity
-    on 32×32 inputs, so 64×64 Tiny-ImageNet images work too), then
-    Linear(512, 4096)-act-Linear(4096, 4096)-act-Linear(4096, K).
+    """The conv-BN stack of ``stages`` (:func:`conv_stack`), a global average pool, then
+    Linear(C, 4096)-act-Linear(4096, 4096)-act-Linear(4096, K).
 
     ``dropout > 0`` adds ``nn.Dropout(dropout)`` after each of the two hidden activations.
     """
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    features, channels = conv_stack(VGG16_STAGES, in_channels, activation, levels, threshold)
+    features, channels = conv_stack(stages, in_channels, activation, levels, threshold)
 
     def hidden(n_in: int, n_out: int) -> list[nn.Module]:
         layers = [nn.Linear(n_in, n_out), make_activation(activation, levels, threshold)]
@@ -88,3 +88,12 @@ def vgg16(
             classifier=nn.Sequential(*classifier),
         )
     )
+
+
+@register_model("vgg16", input_shape=(3, 32, 32))
+@options_from(vgg)
+def vgg16(num_classes: int = 10, **options) -> nn.Sequential:
+    """CIFAR VGG-16: 13 conv blocks with 5 average pools, a global average pool (the identity
+    on 32×32 inputs, so 64×64 Tiny-ImageNet images work too), then the classifier of
+    :func:`vgg`."""
+    return vgg(VGG16_STAGES, num_classes, **options)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from ..registry import options_from
 from .registry import register_model
 from .vgg import POOL, conv_stack
 
@@ -51,11 +52,11 @@ def _as_size(size: int | Sequence[int]) -> tuple[int, int]:
 def vgg_stack(
     stages: Sequence[int | str],
     num_classes: int,
-    in_channels: int,
-    input_size: int | Sequence[int],
-    activation: str,
-    levels: int,
-    threshold: float,
+    in_channels: int = 2,
+    input_size: int | Sequence[int] = 48,
+    activation: str = "relu",
+    levels: int = 4,
+    threshold: float = 8.0,
 ) -> nn.Sequential:
     """Conv blocks (an int: output channels) and average pools (``"pool"``), then a linear
     classifier on the flattened features of an ``input_size`` (H, W or one side) input."""
@@ -68,62 +69,36 @@ def vgg_stack(
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * height * width, num_classes))
 
 
-@register_model("vggsnn")
-def vggsnn(
-    num_classes: int = 10,
-    in_channels: int = 2,
-    input_size: int | Sequence[int] = 48,
-    activation: str = "relu",
-    levels: int = 4,
-    threshold: float = 8.0,
-) -> nn.Sequential:
+@register_model("vggsnn", input_shape=(2, 48, 48))
+@options_from(vgg_stack)
+def vggsnn(num_classes: int = 10, input_size: int | Sequence[int] = 48, **options) -> nn.Sequential:
     """The paper's VGGSNN for CIFAR10-DVS frames (2×48×48 by default; 2×128×128 also works)."""
-    return vgg_stack(
-        PAPER_STAGES, num_classes, in_channels, input_size, activation, levels, threshold
-    )
+    return vgg_stack(PAPER_STAGES, num_classes, input_size=input_size, **options)
 
 
-@register_model("vggsnn-ncaltech101")
+@register_model("vggsnn-ncaltech101", input_shape=(2, 45, 60))
+@options_from(vgg_stack)
 def vggsnn_ncaltech101(
-    num_classes: int = 101,
-    in_channels: int = 2,
-    input_size: int | Sequence[int] = (45, 60),
-    activation: str = "relu",
-    levels: int = 4,
-    threshold: float = 8.0,
+    num_classes: int = 101, input_size: int | Sequence[int] = (45, 60), **options
 ) -> nn.Sequential:
     """VGGSNN's stack for N-Caltech101 frames 2×H×W = 2×45×60 (240×180 down-sampled by 4)."""
-    return vgg_stack(
-        PAPER_STAGES, num_classes, in_channels, input_size, activation, levels, threshold
-    )
+    return vgg_stack(PAPER_STAGES, num_classes, input_size=input_size, **options)
 
 
-@register_model("vggsnn-gesture")
+@register_model("vggsnn-gesture", input_shape=(2, 32, 32))
+@options_from(vgg_stack)
 def vggsnn_gesture(
-    num_classes: int = 11,
-    in_channels: int = 2,
-    input_size: int | Sequence[int] = 32,
-    activation: str = "relu",
-    levels: int = 4,
-    threshold: float = 8.0,
+    num_classes: int = 11, input_size: int | Sequence[int] = 32, **options
 ) -> nn.Sequential:
     """32-64-pool-128-128-pool-256-256-pool-256-256-pool, for DVS128 Gesture frames 2×32×32
     (128×128 down-sampled by 4), 11 classes."""
-    return vgg_stack(
-        GESTURE_STAGES, num_classes, in_channels, input_size, activation, levels, threshold
-    )
+    return vgg_stack(GESTURE_STAGES, num_classes, input_size=input_size, **options)
 
 
-@register_model("vggsnn-tiny")
+@register_model("vggsnn-tiny", input_shape=(2, 34, 34))
+@options_from(vgg_stack)
 def vggsnn_tiny(
-    num_classes: int = 10,
-    in_channels: int = 2,
-    input_size: int | Sequence[int] = 34,
-    activation: str = "relu",
-    levels: int = 4,
-    threshold: float = 8.0,
+    num_classes: int = 10, input_size: int | Sequence[int] = 34, **options
 ) -> nn.Sequential:
     """conv16-pool-conv32-pool-conv64-pool-linear, for 2×34×34 emulated event frames."""
-    return vgg_stack(
-        TINY_STAGES, num_classes, in_channels, input_size, activation, levels, threshold
-    )
+    return vgg_stack(TINY_STAGES, num_classes, input_size=input_size, **options)

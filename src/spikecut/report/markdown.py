@@ -10,6 +10,7 @@ import yaml
 from spikecut._io import slug
 
 from .._markdown import markdown_table
+from ..memory import gib
 from .schema import _is_number, validate_results
 from .selection import _RULE_TITLES, _base_rules, _final_acc, _rule_names, _sweep, _topk
 
@@ -256,7 +257,23 @@ def _intro(results: dict) -> str:
             if k not in {"spikecut", "torch", "device", "seconds"}
         ]
         lines.append("Environment: " + ", ".join(bits) + ".")
+    lines += _memory_note(results)
     return "\n\n".join(lines)
+
+
+def _memory_note(results: dict) -> list[str]:
+    """A line when the run lowered its evaluation batch to fit the device's memory."""
+    record = results.get("memory") or {}
+    configured = (results.get("config") or {}).get("batch_size_eval")
+    used = record.get("batch_size_eval")
+    if not (_is_number(used) and _is_number(configured)) or used == configured:
+        return []
+    return [
+        f"**Evaluation batch lowered** from {configured} to {used}: at {configured} the "
+        f"estimated evaluation peak ({gib(record['evaluation_bytes'])}) would not "
+        f"fit the {gib(record['available_bytes'])} available. Results do not "
+        "depend on the evaluation batch."
+    ]
 
 
 def _rules_table(run: dict, T: int) -> str:
