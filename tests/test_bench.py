@@ -211,7 +211,7 @@ def test_cli_bench_passes_its_options(monkeypatch, tmp_path):
     status = cli.main(["bench", "--quick", "--out", str(out), "--results", "a", "b"])
     assert status == 0
     expected = dict(out=out, quick=True, device="cpu", results_dirs=["a", "b"], threads=None)
-    assert seen == {**expected, "rule": "topk"}
+    assert seen == {**expected, "rule": "topk", "memory": False}
     assert cli.main(["bench", "--out", str(out), "--results", "a", "--rule", "topk-risk"]) == 0
     assert seen["rule"] == "topk-risk"
 

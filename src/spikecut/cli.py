@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         "run's stored calibration (default: %(default)s)",
     )
     bench.add_argument(
+        "--memory",
+        action="store_true",
+        help="add the memory section: peak memory of ResNet-20 inference, calibration and "
+        "training (with and without time checkpointing) against T, one process per point",
+    )
+    bench.add_argument(
         "--results",
         nargs="+",
         default=None,
@@ -320,6 +326,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         results_dirs=results_dirs,
         threads=args.threads,
         rule=args.rule,
+        memory=args.memory,
     )
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0

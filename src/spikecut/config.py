@@ -398,6 +398,7 @@ METHODS = ("conversion", "direct")
 def _check_direct(cfg: ExperimentConfig) -> None:
     from .losses import LOSSES
     from .neurons import SURROGATES
+    from .time_checkpoint import NORM_POLICIES
     from .train import PRECISIONS, SELECTIONS
 
     d = cfg.direct
@@ -405,6 +406,7 @@ def _check_direct(cfg: ExperimentConfig) -> None:
         ("method", cfg.method, METHODS),
         ("train.precision", cfg.train.precision, tuple(PRECISIONS)),
         ("train.select", cfg.train.select, SELECTIONS),
+        ("train.time_checkpoint_norms", cfg.train.time_checkpoint_norms, NORM_POLICIES),
         ("direct.loss", d.loss, tuple(LOSSES)),
         ("direct.reset", d.reset, ("hard", "soft")),
         ("direct.surrogate", d.surrogate, tuple(SURROGATES)),
@@ -419,6 +421,15 @@ def _check_direct(cfg: ExperimentConfig) -> None:
         (0.0 <= d.tet_lambda <= 1.0, f"'direct.tet_lambda' must be in [0, 1], got {d.tet_lambda}"),
         (0.0 < d.rcs_rho <= 1.0, f"'direct.rcs_rho' must be in (0, 1], got {d.rcs_rho}"),
         (0.0 < d.mask_rho <= 1.0, f"'direct.mask_rho' must be in (0, 1], got {d.mask_rho}"),
+        (
+            cfg.train.time_checkpoint is None or cfg.train.time_checkpoint >= 1,
+            f"'train.time_checkpoint' must be >= 1 or null, got {cfg.train.time_checkpoint}",
+        ),
+        (
+            cfg.train.time_checkpoint is None or cfg.method == "direct",
+            "'train.time_checkpoint' applies to 'method: direct' (the SNN trains through "
+            f"time); method {cfg.method!r} trains an ANN: set it to null",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -357,6 +357,10 @@ def run_fingerprint(cfg: ExperimentConfig, run: RunConfig, seed: int) -> str:
     """A short digest of everything that determines a run's training (not where it runs)."""
     config = config_to_dict(cfg)
     train = {k: v for k, v in config["train"].items() if k != "workers"}
+    if train.get("time_checkpoint") is None or train.get("time_checkpoint_norms") == "exact":
+        # memory, not results (gradients as plain BPTT): absent, fingerprints as before
+        train.pop("time_checkpoint", None)
+        train.pop("time_checkpoint_norms", None)
     payload = {
         "method": cfg.method,
         "T": cfg.T,

@@ -489,21 +489,37 @@ class SpikingNetwork(nn.Module):
     recurrence, and returns per-step outputs ``[T, B, ...]`` (per-step logits for a
     classifier). Call :func:`reset` (or :meth:`reset`) before each new input.
 
-    ``time_chunk`` (eval mode only; training always folds the whole sequence, so BatchNorm
-    statistics pool over all steps) runs the sequence in chunks of that many steps, which
-    gives the same outputs since the state carries over, and bounds the memory of a call
-    by one chunk's activations. ``"auto"`` sizes the chunks from the first step's neuron
-    states: on CPU so that one layer's activations stay under
+    ``time_chunk`` (eval mode only; training folds the whole sequence, so BatchNorm
+    statistics pool over all steps, unless ``time_checkpoint`` is set) runs the sequence
+    in chunks of that many steps, which gives the same outputs since the state carries
+    over, and bounds the memory of a call by one chunk's activations. ``"auto"`` sizes the
+    chunks from the first step's neuron states: on CPU so that one layer's activations stay
+    under
     :data:`~spikecut.memory.AUTO_CHUNK_BYTES` (a smaller fold stays in cache and reuses
     heap memory, while large tensors are fresh ``mmap`` pages on every call; the page
     faults and cache misses cost more than the bigger fold saves), on other devices
     within an eighth of the free memory.
+
+    ``time_checkpoint`` (training only) runs a forward that needs gradients in chunks of
+    that many steps with their activations recomputed in the backward pass, so memory no
+    longer grows with T (:mod:`spikecut.time_checkpoint`). ``checkpoint_norms`` says what
+    to do with BatchNorm whose training statistics pool over all steps: ``"exact"`` refuses
+    it, ``"chunk"`` lets each chunk use its own statistics.
     """
 
-    def __init__(self, body: nn.Module, time_chunk: int | str | None = None) -> None:
+    def __init__(
+        self,
+        body: nn.Module,
+        time_chunk: int | str | None = None,
+        *,
+        time_checkpoint: int | None = None,
+        checkpoint_norms: str = "exact",
+    ) -> None:
         super().__init__()
         self.body = body
         self.time_chunk = time_chunk
+        self.time_checkpoint = time_checkpoint
+        self.checkpoint_norms = checkpoint_norms
 
     @property
     def time_chunk(self) -> int | str | None:
@@ -514,6 +530,27 @@ class SpikingNetwork(nn.Module):
         if not (value is None or value == "auto" or (isinstance(value, int) and value >= 1)):
             raise ValueError(f"time_chunk must be None, 'auto' or an int >= 1, got {value!r}")
         self._time_chunk = value
+
+    @property
+    def time_checkpoint(self) -> int | None:
+        return getattr(self, "_time_checkpoint", None)
+
+    @time_checkpoint.setter
+    def time_checkpoint(self, value: int | None) -> None:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        if not (value is None or ok):
+            raise ValueError(f"time_checkpoint must be None or an int >= 1, got {value!r}")
+        self._time_checkpoint = value
+
+    @property
+    def checkpoint_norms(self) -> str:
+        return getattr(self, "_checkpoint_norms", "exact")
+
+    @checkpoint_norms.setter
+    def checkpoint_norms(self, value: str) -> None:
+        if value not in ("exact", "chunk"):
+            raise ValueError(f"checkpoint_norms must be 'exact' or 'chunk', got {value!r}")
+        self._checkpoint_norms = value
 
     @property
     def neurons(self) -> list[LIF]:
@@ -527,7 +564,14 @@ class SpikingNetwork(nn.Module):
             raise ValueError(
                 f"SpikingNetwork expects a time-major input [T, B, ...], got shape {tuple(x.shape)}"
             )
-        chunk = None if self.training else getattr(self, "_time_chunk", None)
+        if self.training:
+            steps = self.time_checkpoint
+            if steps is None or x.shape[0] <= steps or not torch.is_grad_enabled():
+                return self._run_folded(x)
+            from .time_checkpoint import run_checkpointed
+
+            return run_checkpointed(self, x, steps, self.checkpoint_norms)
+        chunk = getattr(self, "_time_chunk", None)
         if chunk is None or x.shape[0] == 1:
             return self._run_folded(x)
         outputs, start = [], 0

@@ -25,6 +25,7 @@ from torch.utils.hooks import RemovableHandle
 from ._deprecation import renamed_parameters
 from .layers import QCFS
 from .neurons import LIF, spiking_layers
+from .time_checkpoint import is_recomputing
 
 __all__ = [
     "EPS",
@@ -190,6 +191,8 @@ class RCSRegularizer:
         self._active = False
 
     def _record_spikes(self, neuron: nn.Module, _inputs: tuple, output: Tensor) -> None:
+        if is_recomputing():  # a checkpointed chunk rerun in backward: recorded already
+            return
         seq = neuron.unfold(output)  # [T, B, ...] whether folded or not
         self._spikes[neuron].append(seq / neuron.amplitude)
 
@@ -222,7 +225,8 @@ class RCSRegularizer:
             raise RuntimeError("RCSRegularizer.loss called outside its `with` block")
         try:
             if self.snn:
-                scores = [self._snn_layer_scores(i, n) for i, n in enumerate(self.neurons)]
+                steps = outputs.shape[0]
+                scores = [self._snn_layer_scores(i, n, steps) for i, n in enumerate(self.neurons)]
                 mask = snn_correct_mask(outputs, labels, self.mask_rho)
             else:
                 scores = [self._ann_layer_scores(i, q) for i, q in enumerate(self.layers)]
@@ -240,12 +244,17 @@ class RCSRegularizer:
             )
         return rcs_ann_scores(record[0])
 
-    def _snn_layer_scores(self, index: int, neuron: LIF) -> Tensor:
+    def _snn_layer_scores(self, index: int, neuron: LIF, steps: int) -> Tensor:
+        """Layer ``index``'s scores from its calls since the last loss: one per chunk of
+        steps when the network runs the sequence in chunks (time checkpointing)."""
         spikes = self._spikes.get(neuron, [])
-        if len(spikes) != 1:
+        recorded = sum(s.shape[0] for s in spikes)
+        if recorded != steps:
             raise RuntimeError(
-                f"spiking layer {index} recorded {len(spikes)} forward calls since the last "
-                "loss; expected one whole-sequence forward pass per loss call"
+                f"spiking layer {index} recorded {len(spikes)} forward calls ({recorded} steps) "
+                f"since the last loss; expected the {steps} steps of the outputs' one forward "
+                "pass per loss call"
             )
         membranes = torch.stack(neuron.membrane_record or [])
-        return rcs_snn_scores(spikes[0], membranes, neuron.threshold, self.rho)
+        seq = spikes[0] if len(spikes) == 1 else torch.cat(spikes)
+        return rcs_snn_scores(seq, membranes, neuron.threshold, self.rho)

@@ -43,6 +43,7 @@ from .losses import snn_loss
 from .neurons import reset
 from .regularizers import RCSRegularizer
 from .speed import prepare_for_training
+from .time_checkpoint import time_checkpointing
 
 __all__ = [
     "TrainingDiverged",
@@ -67,6 +68,11 @@ class TrainConfig:
     ``sync_batchnorm`` pools BatchNorm statistics over all processes.
     ``validation_fraction`` of the training data (stratified, seeded) is held out to measure
     accuracy after each epoch; ``select: best`` then keeps the best epoch's weights.
+    ``time_checkpoint`` (SNN training only): run BPTT in checkpointed chunks of that many
+    steps, recomputed in the backward pass, so activation memory stops growing with T for
+    about one more forward pass of compute; ``time_checkpoint_norms``: ``exact`` refuses
+    BatchNorm whose statistics pool over all T steps (gradients equal plain BPTT),
+    ``chunk`` lets it pool over each chunk (:mod:`spikecut.time_checkpoint`).
     """
 
     epochs: int = 30
@@ -80,6 +86,8 @@ class TrainConfig:
     sync_batchnorm: bool = False
     validation_fraction: float = 0.0
     select: str = "last"
+    time_checkpoint: int | None = None
+    time_checkpoint_norms: str = "exact"
 
 
 @dataclass
@@ -171,6 +179,11 @@ def train_ann(
 
     ``options`` (:class:`FitOptions`): processes, validation, checkpoints and resume.
     """
+    if config.time_checkpoint is not None:
+        raise ValueError(
+            f"time_checkpoint={config.time_checkpoint} applies to SNN training (train_snn); "
+            "an ANN has no time steps to checkpoint: set it to None"
+        )
 
     def step(net: nn.Module, x: Tensor, y: Tensor, rcs: RCSRegularizer):
         logits = net(x)
@@ -236,20 +249,21 @@ def train_snn(
         reset(net)
         return net(to_time_major(x, T, frames=frames)).float().mean(0)
 
-    result = _fit(
-        snn,
-        dataset,
-        config,
-        step,
-        predict,
-        seed=seed,
-        device=device,
-        progress=progress,
-        desc=desc,
-        rcs_options={"rcs_rho": rcs_rho, "mask_rho": mask_rho},
-        options=options,
-        alpha=alpha,
-    )
+    with time_checkpointing(snn, config.time_checkpoint, config.time_checkpoint_norms):
+        result = _fit(
+            snn,
+            dataset,
+            config,
+            step,
+            predict,
+            seed=seed,
+            device=device,
+            progress=progress,
+            desc=desc,
+            rcs_options={"rcs_rho": rcs_rho, "mask_rho": mask_rho},
+            options=options,
+            alpha=alpha,
+        )
     reset(snn)
     return result
 

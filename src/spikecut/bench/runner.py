@@ -66,13 +66,15 @@ def run_bench(
     config: SimulationConfig | None = None,
     log: Callable[[str], None] = print,
     rule: str = "topk",
+    memory: bool = False,
 ) -> dict:
     """Run the benchmarks and write ``out`` (JSON) and ``out`` with suffix ``.md``.
 
     ``config`` overrides the simulation settings (``quick``/``device``/``threads`` are then
     ignored for it). ``rule`` is the anytime benchmark's exit rule (Top-K at ε = 0 by
     default; a guaranteed rule such as ``topk-risk`` is rebuilt from each run's stored
-    calibration). Returns the results written.
+    calibration). ``memory`` adds the memory section (:mod:`spikecut.bench.memory`).
+    Returns the results written.
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
@@ -84,13 +86,20 @@ def run_bench(
     started = time.time()
     previous_threads = torch.get_num_threads()
     try:
-        return _run(out, config, quick, results_dirs, started, log, rule)
+        return _run(out, config, quick, results_dirs, started, log, rule, memory)
     finally:
         torch.set_num_threads(previous_threads)  # the benchmark's setting stays inside it
 
 
 def _run(
-    out, config: SimulationConfig, quick: bool, results_dirs, started: float, log, rule: str
+    out,
+    config: SimulationConfig,
+    quick: bool,
+    results_dirs,
+    started: float,
+    log,
+    rule: str,
+    memory: bool = False,
 ) -> dict:
     torch.set_num_threads(config.threads)  # the anytime part runs with the same threads
     rows, missing = measure_simulation(config, log)
@@ -117,6 +126,10 @@ def _run(
         "seconds": round(time.time() - started, 1),
         "notes": notes,
     }
+    if memory:
+        from .memory import memory_section
+
+        results["memory"] = memory_section(quick=quick, device=config.device, log=log)
     out = Path(out)
     atomic_write_json(out, results)
     atomic_write_text(out.with_suffix(".md"), render_markdown(results))
@@ -238,4 +251,8 @@ def render_markdown(results: dict) -> str:
         lines.append("No anytime results.")
     if results["notes"]:
         lines += ["", *[f"* {note}" for note in results["notes"]]]
+    if results.get("memory"):
+        from .memory import render_memory
+
+        lines += ["", render_memory(results["memory"])]
     return "\n".join(lines) + "\n"
