@@ -128,7 +128,7 @@ def estimate_peaks(
     batch_size: int,
     batch_size_eval: int,
     device: torch.device | str,
-    training_steps: int | None = None,
+    training_steps: float | None = None,
 ) -> MemoryEstimate:
     """Estimate the peak memory of training and of the evaluation passes.
 
