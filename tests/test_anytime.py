@@ -459,6 +459,9 @@ def test_measure_anytime_reports_speedups_from_the_engines_exits():
     assert split["total"] == pytest.approx(sum(v for k, v in split.items() if k != "total"))
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         measure_anytime(snn, data, rule, T, repeats=0)
+    with pytest.warns(DeprecationWarning, match="repeat"):  # the old name of not frames
+        old = measure_anytime(snn, data, rule, T, repeat=True, batch_size=40, repeats=1)
+    assert old["mean_exit"] == got["mean_exit"]
 
 
 def test_bench_driver_rebuilds_a_finished_run_with_its_saved_thresholds(tmp_path):

@@ -254,7 +254,7 @@ def test_training_throughput_of_a_config_and_item_shapes():
     assert row["peak_memory_mb"] is None  # CPU
     assert "| digits-qcfs | digits-cnn | conversion |" in throughput_table([row])
     dvs = load_config(root / "cifar10dvs-vggsnn-tet.yaml")
-    assert item_shape(dvs) == (10, (10, 2, 48, 48), False)
+    assert item_shape(dvs) == (10, (10, 2, 48, 48), True)  # frames
     assert item_shape(load_config(root / "tinyimagenet-resnet18-qcfs.yaml"))[1] == (3, 64, 64)
 
 

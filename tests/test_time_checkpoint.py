@@ -218,6 +218,38 @@ def test_train_snn_with_time_checkpoint_trains_as_plain_bptt():
     )
 
 
+def test_checkpointed_training_at_alpha_zero_keeps_no_rcs_record(monkeypatch):
+    """RCS-SNN needs every step's membranes: at α = 0 (a diagnostic only) checkpointed
+    training records none, so its memory stays bounded; at α > 0 it records them."""
+    from spikecut.train import TrainConfig, train_snn
+
+    recorded = []
+    original = LIF._run_autograd  # the per-step path taken while membranes are recorded
+
+    def spy(self, seq, v):
+        recorded.append(seq.shape[0])
+        return original(self, seq, v)
+
+    monkeypatch.setattr(LIF, "_run_autograd", spy)
+
+    def train(alpha: float, **options):
+        torch.manual_seed(0)
+        ann = nn.Sequential(
+            nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)
+        )
+        snn = to_trainable_snn(ann, neuron=LIF(threshold=0.5))
+        config = TrainConfig(epochs=1, batch_size=8, lr=0.1, **options)
+        return train_snn(snn, _tiny_dataset(), config, T=4, alpha=alpha, progress=False)
+
+    result = train(0.0, time_checkpoint=2)
+    assert recorded == [] and result.history[0].rcs is None
+    assert result.summary()["final_rcs"] is None
+    plain = train(0.0)
+    assert recorded and plain.history[0].rcs > 0  # without checkpointing: recorded as before
+    recorded.clear()
+    assert train(0.1, time_checkpoint=2).history[0].rcs > 0 and recorded
+
+
 def test_config_keys_are_validated_and_exact_checkpointing_keeps_the_fingerprint():
     from spikecut.config import ConfigError, parse_config
     from spikecut.experiment import run_fingerprint

@@ -147,7 +147,14 @@ class RCSRegularizer:
     """
 
     @renamed_parameters(rho="rcs_rho")
-    def __init__(self, model: nn.Module, *, rcs_rho: float = RHO, mask_rho: float = RHO) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        rcs_rho: float = RHO,
+        mask_rho: float = RHO,
+        record: bool = True,
+    ) -> None:
         self.neurons: list[LIF] = spiking_layers(model)
         self.layers = [m for m in model.modules() if isinstance(m, QCFS)]
         self.snn = bool(self.neurons)
@@ -158,12 +165,17 @@ class RCSRegularizer:
                 "input of each QCFS activation of an ANN"
             )
         self.rho, self.mask_rho = rcs_rho, mask_rho
+        # False: record nothing and give no loss (loss() is None), for training that must
+        # not keep every step's membranes (time checkpointing at alpha = 0)
+        self.record = record
         self._spikes: dict[LIF, list[Tensor]] = {}
         self._handles: list[RemovableHandle] = []
         self._active = False
 
     def __enter__(self) -> RCSRegularizer:
-        if self.snn:
+        if not self.record:
+            pass
+        elif self.snn:
             for neuron in self.neurons:
                 neuron.membrane_record = []
                 self._spikes[neuron] = []
@@ -219,10 +231,13 @@ class RCSRegularizer:
             if layer.input_record is not None:
                 layer.input_record.clear()
 
-    def loss(self, outputs: Tensor, labels: Tensor) -> Tensor:
-        """``L_RCS`` of the forward pass that produced ``outputs``; clears the record."""
+    def loss(self, outputs: Tensor, labels: Tensor) -> Tensor | None:
+        """``L_RCS`` of the forward pass that produced ``outputs``; clears the record.
+        ``None`` when the regulariser records nothing (``record=False``)."""
         if not self._active:
             raise RuntimeError("RCSRegularizer.loss called outside its `with` block")
+        if not self.record:
+            return None
         try:
             if self.snn:
                 steps = outputs.shape[0]

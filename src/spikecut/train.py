@@ -97,7 +97,7 @@ class EpochLog:
     epoch: int
     loss: float
     task_loss: float
-    rcs: float
+    rcs: float | None  # None where RCS was not recorded (time checkpointing at alpha = 0)
     train_accuracy: float
     lr: float
     seconds: float
@@ -245,6 +245,10 @@ def train_snn(
         total = task_loss + alpha * rcs_loss if alpha else task_loss
         return total, task_loss, rcs_loss, outputs.detach().mean(0)
 
+    # RCS-SNN reads every step's membranes; at alpha = 0 it is only a diagnostic, and under
+    # time checkpointing keeping them would undo the memory the checkpoints save.
+    record_rcs = bool(alpha) or config.time_checkpoint is None
+
     def predict(net: nn.Module, x: Tensor) -> Tensor:
         reset(net)
         return net(to_time_major(x, T, frames=frames)).float().mean(0)
@@ -260,7 +264,7 @@ def train_snn(
             device=device,
             progress=progress,
             desc=desc,
-            rcs_options={"rcs_rho": rcs_rho, "mask_rho": mask_rho},
+            rcs_options={"rcs_rho": rcs_rho, "mask_rho": mask_rho, "record": record_rcs},
             options=options,
             alpha=alpha,
         )
@@ -451,13 +455,20 @@ class _EpochTotals:
     def __init__(self, device: torch.device) -> None:
         self.sums = torch.zeros(len(self.FIELDS), dtype=torch.float64, device=device)
 
-    def add(self, loss: Tensor, task_loss: Tensor, rcs: Tensor, logits: Tensor, y: Tensor) -> None:
+    def add(
+        self, loss: Tensor, task_loss: Tensor, rcs: Tensor | None, logits: Tensor, y: Tensor
+    ) -> None:
         n = y.shape[0]
         self.sums += torch.stack(
             [
                 loss.detach().double() * n,
                 task_loss.detach().double() * n,
-                rcs.detach().double() * n,
+                (
+                    rcs.detach().double()
+                    if rcs is not None
+                    else loss.new_zeros((), dtype=torch.float64)
+                )
+                * n,
                 (logits.argmax(1) == y).sum().double(),
                 torch.tensor(float(n), dtype=torch.float64, device=self.sums.device),
             ]
@@ -510,7 +521,7 @@ def _train_one_epoch(
         epoch=epoch,
         loss=sums["loss"] / seen,
         task_loss=sums["task_loss"] / seen,
-        rcs=sums["rcs"] / seen,
+        rcs=sums["rcs"] / seen if rcs.record else None,
         train_accuracy=sums["correct"] / seen,
         lr=loop.optimizer.param_groups[0]["lr"],
         seconds=seconds,

@@ -27,6 +27,7 @@ entry, as ``spikecut run`` or ``spikecut calibrate`` left it. Run it as
 from __future__ import annotations
 
 import argparse
+import operator
 import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .._deprecation import renamed_parameters
 from .._io import atomic_write_json, atomic_write_text
 from ..anytime import AnytimeClassifier
 from ..cutoff import (
@@ -55,25 +57,26 @@ __all__ = ["measure_anytime", "rule_for_run", "run_anytime_bench", "render_markd
 
 
 def _load_batches(
-    dataset: Dataset, batch_size: int, repeat: bool, device: torch.device
+    dataset: Dataset, batch_size: int, frames: bool, device: torch.device
 ) -> list[Tensor]:
     """Every input batch on ``device``: static ``[B, ...]`` or frames ``[T, B, ...]``."""
     batches = []
     for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        batches.append((x if repeat else x.transpose(0, 1)).to(device).contiguous())
+        batches.append((x.transpose(0, 1) if frames else x).to(device).contiguous())
     if not batches:
         raise ValueError("measure_anytime: the dataset is empty")
     return batches
 
 
 @torch.inference_mode()
+@renamed_parameters(repeat=("frames", operator.not_))
 def measure_anytime(
     snn: nn.Module,
     dataset: Dataset,
     rule: ExitRule,
     T: int,
     *,
-    repeat: bool = True,
+    frames: bool = False,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     repeats: int = 5,
@@ -83,8 +86,9 @@ def measure_anytime(
 ) -> dict[str, Any]:
     """Time full-T against anytime inference of ``snn`` over ``dataset`` (see module doc).
 
-    ``repeat=True``: dataset items are static inputs repeated at every step; otherwise
-    frame sequences ``[T, ...]``. Returns ``steps_speedup``, ``wall_speedup``, ``ratio``
+    ``frames=False``: dataset items are static inputs repeated at every step; with
+    ``frames=True`` frame sequences ``[T, ...]`` (deprecated: ``repeat``, its negation).
+    Returns ``steps_speedup``, ``wall_speedup``, ``ratio``
     (wall / steps), ``stepwise_speedup`` (against T steps one at a time), ``mean_exit``,
     ``full_seconds``, ``anytime_seconds``, ``stepwise_seconds``, ``agreement``
     (fraction of samples whose anytime exit step and prediction equal the offline rule on
@@ -102,7 +106,7 @@ def measure_anytime(
     snn = snn.to(device).eval()
     if prepare:  # BN folded, channels-last (spikecut.fusion): the same network for every variant
         snn = prepare_for_inference(snn, time_chunk=None)
-    batches = _load_batches(dataset, batch_size, repeat, device)
+    batches = _load_batches(dataset, batch_size, frames, device)
     engine = AnytimeClassifier(snn, rule, T, count_ops=False)  # strategy "auto"
     full_outputs: list[Tensor] = []
 
@@ -110,7 +114,7 @@ def measure_anytime(
         full_outputs.clear()
         for x in batches:
             reset(snn)
-            full_outputs.append(snn(x.unsqueeze(0).expand(T, *x.shape) if repeat else x))
+            full_outputs.append(snn(x if frames else x.unsqueeze(0).expand(T, *x.shape)))
         reset(snn)
 
     anytime_results: list = []
@@ -118,22 +122,22 @@ def measure_anytime(
     def early() -> None:
         anytime_results.clear()
         for x in batches:
-            anytime_results.append(engine.run(x, frames=not repeat))
+            anytime_results.append(engine.run(x, frames=frames))
 
     stepwise_engine = AnytimeClassifier(snn, FixedTimestep(T), T, count_ops=False, strategy="mask")
 
     def stepwise() -> None:
         for x in batches:
-            stepwise_engine.run(x, frames=not repeat)
+            stepwise_engine.run(x, frames=frames)
 
     full_seconds = best_seconds(full, device, repeats, warmup)
     for _ in range(_SETTLE_PASSES):  # the engine times its strategies on the first batches
-        if all(engine.chooser.settled(k) for k in _keys(engine, batches, repeat, device)):
+        if all(engine.chooser.settled(k) for k in _keys(engine, batches, frames, device)):
             break
         early()
     anytime_seconds = best_seconds(early, device, repeats, warmup)
     stepwise_seconds = best_seconds(stepwise, device, repeats, warmup)
-    split = time_split(snn, rule, T, batches, repeat, device) if profile else None
+    split = time_split(snn, rule, T, batches, frames, device) if profile else None
 
     cum = torch.cat([o.float().cumsum(0) for o in full_outputs], dim=1)
     offline_steps = rule.exit_steps(cum)
@@ -156,7 +160,7 @@ def measure_anytime(
         "stepwise_speedup": stepwise_seconds / anytime_seconds,
         "full_speedup": full_seconds / anytime_seconds,
         "agreement": agreement,
-        "strategy": _chosen(engine, batches, repeat, device),
+        "strategy": _chosen(engine, batches, frames, device),
         "split": split,
         "samples": int(steps.shape[0]),
         "batch_size": batch_size,
@@ -169,13 +173,13 @@ _SETTLE_PASSES = 8
 PHASES = ("network", "rule", "compaction", "other")
 
 
-def _keys(engine, batches, repeat, device) -> set[tuple]:
-    return {engine.chooser.key(device, x.shape[0 if repeat else 1], not repeat) for x in batches}
+def _keys(engine, batches, frames, device) -> set[tuple]:
+    return {engine.chooser.key(device, x.shape[1 if frames else 0], frames) for x in batches}
 
 
-def _chosen(engine, batches, repeat, device) -> str:
+def _chosen(engine, batches, frames, device) -> str:
     x = batches[0]
-    return engine.chooser.pick(engine.chooser.key(device, x.shape[0 if repeat else 1], not repeat))
+    return engine.chooser.pick(engine.chooser.key(device, x.shape[1 if frames else 0], frames))
 
 
 def time_split(
@@ -183,7 +187,7 @@ def time_split(
     rule: ExitRule,
     T: int,
     batches: list[Tensor],
-    repeat: bool,
+    frames: bool,
     device: torch.device,
     strategy: str = "compact",
 ) -> dict[str, float]:
@@ -193,10 +197,10 @@ def time_split(
     every boundary; ``total`` is their sum."""
     engine = AnytimeClassifier(snn, rule, T, count_ops=False, strategy=strategy)
     for x in batches:
-        engine.run(x, frames=not repeat)
+        engine.run(x, frames=frames)
     clock = PhaseClock(device)
     for x in batches:
-        engine.run(x, frames=not repeat, clock=clock)
+        engine.run(x, frames=frames, clock=clock)
         clock.lap("other")
     split = {phase: clock.seconds.get(phase, 0.0) for phase in PHASES}
     split["total"] = sum(split.values())
@@ -296,7 +300,7 @@ def run_anytime_bench(
                 test,
                 exit_rule,
                 cfg.T,
-                repeat=not is_frame_dataset(test),
+                frames=is_frame_dataset(test),
                 batch_size=batch_size or cfg.batch_size_eval,
                 device=device,
                 repeats=repeats or (2 if quick else 5),
@@ -320,7 +324,7 @@ def run_anytime_bench(
                 Subset(test, range(min(len(test), single_samples))),
                 exit_rule,
                 cfg.T,
-                repeat=not is_frame_dataset(test),
+                frames=is_frame_dataset(test),
                 batch_size=1,
                 device=device,
                 repeats=2 if quick else 3,

@@ -46,16 +46,16 @@ EVENT_SHAPES: dict[str, tuple[int, tuple[int, int]]] = {
 
 
 def item_shape(cfg: ExperimentConfig) -> tuple[int, tuple[int, ...], bool]:
-    """``(classes, item shape, repeat)`` of the configured dataset; ``repeat`` is True for
-    static images (repeated every step) and False for event frames ``[T, 2, H, W]``."""
+    """``(classes, item shape, frames)`` of the configured dataset; ``frames`` is False for
+    static images (repeated every step) and True for event frames ``[T, 2, H, W]``."""
     name = cfg.data.name
     if name in ITEM_SHAPES:
         classes, shape = ITEM_SHAPES[name]
-        return classes, shape, True
+        return classes, shape, False
     if name in EVENT_SHAPES:
         classes, native = EVENT_SHAPES[name]
         size = cfg.data.options.get("size") or native
-        return classes, (cfg.T, 2, *(int(s) for s in size)), False
+        return classes, (cfg.T, 2, *(int(s) for s in size)), True
     raise ValueError(f"no known item shape for dataset {name!r}")
 
 
@@ -74,7 +74,7 @@ def training_throughput(
     is the deprecated name of ``iterations``: spikecut keeps ``T`` for timesteps.)"""
 
     device = torch.device(device)
-    classes, shape, repeat = item_shape(cfg)
+    classes, shape, frames = item_shape(cfg)
     batch = batch_size or cfg.train.batch_size
     precision = precision or cfg.train.precision
     model = build_trainable(cfg, classes)
@@ -89,7 +89,7 @@ def training_throughput(
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             if not is_conversion(cfg):
                 reset(model)
-                out = model(to_time_major(x, cfg.T, frames=not repeat))
+                out = model(to_time_major(x, cfg.T, frames=frames))
                 loss = snn_loss(cfg.direct.loss, out, y, tet_lambda=cfg.direct.tet_lambda)
             else:
                 loss = F.cross_entropy(model(x), y)
