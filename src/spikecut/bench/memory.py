@@ -32,6 +32,9 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from .simulation import status_mb, tune_glibc
+from .timing import synchronize
+
 __all__ = [
     "PASSES",
     "MemoryConfig",
@@ -127,33 +130,11 @@ def _pass_call(name: str, T: int, cfg: MemoryConfig, device: torch.device) -> Ca
     return step
 
 
-def _tune_glibc() -> bool:
-    """Every freed block of 64 KiB or more goes back to the OS, so the resident set follows
-    what is live (process-wide: done only in the measuring process)."""
-    from ..speed import glibc
-
-    libc = glibc()
-    return libc is not None and libc.mallopt(-3, 65536) == 1 and libc.mallopt(-1, 65536) == 1
-
-
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0
-    raise OSError(f"/proc/self/status has no {key}")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(call: Callable[[], None], device: torch.device) -> tuple[float, float]:
     """``(wall seconds, process CPU seconds)`` of one call."""
     wall, cpu = time.perf_counter(), time.process_time()
     call()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -161,7 +142,7 @@ def _measure(call: Callable[[], None], device: torch.device, repeats: int) -> di
     """Peak MiB above the memory before one call (after a warm-up), and the best wall and
     CPU seconds of ``repeats`` calls."""
     call()
-    _sync(device)
+    synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
@@ -171,12 +152,12 @@ def _measure(call: Callable[[], None], device: torch.device, repeats: int) -> di
         glibc().malloc_trim(0)
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
             f.write("5")  # reset the high-water mark to the current resident set
-        before = _status_mb("VmRSS")
+        before = status_mb("VmRSS")
     times = [_timed(call, device)]
     if device.type == "cuda":
         peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20
     else:
-        peak = max(0.0, _status_mb("VmHWM") - before)
+        peak = max(0.0, status_mb("VmHWM") - before)
     times += [_timed(call, device) for _ in range(repeats - 1)]
     return {
         "peak_mb": round(peak, 1),
@@ -190,7 +171,7 @@ def measure_point(name: str, T: int, cfg: MemoryConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
-    if device.type == "cpu" and not _tune_glibc():
+    if device.type == "cpu" and not tune_glibc():
         raise RuntimeError("CPU peak memory needs glibc's mallopt (Linux); not available here")
     measured = _measure(_pass_call(name, T, cfg, device), device, cfg.repeats)
     training = name.startswith("training")

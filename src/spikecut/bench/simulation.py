@@ -166,7 +166,7 @@ def _best_seconds_interleaved(
 _tuned = False
 
 
-def _tune_glibc() -> bool:
+def tune_glibc() -> bool:
     """Make glibc hand every block of 64 KiB or more back to the OS when it is freed (see the
     module doc). Process-wide, so it is done only in the memory-measurement process."""
     global _tuned
@@ -179,7 +179,8 @@ def _tune_glibc() -> bool:
     return _tuned
 
 
-def _status_mb(key: str) -> float:
+def status_mb(key: str) -> float:
+    """A ``/proc/self/status`` field (``VmRSS``, ``VmHWM``) in MiB."""
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
             if line.startswith(key + ":"):
@@ -208,15 +209,15 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | No
         fn()
         timing.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    if not _tune_glibc():
+    if not tune_glibc():
         return None
     glibc().malloc_trim(0)  # return freed heap pages, so that reusing them counts as growth
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
             f.write("5")
-        before = _status_mb("VmRSS")
+        before = status_mb("VmRSS")
         fn()
-        return max(0.0, _status_mb("VmHWM") - before)
+        return max(0.0, status_mb("VmHWM") - before)
     except OSError:
         return None
 
