@@ -30,8 +30,7 @@ deprecated: names registered there are still honoured, for one release.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +43,7 @@ from ._anytime_costs import STRATEGIES, CompactionCosts, StrategyChooser, now
 from ._deprecation import warn_deprecated
 from .cutoff import ExitRule
 from .layout import to_time_major
-from .neurons import TemporalModule, reset, temporal_modules
+from .neurons import TemporalModule, reset, temporal_modules, temporarily_set
 from .ops import OpCounter
 
 __all__ = [
@@ -223,19 +222,6 @@ def _result(logits: Tensor, exit_steps: Tensor, tally: _OpTally | None) -> Anyti
     )
 
 
-@contextmanager
-def _private(neurons: list[Any]) -> Iterator[None]:
-    """:func:`spikecut.neurons.private_state` over neurons collected beforehand."""
-    previous = [m.state_private for m in neurons]
-    for m in neurons:
-        m.state_private = True
-    try:
-        yield
-    finally:
-        for m, p in zip(neurons, previous, strict=True):
-            m.state_private = p
-
-
 # --------------------------------------------------------------------------- engine
 
 
@@ -354,7 +340,7 @@ class AnytimeClassifier:
         path = {"compact": self._run_compact, "mask": self._run_mask, "full": self._run_full}
         try:
             # the run starts from a reset state that only it holds: updated in place
-            with _private(neurons):
+            with temporarily_set(neurons, "state_private", True):
                 result = path[strategy](snn, x, frames, batch, device, counter, clock)
         finally:
             if counter is not None:

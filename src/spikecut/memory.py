@@ -134,8 +134,8 @@ def estimate_peaks(
 
     ``ann`` is the ordinary network (QCFS-ANN or the ReLU network an SNN is built from) and
     ``item`` one input ``[C, H, W]`` (one frame for frame data). The probe runs ``ann`` on
-    two copies of ``item`` on the CPU and records every layer's output. Training keeps all
-    of them for the backward pass, per sample and for ``training_steps`` steps (1 for an
+    two copies of ``item`` on ``ann``'s device and records every layer's output. Training
+    keeps all of them for the backward pass, per sample and for ``training_steps`` steps (1 for an
     ANN, T for BPTT), with the gradients in flight and the allocator's slack on top
     (:data:`TRAINING_FACTOR` times the outputs), and the weights four times (weights,
     gradients, momentum, a copy). An evaluation pass holds one time chunk
@@ -145,11 +145,12 @@ def estimate_peaks(
     QCFS ResNet-20 run on 32×32 images on the CPU; these are estimates to warn by, not
     bounds.
     """
-    probe = item.unsqueeze(0).expand(2, *item.shape).float()
+    where = next(ann.parameters(), torch.empty(0)).device  # the probe runs where ann is
+    probe = item.unsqueeze(0).expand(2, *item.shape).float().to(where)
     was_training = ann.training
     ann.eval()
     try:
-        total, largest = _activation_bytes(ann.cpu(), probe)
+        total, largest = _activation_bytes(ann, probe)
     finally:
         ann.train(was_training)
     per_sample_total, per_sample_largest = total / 2, largest / 2

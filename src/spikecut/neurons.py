@@ -40,6 +40,7 @@ __all__ = [
     "spiking_layers",
     "temporal_modules",
     "private_state",
+    "temporarily_set",
 ]
 
 
@@ -460,7 +461,7 @@ def reset(model: nn.Module) -> None:
 
 
 @contextmanager
-def _temporarily(modules: list[nn.Module], name: str, value: object) -> Iterator[None]:
+def temporarily_set(modules: list[nn.Module], name: str, value: object) -> Iterator[None]:
     """Set plain attribute ``name`` (not a parameter, buffer or submodule) of every module
     to ``value`` within the block; restore after. Written straight into the instance
     dictionaries: ``nn.Module.__setattr__`` was a tenth of a step's time for a small
@@ -481,11 +482,11 @@ def private_state(model: nn.Module) -> AbstractContextManager[None]:
     For loops that own the state from one call to the next (the chunks of one forward,
     the steps of one anytime run); restored on exit.
     """
-    return _temporarily(spiking_layers(model), "state_private", True)
+    return temporarily_set(spiking_layers(model), "state_private", True)
 
 
 def _folded(modules: list[TemporalModule], steps: int) -> AbstractContextManager[None]:
-    return _temporarily(modules, "folded_steps", steps)
+    return temporarily_set(modules, "folded_steps", steps)
 
 
 class SpikingNetwork(nn.Module):

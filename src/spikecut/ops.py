@@ -388,13 +388,14 @@ class OpCounter:
             if self._call is None:
                 return
             x = args[0]
+            dense = synapse.dense(x)
             if self._first == 0:  # per sample and step: counted in the first chunk only
-                _add(self._call.dense_macs, name, synapse.dense(x))
+                _add(self._call.dense_macs, name, dense)
             if self._spiked:
                 self._add(self._call.sops, name, synapse.events(x))
             else:
-                rows = torch.full((x.shape[0],), synapse.dense(x), dtype=torch.long)
-                self._add(self._call.analogue_macs, name, rows.to(x.device))
+                rows = torch.full((x.shape[0],), dense, dtype=torch.long, device=x.device)
+                self._add(self._call.analogue_macs, name, rows)
 
         return hook
 
