@@ -113,3 +113,40 @@ def test_bad_strategy_is_a_clear_error():
         AnytimeClassifier(snn, rule, T, strategy="fast")
     with pytest.raises(ValueError, match="count_ops=False"):
         AnytimeClassifier(snn, rule, T, strategy="full")
+
+
+def test_chooser_compares_strategies_at_the_typical_exit_not_the_trial_samples():
+    """At batch 1 each trial is one sample: masking timed on two early-exiting samples must
+    not win over full inference when the typical sample exits late (and the other way)."""
+    T, per_step, full = 16, 1.0, 10.0  # masking costs 1 per step run, full T steps cost 10
+
+    def settle(mask_exits, other_exits):
+        chooser = StrategyChooser(trials=2, small_trials=2)
+        key = StrategyChooser.key(torch.device("cpu"), 1, False)
+        mask_exits, other_exits = list(mask_exits), list(other_exits)
+        while not chooser.settled(key):
+            name = chooser.pick(key)
+            exit_step = mask_exits.pop(0) if name == "mask" else other_exits.pop(0)
+            # compaction pays a little overhead per step on this toy network
+            seconds = {"mask": 1.0, "compact": 1.5}.get(name, 0) * per_step * exit_step
+            seconds = full if name == "full" else seconds
+            chooser.record(key, name, seconds, torch.tensor([exit_step]), T)
+        return chooser, key
+
+    # The two masked samples exit at 2 and 3 (2 and 3 s), the four others at 15 and 16:
+    # the raw timings favour masking, the typical exit (about 11) favours full (10 s).
+    chooser, key = settle([2, 3], [15, 16, 16, 15])
+    assert min(chooser._unit[key]["mask"]) * 3 < full  # a raw comparison would pick mask
+    assert chooser.pick(key) == "full"
+    assert chooser.expected(key, "full") == pytest.approx(full)
+    # Typical exits near 3: masking (about 3 s) beats full (10 s) even though the masked
+    # trials happened to be the slow samples.
+    chooser, key = settle([12, 14], [2, 3, 2, 3])
+    assert chooser.pick(key) == "mask"
+    assert chooser.expected(key, "mask") == pytest.approx(per_step * (12 + 14 + 2 + 3 + 2 + 3) / 6)
+
+
+def test_chooser_takes_more_trials_at_batch_one():
+    chooser = StrategyChooser(trials=2, small_trials=5)
+    assert chooser.trials_for(StrategyChooser.key(torch.device("cpu"), 1, False)) == 5
+    assert chooser.trials_for(StrategyChooser.key(torch.device("cpu"), 3, False)) == 2

@@ -5,8 +5,10 @@ Two decisions are made from times taken while the engine runs, never from consta
 * :class:`StrategyChooser` picks, per device and batch size, how a batch is run: step by
   step *compacting* the state to the samples still running, step by step *masking* (every
   row keeps computing; no compaction), or *full* T-step inference followed by the offline
-  rule. It times each candidate on the first batches of a size and then keeps the fastest,
-  so the engine is never slower than not exiting by more than the noise of its timings.
+  rule. It times each candidate on the first batches of a size, scales each timing to the
+  typical exits of the batches seen (so strategies timed on different samples compare
+  fairly), and then keeps the fastest, so the engine is never slower than not exiting by
+  more than the noise of its timings.
 * :class:`CompactionCosts` tells the compacting path whether dropping the rows that exited
   pays: the step time saved over the remaining steps (a line ``fixed + per_row·rows``
   fitted to the step times seen) against the time a compaction took.
@@ -35,46 +37,92 @@ def now(device: torch.device) -> float:
 
 class StrategyChooser:
     """Times every strategy on the first batches of each (device, batch-size bucket, input
-    kind) and then picks the fastest. Buckets are powers of two: a dataset's short last
-    batch is timed on its own.
+    kind) and then picks the one with the least expected time. Buckets are powers of two: a
+    dataset's short last batch is timed on its own.
 
-    ``trials`` timings per strategy are taken (the best counts: the first call of any path
-    pays one-off costs such as allocations).
+    A timing depends on the batch it was taken on: masking runs until the batch's last exit,
+    compaction about as long as its mean exit, full inference always T steps. At batch 1 a
+    trial is one sample, so two strategies timed on two samples compare different exits.
+    Each timing is therefore divided by its batch's *work* (steps: the last exit for
+    ``mask``, the mean exit for ``compact``, T for ``full``) and the strategies are compared
+    at the typical work, the mean over every batch of the bucket seen so far, whichever ran
+    it. ``trials`` timings per strategy are taken (``small_trials`` for batches of 1 or 2,
+    where a trial is cheap and one sample says little); the median unit cost counts, and
+    with fewer than three the least (the first call of any path pays one-off costs).
     """
 
-    def __init__(self, trials: int = 2, candidates: tuple[str, ...] = STRATEGIES) -> None:
+    def __init__(
+        self,
+        trials: int = 2,
+        candidates: tuple[str, ...] = STRATEGIES,
+        small_trials: int = 6,
+    ) -> None:
         self.trials = trials
+        self.small_trials = small_trials
         self.candidates = candidates
-        self._seconds: dict[tuple, dict[str, list[float]]] = {}
+        self._unit: dict[tuple, dict[str, list[float]]] = {}
+        self._work: dict[tuple, dict[str, list[float]]] = {}
 
     @staticmethod
     def key(device: torch.device, batch: int, frames: bool) -> tuple:
         return (device.type, max(1, batch - 1).bit_length(), frames)
 
+    def trials_for(self, key: tuple) -> int:
+        """Timings wanted per strategy for ``key`` (more for batches of 1 or 2)."""
+        return self.small_trials if key[1] <= 1 else self.trials
+
     def pick(self, key: tuple) -> str:
         """The next strategy to run: one still short of timings, else the fastest."""
-        seen = self._seconds.setdefault(key, {})
+        seen = self._unit.setdefault(key, {})
         for name in self.candidates:
-            if len(seen.get(name, ())) < self.trials:
+            if len(seen.get(name, ())) < self.trials_for(key):
                 return name
-        return min(self.candidates, key=lambda name: min(seen[name]))
+        return min(self.candidates, key=lambda name: self.expected(key, name))
 
-    def record(self, key: tuple, strategy: str, seconds_per_sample: float) -> None:
-        times = self._seconds.setdefault(key, {}).setdefault(strategy, [])
-        times.append(seconds_per_sample)
-        del times[: -self.trials]  # the latest timings: a drifting load is followed
+    def record(
+        self,
+        key: tuple,
+        strategy: str,
+        seconds_per_sample: float,
+        exits: torch.Tensor | None = None,
+        T: int | None = None,
+    ) -> None:
+        """One timing of ``strategy`` on a batch whose exit steps were ``exits`` (of ``T``).
+
+        Without ``exits`` the timing counts as is (work 1 for every strategy)."""
+        work = _work(exits, T)
+        for name, amount in work.items():
+            self._work.setdefault(key, {}).setdefault(name, []).append(amount)
+        times = self._unit.setdefault(key, {}).setdefault(strategy, [])
+        times.append(seconds_per_sample / max(work[strategy], 1e-12))
+        del times[: -self.trials_for(key)]  # the latest timings: a drifting load is followed
+
+    def expected(self, key: tuple, strategy: str) -> float:
+        """Expected seconds per sample of ``strategy`` at the bucket's typical work."""
+        units = sorted(self._unit[key][strategy])
+        unit = units[len(units) // 2] if len(units) >= 3 else units[0]
+        work = self._work[key][strategy]
+        return unit * sum(work) / len(work)
 
     def settled(self, key: tuple) -> bool:
         """True once every candidate has its timings for ``key``."""
-        seen = self._seconds.get(key, {})
-        return all(len(seen.get(name, ())) >= self.trials for name in self.candidates)
+        seen = self._unit.get(key, {})
+        return all(len(seen.get(name, ())) >= self.trials_for(key) for name in self.candidates)
 
     def table(self) -> dict[str, dict[str, float]]:
-        """Best seconds per sample of every strategy timed, by key (for reports)."""
+        """Expected seconds per sample of every strategy timed, by key (for reports)."""
         return {
-            str(key): {name: min(times) for name, times in seen.items() if times}
-            for key, seen in self._seconds.items()
+            str(key): {name: self.expected(key, name) for name, times in seen.items() if times}
+            for key, seen in self._unit.items()
         }
+
+
+def _work(exits: torch.Tensor | None, T: int | None) -> dict[str, float]:
+    """Steps each strategy spends on a batch with these exit steps (1 each without them)."""
+    if exits is None or T is None or exits.numel() == 0:
+        return dict.fromkeys(STRATEGIES, 1.0)
+    exits = exits.detach().float()
+    return {"compact": float(exits.mean()), "mask": float(exits.max()), "full": float(T)}
 
 
 class CompactionCosts:

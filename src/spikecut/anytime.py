@@ -348,7 +348,8 @@ class AnytimeClassifier:
             for module in temporal:
                 module.reset()
         if self.strategy == "auto":
-            self.chooser.record(key, strategy, (now(device) - started) / batch)
+            seconds = (now(device) - started) / batch
+            self.chooser.record(key, strategy, seconds, result.exit_steps, self.T)
         if not bool(torch.isfinite(result.logits).all()):
             bad = int((~torch.isfinite(result.logits)).sum())
             raise ValueError(f"cum_logits: expected finite values, found {bad} NaN/inf entries")

@@ -141,6 +141,16 @@ def environment_record(device: torch.device, world: World | None = None) -> dict
     return record
 
 
+def data_record(test) -> dict:
+    """What results.json records about the data: the test split's size and classes, and
+    the normalisation a dataset computed or was given (``imagefolder``), when it says."""
+    record = {"test_size": len(test), "num_classes": test.num_classes}
+    normalization = getattr(test, "normalization", None)
+    if normalization is not None:
+        record["normalization"] = normalization
+    return record
+
+
 def calibration_split_record(
     cfg: ExperimentConfig, heldout, train_size: int, paper_size: int | None = None
 ) -> dict:
@@ -249,6 +259,7 @@ def _run_all(
             cfg, datasets[4], len(datasets[0]), len(datasets[1])
         ),
         "memory": memory_record,
+        "data": data_record(datasets[3]),
         "runs": runs,
     }
     if diverged is not None:

@@ -1,5 +1,5 @@
-"""Datasets for spikecut: a name registry, embedded real data, CIFAR-10/100 and Tiny-ImageNet
-readers, event datasets, splits, transforms and the paper's image augmentations.
+"""Datasets for spikecut: a name registry, embedded real data, CIFAR-10/100, Tiny-ImageNet and
+image-folder readers, event datasets, splits, transforms and the paper's image augmentations.
 
 ``get_dataset(name, root, split, **options)`` returns a dataset of ``(float32 [C, H, W],
 int label)`` items (event datasets: ``(float32 [T, 2, H, W], int label)``);
@@ -11,6 +11,7 @@ from . import cifar as _cifar  # noqa: F401  (registers cifar10 and cifar100)
 from . import embedded as _embedded  # noqa: F401  (registers mnist5k and digits)
 from . import emulated as _emulated  # noqa: F401  (registers mnist5k-dvs, mnist5k-enter)
 from . import event_datasets as _event_datasets  # noqa: F401  (registers the event datasets)
+from . import image_folder as _image_folder  # noqa: F401  (registers imagefolder)
 from . import tiny_imagenet as _tiny_imagenet  # noqa: F401  (registers tiny-imagenet)
 from .augment import (
     AUTOAUGMENT_OPS,
@@ -38,6 +39,7 @@ from .emulator import DVSEmulator, entering_frames, image_to_events, saccade_fra
 from .event_datasets import EventFrameDataset, EventSample, EventSourceDataset
 from .events import EVENT_DTYPE, EventFileError, make_events, read_dvs_gesture, read_events
 from .framing import FrameCache, Framing, source_key, to_frames
+from .image_folder import ImageFolderDataset, channel_stats, scan_image_folder
 from .images import ByteImageDataset, ImageFileDataset, decode_image, stratified_subset
 from .registry import (
     SPLITS,
@@ -65,6 +67,9 @@ __all__ = [
     "ByteImageDataset",
     "Cutout",
     "ImageFileDataset",
+    "ImageFolderDataset",
+    "channel_stats",
+    "scan_image_folder",
     "LabelledDataset",
     "RandomCrop",
     "RandomHorizontalFlip",

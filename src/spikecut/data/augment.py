@@ -57,48 +57,54 @@ class ToFloat:
 # Crop, flip, cutout
 
 
-def crop(x: Tensor, top: int, left: int, size: int, padding: int = 0, fill: float = 0) -> Tensor:
-    """The ``size × size`` window at ``(top, left)`` of ``x`` padded by ``padding`` on every side.
+def crop(
+    x: Tensor, top: int, left: int, size: int | tuple[int, int], padding: int = 0, fill: float = 0
+) -> Tensor:
+    """The ``size`` window (``H × W``, or ``size × size``) at ``(top, left)`` of ``x`` padded
+    by ``padding`` on every side.
 
     ``top``/``left`` index the padded image, so they range over ``0..H + 2·padding - size``.
     """
+    sh, sw = _pair(size)
     h, w = x.shape[-2:]
     ph, pw = h + 2 * padding, w + 2 * padding
-    if not (0 <= top <= ph - size and 0 <= left <= pw - size):
+    if not (0 <= top <= ph - sh and 0 <= left <= pw - sw):
         raise ValueError(
-            f"crop window {size}x{size} at ({top}, {left}) does not fit the padded {ph}x{pw} image"
+            f"crop window {sh}x{sw} at ({top}, {left}) does not fit the padded {ph}x{pw} image"
         )
     padded = torch.full((*x.shape[:-2], ph, pw), fill, dtype=x.dtype, device=x.device)
     padded[..., padding : padding + h, padding : padding + w] = x
-    return padded[..., top : top + size, left : left + size].clone()
+    return padded[..., top : top + sh, left : left + sw].clone()
 
 
 class RandomCrop:
-    """Pad by ``padding`` pixels of ``fill``, then cut a ``size × size`` window at a uniform
-    random offset (the CIFAR "crop 32, pad 4")."""
+    """Pad by ``padding`` pixels of ``fill``, then cut a ``size`` window (``(H, W)``, or one
+    int for a square) at a uniform random offset (the CIFAR "crop 32, pad 4")."""
 
     def __init__(
         self,
-        size: int,
+        size: int | tuple[int, int],
         padding: int = 0,
         fill: float = 0,
         generator: torch.Generator | None = None,
     ) -> None:
-        self.size = _positive_int(size, "size")
+        pair = _pair(size)
+        self.size = pair[0] if isinstance(size, numbers.Integral) else pair
         self.padding = _positive_int(padding, "padding", allow_zero=True)
         self.fill = fill
         self.generator = generator
 
     def sample_offset(self, height: int, width: int) -> tuple[int, int]:
         """Draw ``(top, left)`` in the padded image of an ``height × width`` input."""
+        sh, sw = _pair(self.size)
         ph, pw = height + 2 * self.padding, width + 2 * self.padding
-        if ph < self.size or pw < self.size:
+        if ph < sh or pw < sw:
             raise ValueError(
                 f"RandomCrop({self.size}) needs a padded image of at least that size, got "
                 f"{ph}x{pw} ({height}x{width} padded by {self.padding})"
             )
-        top = torch.randint(ph - self.size + 1, (1,), generator=self.generator)
-        left = torch.randint(pw - self.size + 1, (1,), generator=self.generator)
+        top = torch.randint(ph - sh + 1, (1,), generator=self.generator)
+        left = torch.randint(pw - sw + 1, (1,), generator=self.generator)
         return int(top), int(left)
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -442,6 +448,16 @@ def _need_image(x: Tensor, what: str) -> None:
         raise ValueError(f"{what} expects an image [..., H, W], got shape {tuple(x.shape)}")
 
 
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` of a crop size given as one int (a square) or a pair of ints."""
+    if isinstance(size, (tuple, list)):
+        if len(size) != 2:
+            raise ValueError(f"size must be an int or (H, W), got {size!r}")
+        return _positive_int(size[0], "size"), _positive_int(size[1], "size")
+    side = _positive_int(size, "size")
+    return side, side
+
+
 def _positive_int(value: int, what: str, allow_zero: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{what} must be an int, got {value!r}")
@@ -451,7 +467,7 @@ def _positive_int(value: int, what: str, allow_zero: bool = False) -> int:
 
 
 def pipeline(
-    size: int,
+    size: int | tuple[int, int],
     stats: tuple[Sequence[float], Sequence[float]] | None,
     *,
     padding: int | None = None,
