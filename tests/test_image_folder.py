@@ -211,7 +211,7 @@ def test_unreadable_image_is_named(folder, cache):
     bad = root / "train" / "ant" / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
     data = get_dataset("imagefolder", str(root), "train", cache="none", normalize=False)
-    with pytest.raises(ValueError, match=r"broken\.jpg: not a readable image"):
+    with pytest.raises(ValueError, match=r"broken\.jpg: not a decodable image file"):
         if cache == "none":
             data[data.files.index(str(bad))]
         else:

@@ -43,13 +43,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._io import atomic_write
 from .augment import pipeline
-from .images import ByteImageDataset, ImageFileDataset
+from .images import ByteImageDataset, ImageFileDataset, decode_image
 from .registry import register_dataset
 
 __all__ = [
@@ -169,20 +168,8 @@ def decode_image_file(
     path: str | os.PathLike, mode: str = "RGB", size: tuple[int, int] | None = None
 ) -> Tensor:
     """The image at ``path`` as a uint8 ``[C, H, W]`` tensor in ``mode``, resized
-    (bilinear) to ``size = (H, W)`` when given. ValueError naming the file if Pillow cannot
-    decode it."""
-    try:
-        with Image.open(path) as image:
-            image = image.convert(mode)
-            if size is not None and image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    except FileNotFoundError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ValueError(f"imagefolder: {path}: not a readable image ({exc})") from exc
-    array = np.array(image, dtype=np.uint8)
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(array))
+    (bilinear) to ``size = (H, W)`` when given (:func:`~spikecut.data.images.decode_image`)."""
+    return decode_image(path, size, mode, resize=True)
 
 
 def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:

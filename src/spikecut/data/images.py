@@ -72,22 +72,31 @@ class ImageFileDataset(LabelledDataset):
         return ToFloat()(item)
 
 
-def decode_image(path: str | os.PathLike, size: tuple[int, int], mode: str = "RGB") -> Tensor:
+def decode_image(
+    path: str | os.PathLike,
+    size: tuple[int, int] | None,
+    mode: str = "RGB",
+    resize: bool = False,
+) -> Tensor:
     """The image file at ``path`` as a uint8 ``[C, H, W]`` tensor, converted to ``mode``.
 
-    ValueError naming the file if it cannot be decoded or is not ``size = (H, W)`` pixels.
+    ``size = (H, W)``: the size the image must have (ValueError naming the file if not), or
+    with ``resize`` the size it is resized to (bilinear); None: any size. ValueError naming
+    the file if Pillow cannot decode it.
     """
     try:
         with Image.open(path) as image:
             image = image.convert(mode)
+            if resize and size is not None and image.size != (size[1], size[0]):
+                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     except FileNotFoundError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ValueError(f"{path}: not a decodable image file ({exc})") from exc
-    height, width = size
-    if image.size != (width, height):
+    if size is not None and image.size != (size[1], size[0]):
         raise ValueError(
-            f"{path}: expected a {height}x{width} (HxW) image, found {image.height}x{image.width}"
+            f"{path}: expected a {size[0]}x{size[1]} (HxW) image, found "
+            f"{image.height}x{image.width}"
         )
     array = np.array(image, dtype=np.uint8)  # a writable copy
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
