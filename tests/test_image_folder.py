@@ -250,3 +250,21 @@ def test_digits_as_png_folder_end_to_end(tmp_path):
     recorded = json.loads((out / "results.json").read_text())["data"]
     assert recorded["test_size"] == 360 and recorded["num_classes"] == 10
     assert recorded["normalization"]["source"].startswith("computed from the training split")
+
+
+def test_cifar10jpeg_config_is_the_issue_setting():
+    """The CPU-sized CIFAR-10 config: balanced 1,000 per class to train, the whole test split,
+    T = 16, α = 0 and RCS-ANN, every rule including the guaranteed ones."""
+    cfg = load_config(CONFIGS / "cifar10jpeg-resnet20-qcfs.yaml", ["data.root=/data"])
+    assert cfg.data.name == "imagefolder" and cfg.data.augment
+    assert cfg.data.options["per_class"] == {"train": 1000}
+    assert cfg.model.name == "resnet20" and cfg.T == 16
+    assert [r.alpha for r in cfg.runs] == [0.0, 0.002]
+    assert set(cfg.cutoff.rules) == {"topk", "softmax", "entropy"}
+    assert cfg.cutoff.calibration.source == "heldout"
+    assert set(cfg.cutoff.guarantee.rules) == {
+        "topk-risk",
+        "softmax-risk",
+        "entropy-risk",
+        "spikecp",
+    }
