@@ -375,19 +375,27 @@ def _decoded(
 ) -> Tensor:
     """The split decoded to uint8 ``[N, C, H, W]``: from this process's cache, from
     ``cache_dir``, or from the files (then saved to ``cache_dir`` when given)."""
-    return _decode_split(selected.stamp(), tuple(selected.files), mode, size, cache_dir, progress)
+    key = hashlib.sha256(json.dumps([selected.stamp(), mode, size]).encode()).hexdigest()[:20]
+    images = _DECODED.pop(key, None)
+    if images is None:
+        images = _decode_split(key, selected.files, mode, size, cache_dir, progress)
+    _DECODED[key] = images  # the latest two splits stay (e.g. an experiment's train and test)
+    while len(_DECODED) > 2:
+        _DECODED.pop(next(iter(_DECODED)))
+    return images
 
 
-@functools.lru_cache(maxsize=2)
+_DECODED: dict[str, Tensor] = {}
+
+
 def _decode_split(
-    stamp: str,
-    files: tuple[Path, ...],
+    key: str,
+    files: list[Path],
     mode: str,
     size: tuple[int, int] | None,
     cache_dir: str | None,
     progress: bool,
 ) -> Tensor:
-    key = hashlib.sha256(json.dumps([stamp, mode, size]).encode()).hexdigest()[:20]
     cached = Path(cache_dir).expanduser() / f"imagefolder-{key}.npz" if cache_dir else None
     if cached is not None and cached.is_file():
         try:
