@@ -150,6 +150,16 @@ def test_disk_cache_is_rebuilt_when_a_file_changes(folder, tmp_path):
     assert before.images[0].sum() > 0 and after.images[0].sum() == 0
     assert len(list(cache.iterdir())) == 2
 
+    # A damaged cache file is decoded again and replaced, never trusted or left broken.
+    image_folder_module._DECODED.clear()
+    for saved in cache.iterdir():
+        saved.write_bytes(b"truncated")
+    again = get_dataset("imagefolder", str(root), "test", cache_dir=str(cache), normalize=False)
+    assert torch.equal(again.images, after.images)
+    sizes = sorted(p.stat().st_size for p in cache.iterdir())  # the stale key's file stays
+    assert sizes[0] == len(b"truncated") and sizes[1] > 100
+    assert not list(cache.glob(".*.tmp"))
+
 
 def test_resize_and_jpeg(tmp_path):
     rng = np.random.default_rng(0)

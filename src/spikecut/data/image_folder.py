@@ -376,9 +376,15 @@ def _decoded(
     """The split decoded to uint8 ``[N, C, H, W]``: from this process's cache, from
     ``cache_dir``, or from the files (then saved to ``cache_dir`` when given)."""
     key = hashlib.sha256(json.dumps([selected.stamp(), mode, size]).encode()).hexdigest()[:20]
+    cached = Path(cache_dir).expanduser() / f"imagefolder-{key}.npz" if cache_dir else None
     images = _DECODED.pop(key, None)
-    if images is None:
-        images = _decode_split(key, selected.files, mode, size, cache_dir, progress)
+    if images is None and cached is not None:
+        images = _load_cached(cached, len(selected))
+    decoded = images is None
+    if decoded:
+        images = _decode_split(selected.files, mode, size, progress)
+    if cached is not None and (decoded or not cached.is_file()):  # a bad cache file is replaced
+        _save_cached(cached, images)
     _DECODED[key] = images  # the latest two splits stay (e.g. an experiment's train and test)
     while len(_DECODED) > 2:
         _DECODED.pop(next(iter(_DECODED)))
@@ -389,22 +395,9 @@ _DECODED: dict[str, Tensor] = {}
 
 
 def _decode_split(
-    key: str,
-    files: list[Path],
-    mode: str,
-    size: tuple[int, int] | None,
-    cache_dir: str | None,
-    progress: bool,
+    files: list[Path], mode: str, size: tuple[int, int] | None, progress: bool
 ) -> Tensor:
-    cached = Path(cache_dir).expanduser() / f"imagefolder-{key}.npz" if cache_dir else None
-    if cached is not None and cached.is_file():
-        try:
-            with np.load(cached) as stored:
-                images = stored["images"]
-            if len(images) == len(files):
-                return torch.from_numpy(images)
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable or foreign: decode again and overwrite it
+    """Every file decoded into one uint8 ``[N, C, H, W]`` tensor (all of one size)."""
     first = decode_image_file(files[0], mode, size)
     shape = tuple(first.shape)
     images = np.empty((len(files), *shape), dtype=np.uint8)
@@ -419,16 +412,31 @@ def _decode_split(
                 "to resize every image)"
             )
         images[index] = image.numpy()
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-
-        def write(tmp: Path) -> None:
-            buffer = io.BytesIO()
-            np.savez(buffer, images=images)
-            tmp.write_bytes(buffer.getvalue())
-
-        atomic_write(cached, write)
     return torch.from_numpy(images)
+
+
+def _load_cached(path: Path, count: int) -> Tensor | None:
+    """The decoded split saved at ``path``; None when absent, unreadable or of another size."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as stored:
+            images = stored["images"]
+    except (OSError, ValueError, KeyError):
+        return None  # unreadable or foreign: decoded again and overwritten
+    return torch.from_numpy(images) if len(images) == count else None
+
+
+def _save_cached(path: Path, images: Tensor) -> None:
+    """Save a decoded split at ``path`` (``.npz``), atomically: a crash leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, images=images.numpy())
+        tmp.write_bytes(buffer.getvalue())
+
+    atomic_write(path, write)
 
 
 def _train_stats(
