@@ -109,6 +109,8 @@ def test_per_class_limit_is_balanced_seeded_and_per_split(folder):
 
 def test_augmentation_only_on_train(folder):
     root, _ = folder
+    with pytest.raises(ValueError, match=r"cutout 16 would erase the whole 6x5 image"):
+        get_dataset("imagefolder", str(root), "train", augment=True)
     train = get_dataset("imagefolder", str(root), "train", augment=True, cutout=2, padding=1)
     torch.manual_seed(0)
     draws = [train[0][0] for _ in range(8)]
@@ -246,7 +248,7 @@ def test_digits_as_png_folder_end_to_end(tmp_path):
         [
             "data.name=imagefolder",
             f"data.root={root}",
-            "data.options={mode: L}",
+            "data.options={mode: L, padding: 1, flip: false, autoaugment: false, cutout: 2}",
             "train.epochs=8",
             "runs=[{name: a0, alpha: 0.0}]",
         ],

@@ -281,6 +281,12 @@ def imagefolder(
                 "source": f"computed from the training split ({len(train)} images)",
             }
     training = augment and split == "train"
+    height, width = store.input_shape[1:]
+    if training and cutout and cutout >= min(height, width):
+        raise ValueError(
+            f"imagefolder: cutout {cutout} would erase the whole {height}x{width} image wherever "
+            "it is centred; give a smaller cutout, or 0 to switch it off"
+        )
     transform = pipeline(
         tuple(store.input_shape[1:]),
         stats,
