@@ -61,7 +61,7 @@ class StrategyChooser:
         self.small_trials = small_trials
         self.candidates = candidates
         self._unit: dict[tuple, dict[str, list[float]]] = {}
-        self._work: dict[tuple, dict[str, list[float]]] = {}
+        self._work: dict[tuple, dict[str, list[float]]] = {}  # name -> [sum, count]
 
     @staticmethod
     def key(device: torch.device, batch: int, frames: bool) -> tuple:
@@ -91,8 +91,10 @@ class StrategyChooser:
 
         Without ``exits`` the timing counts as is (work 1 for every strategy)."""
         work = _work(exits, T)
-        for name, amount in work.items():
-            self._work.setdefault(key, {}).setdefault(name, []).append(amount)
+        for name, amount in work.items():  # a running mean: a stream of batches keeps no list
+            total = self._work.setdefault(key, {}).setdefault(name, [0.0, 0])
+            total[0] += amount
+            total[1] += 1
         times = self._unit.setdefault(key, {}).setdefault(strategy, [])
         times.append(seconds_per_sample / max(work[strategy], 1e-12))
         del times[: -self.trials_for(key)]  # the latest timings: a drifting load is followed
@@ -101,8 +103,8 @@ class StrategyChooser:
         """Expected seconds per sample of ``strategy`` at the bucket's typical work."""
         units = sorted(self._unit[key][strategy])
         unit = units[len(units) // 2] if len(units) >= 3 else units[0]
-        work = self._work[key][strategy]
-        return unit * sum(work) / len(work)
+        total, count = self._work[key][strategy]
+        return unit * total / count
 
     def settled(self, key: tuple) -> bool:
         """True once every candidate has its timings for ``key``."""
