@@ -48,11 +48,10 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_write
 from .augment import pipeline
-from .images import ByteImageDataset, ImageFileDataset, decode_image
+from .images import ByteImageDataset, ImageFileDataset, decode_image, image_files
 from .registry import register_dataset
 
 __all__ = [
-    "IMAGE_FOLDER_SUFFIXES",
     "ImageFolderDataset",
     "ImageFolderFiles",
     "channel_stats",
@@ -61,7 +60,6 @@ __all__ = [
     "scan_image_folder",
 ]
 
-IMAGE_FOLDER_SUFFIXES = (".jpg", ".jpeg", ".png")
 _MEMORY_SHARE = 4  # "auto" caches a split in memory when it takes <= 1/4 of the free memory
 _LAYOUT = "expected root/<split>/<class>/*.jpg|jpeg|png"
 
@@ -131,7 +129,7 @@ def scan_image_folder(
         if not class_folder.is_dir():
             missing.append(str(class_folder))
             continue
-        found = _images(class_folder)
+        found = image_files(class_folder)
         if not found:
             empty.append(str(class_folder))
         files += found
@@ -510,14 +508,3 @@ def _check_stats(
 
 def _class_folders(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir())
-
-
-def _images(folder: Path) -> list[Path]:
-    """Sorted image files in ``folder``."""
-    with os.scandir(folder) as entries:
-        names = [
-            e.name
-            for e in entries
-            if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_FOLDER_SUFFIXES
-        ]
-    return [folder / name for name in sorted(names)]

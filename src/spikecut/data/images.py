@@ -21,7 +21,16 @@ from torch import Tensor
 from .augment import ToFloat
 from .base import LabelledDataset, TensorImageDataset, Transform
 
-__all__ = ["ByteImageDataset", "ImageFileDataset", "decode_image", "stratified_subset"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ByteImageDataset",
+    "ImageFileDataset",
+    "decode_image",
+    "image_files",
+    "stratified_subset",
+]
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 
 
 class ByteImageDataset(TensorImageDataset):
@@ -101,6 +110,20 @@ def decode_image(
     array = np.array(image, dtype=np.uint8)  # a writable copy
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Sorted image files (``IMAGE_SUFFIXES``, any case) in ``folder``; none if it does not
+    exist. One directory scan, no stat per file (a Tiny-ImageNet class has 500)."""
+    if not folder.is_dir():
+        return []
+    with os.scandir(folder) as entries:
+        names = [
+            e.name
+            for e in entries
+            if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+        ]
+    return [folder / name for name in sorted(names)]
 
 
 def stratified_subset(

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .augment import pipeline
-from .images import ImageFileDataset, locate_folder, stratified_subset
+from .images import ImageFileDataset, image_files, locate_folder, stratified_subset
 from .registry import register_dataset
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TINY_IMAGENET_FOLDER", "tiny_imagenet"]
@@ -36,7 +36,6 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TINY_IMAGENET_FOLDER", "tiny_imagen
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TINY_IMAGENET_FOLDER = "tiny-imagenet-200"
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 SIZE = 64
 
 
@@ -107,7 +106,7 @@ def _train_files(base: Path, wnids: list[str]) -> tuple[list[Path], np.ndarray]:
     empty = []
     for index, wnid in enumerate(wnids):
         folder = base / "train" / wnid / "images"
-        found = _images(folder)
+        found = image_files(folder)
         if not found:
             empty.append(str(folder))
         files += found
@@ -131,7 +130,7 @@ def _val_files(base: Path, wnids: list[str]) -> tuple[list[Path], np.ndarray]:
             f"tiny-imagenet test split (the val folder) not found; missing: {', '.join(missing)}"
         )
     index = {wnid: i for i, wnid in enumerate(wnids)}
-    present = {p.name for p in _images(folder)}
+    present = {p.name for p in image_files(folder)}
     files: list[Path] = []
     labels: list[int] = []
     missing = []
@@ -160,16 +159,3 @@ def _val_files(base: Path, wnids: list[str]) -> tuple[list[Path], np.ndarray]:
     if not files:
         raise ValueError(f"{annotations}: no annotated images")
     return files, np.asarray(labels, dtype=np.int64)
-
-
-def _images(folder: Path) -> list[Path]:
-    """Sorted image files in ``folder`` (none if it does not exist)."""
-    if not folder.is_dir():
-        return []
-    with os.scandir(folder) as entries:  # no stat per file: the train split has 100k
-        names = [e.name for e in entries if e.is_file() and _is_image(e.name)]
-    return [folder / name for name in sorted(names)]
-
-
-def _is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
