@@ -1,15 +1,17 @@
-"""The engine's three ways to run a batch give the offline answers; its choices follow the
+"""The engine's ways to run a batch give the offline answers; its choices follow the
 measured costs."""
+
+import itertools
 
 import pytest
 import torch
 from test_anytime import MODELS, T, inputs, make_rule, offline
 
-from spikecut._anytime_costs import CompactionCosts, StrategyChooser
+from spikecut._anytime_costs import STRATEGIES, CompactionCosts, StrategyChooser, plan_chunks
 from spikecut.anytime import AnytimeClassifier
 from spikecut.cutoff import exit_predictions
 
-STRATEGIES = ["compact", "mask", "full"]
+UNCHUNKED = ("compact", "mask", "full")
 
 
 def _engine(snn, rule, strategy, count_ops=False):
@@ -30,6 +32,84 @@ def test_every_strategy_equals_offline_evaluation(kind, rule_name, frames):
         assert torch.equal(result.exit_steps, steps), strategy
         assert torch.equal(result.predictions, exit_predictions(cum, steps)), strategy
         assert torch.equal(result.logits, cum[steps - 1, torch.arange(40)]), strategy
+
+
+@pytest.mark.parametrize("frames", [False, True], ids=["static", "frames"])
+@pytest.mark.parametrize("rule_name", ["topk", "entropy", "fixed"])
+@pytest.mark.parametrize("schedule", [(T,), (1, 3, T - 4), (2,) * (T // 2), (T - 1, 1)])
+def test_chunked_runs_equal_offline_evaluation_for_any_chunks(schedule, rule_name, frames):
+    """Several steps per call: the rule still reads every step, so the exits are the same."""
+    snn = MODELS["trained"]()
+    rule = make_rule(rule_name, snn)
+    x = inputs(5, 40, frames)
+    cum = offline(snn, x, frames)
+    steps = rule.exit_steps(cum)
+    engine = _engine(snn, rule, "chunked")
+    engine.chooser.plan = lambda key, T, batch: schedule
+    for chunk in (x, x[:, :1] if frames else x[:1]):  # a batch, and one streamed sample
+        n = chunk.shape[1] if frames else chunk.shape[0]
+        result = engine.run(chunk, frames=frames)
+        assert torch.equal(result.exit_steps, steps[:n])
+        assert torch.equal(result.predictions, exit_predictions(cum, steps)[:n])
+        assert torch.equal(result.logits, cum[steps[:n] - 1, torch.arange(n)])
+
+
+def test_chunked_plan_is_the_cheapest_of_all_chunkings():
+    def expected(plan, running, batch, fixed, per):
+        cost, s = 0.0, 0
+        for k in plan:
+            cost += (1 - (1 - running[s]) ** batch) * fixed + per * k * batch * running[s]
+            s += k
+        return cost
+
+    running = [1.0, 0.3, 0.11, 0.11, 0.11, 0.05]
+    for batch, fixed, per in [
+        (1, 0.25, 0.075),
+        (1, 0.2, 0.02),
+        (500, 1e-4, 5e-5),
+        (32, 1e-3, 1e-5),
+    ]:
+        plan = plan_chunks(running, batch, fixed, per)
+        assert sum(plan) == len(running)
+        every = [
+            p
+            for n in range(1, 7)
+            for p in itertools.product(range(1, 7), repeat=n)
+            if sum(p) == len(running)
+        ]
+        least = min(expected(p, running, batch, fixed, per) for p in every)
+        assert expected(plan, running, batch, fixed, per) == pytest.approx(least)
+    falling = [1.0, 0.5, 0.25, 0.12, 0.06, 0.03]
+    assert plan_chunks(falling, 1, 0.0, 1.0) == (1,) * 6  # no fixed cost: one step per call
+    assert plan_chunks(running, 1, 1.0, 0.0) == (6,)  # nothing per step: one call
+    assert plan_chunks(running, 1, 0.25, 0.075)[0] == 2  # most exit by step 2
+
+
+def test_chooser_fits_the_call_cost_and_plans_from_the_exits_seen():
+    chooser = StrategyChooser(trials=1, small_trials=1, candidates=("compact", "chunked"))
+    key = StrategyChooser.key(torch.device("cpu"), 1, False)
+    assert chooser.call_cost(key) is None
+    assert chooser.plan(key, 8, 1) == (1,) * 8  # nothing known yet: one step per call
+    for steps in (1, 8, 1, 4):
+        chooser.observe_call(key, 1, steps, 0.25 + 0.075 * steps)
+    fixed, per = chooser.call_cost(key)
+    assert fixed == pytest.approx(0.25) and per == pytest.approx(0.075)
+    chooser.record(key, "compact", 1.0, torch.tensor([2]), 8)
+    assert chooser.plan(key, 8, 1) == (2, 6)  # the only exit seen is at step 2
+    chooser.record(key, "chunked", 0.5, torch.tensor([2]), 8)
+    assert chooser.settled(key)
+    assert chooser.expected(key, "chunked") == pytest.approx(0.5)  # 0.25 s a step, 2 steps
+    chooser.observe_call(key, 1, 1, 100.0)  # once settled the plan no longer moves
+    chooser.record(key, "compact", 1.0, torch.tensor([8]), 8)
+    assert chooser.plan(key, 8, 1) == (2, 6)
+
+
+def test_chooser_times_one_run_in_n_once_settled():
+    chooser = StrategyChooser(trials=1, candidates=("mask",), recheck_every=4)
+    key = StrategyChooser.key(torch.device("cpu"), 8, False)
+    assert chooser.wants_record(key)
+    chooser.record(key, "mask", 1.0)
+    assert [chooser.wants_record(key) for _ in range(8)] == [False, False, False, True] * 2
 
 
 @pytest.mark.parametrize("kind", list(MODELS))
@@ -74,13 +154,15 @@ def test_auto_times_every_strategy_then_keeps_the_fastest():
     assert engine.chooser.settled(key)
     assert set(engine.chooser.table()[str(key)]) == set(STRATEGIES)
     assert all(torch.equal(a, answers[0]) for a in answers)
-    # with operation counting, the full-T path (which cannot count per exit) is no candidate
+    assert engine.chooser.call_cost(key) is not None  # every path's calls were timed
+    assert sum(engine.chooser.plan(key, T, 16)) == T
+    # with operation counting, the paths that run several steps per call are no candidates
     counting = AnytimeClassifier(snn, rule, T)
-    assert "full" not in counting.chooser.candidates
+    assert {"full", "chunked"}.isdisjoint(counting.chooser.candidates)
 
 
 def test_chooser_picks_the_least_measured_time():
-    chooser = StrategyChooser(trials=2)
+    chooser = StrategyChooser(trials=2, candidates=UNCHUNKED)
     key = StrategyChooser.key(torch.device("cpu"), 500, False)
     assert key == StrategyChooser.key(torch.device("cpu"), 300, False)  # same bucket
     assert key != StrategyChooser.key(torch.device("cpu"), 1, False)
@@ -111,8 +193,9 @@ def test_bad_strategy_is_a_clear_error():
     rule = make_rule("fixed", snn)
     with pytest.raises(ValueError, match="strategy"):
         AnytimeClassifier(snn, rule, T, strategy="fast")
-    with pytest.raises(ValueError, match="count_ops=False"):
-        AnytimeClassifier(snn, rule, T, strategy="full")
+    for strategy in ("full", "chunked"):
+        with pytest.raises(ValueError, match="count_ops=False"):
+            AnytimeClassifier(snn, rule, T, strategy=strategy)
 
 
 def test_chooser_compares_strategies_at_the_typical_exit_not_the_trial_samples():
@@ -121,7 +204,7 @@ def test_chooser_compares_strategies_at_the_typical_exit_not_the_trial_samples()
     T, per_step, full = 16, 1.0, 10.0  # masking costs 1 per step run, full T steps cost 10
 
     def settle(mask_exits, other_exits):
-        chooser = StrategyChooser(trials=2, small_trials=2)
+        chooser = StrategyChooser(trials=2, small_trials=2, candidates=UNCHUNKED)
         key = StrategyChooser.key(torch.device("cpu"), 1, False)
         mask_exits, other_exits = list(mask_exits), list(other_exits)
         while not chooser.settled(key):

@@ -4,11 +4,14 @@ Two decisions are made from times taken while the engine runs, never from consta
 
 * :class:`StrategyChooser` picks, per device and batch size, how a batch is run: step by
   step *compacting* the state to the samples still running, step by step *masking* (every
-  row keeps computing; no compaction), or *full* T-step inference followed by the offline
-  rule. It times each candidate on the first batches of a size, scales each timing to the
-  typical exits of the batches seen (so strategies timed on different samples compare
-  fairly), and then keeps the fastest, so the engine is never slower than not exiting by
-  more than the noise of its timings.
+  row keeps computing; no compaction), *full* T-step inference followed by the offline
+  rule, or *chunked*: several steps per network call, in the chunks that
+  :func:`plan_chunks` finds cheapest for the exits seen so far (a call has a fixed cost
+  that a small network or a batch of one pays on every step; a chunk pays it once). It
+  times each candidate on the first batches of a size, scales each timing to the typical
+  exits of the batches seen (so strategies timed on different samples compare fairly),
+  and then keeps the fastest, so the engine is never slower than not exiting by more
+  than the noise of its timings.
 * :class:`CompactionCosts` tells the compacting path whether dropping the rows that exited
   pays: the step time saved over the remaining steps (a line ``fixed + per_row·rows``
   fitted to the step times seen) against the time a compaction took.
@@ -23,9 +26,9 @@ import time
 
 import torch
 
-__all__ = ["STRATEGIES", "CompactionCosts", "StrategyChooser", "now"]
+__all__ = ["STRATEGIES", "CompactionCosts", "StrategyChooser", "now", "plan_chunks"]
 
-STRATEGIES = ("compact", "mask", "full")
+STRATEGIES = ("compact", "mask", "full", "chunked")
 
 
 def now(device: torch.device) -> float:
@@ -49,6 +52,11 @@ class StrategyChooser:
     it. ``trials`` timings per strategy are taken (``small_trials`` for batches of 1 or 2,
     where a trial is cheap and one sample says little); the median unit cost counts, and
     with fewer than three the least (the first call of any path pays one-off costs).
+
+    While a key is being learned, every network call's time (:meth:`observe_call`) and
+    every batch's exit steps are kept, and :meth:`plan` turns them into the chunks of the
+    ``chunked`` strategy. Once the key has settled its plan is fixed, and only one run in
+    ``recheck_every`` is timed (the bookkeeping is otherwise per-sample cost at batch 1).
     """
 
     def __init__(
@@ -56,12 +64,18 @@ class StrategyChooser:
         trials: int = 2,
         candidates: tuple[str, ...] = STRATEGIES,
         small_trials: int = 6,
+        recheck_every: int = 16,
     ) -> None:
         self.trials = trials
         self.small_trials = small_trials
         self.candidates = candidates
+        self.recheck_every = recheck_every
         self._unit: dict[tuple, dict[str, list[float]]] = {}
         self._work: dict[tuple, dict[str, list[float]]] = {}  # name -> [sum, count]
+        self._calls: dict[tuple, list[float]] = {}  # n, Σx, Σy, Σxx, Σxy; x = rows·steps
+        self._exits: dict[tuple, torch.Tensor] = {}  # how many batches' rows exited at t
+        self._plans: dict[tuple, tuple[int, ...]] = {}
+        self._runs: dict[tuple, int] = {}
 
     @staticmethod
     def key(device: torch.device, batch: int, frames: bool) -> tuple:
@@ -79,6 +93,59 @@ class StrategyChooser:
                 return name
         return min(self.candidates, key=lambda name: self.expected(key, name))
 
+    def wants_record(self, key: tuple) -> bool:
+        """Whether this run of ``key`` should be timed: every run until the key has settled,
+        then one in ``recheck_every``."""
+        if not self.settled(key):
+            return True
+        runs = self._runs[key] = self._runs.get(key, 0) + 1
+        return runs % self.recheck_every == 0
+
+    def observe_call(self, key: tuple, rows: int, steps: int, seconds: float) -> None:
+        """One network call (and its rule check) of ``steps`` steps on ``rows`` rows took
+        ``seconds``: a point of the line ``fixed + per_row_step · rows · steps``."""
+        sums = self._calls.setdefault(key, [0.0] * 5)
+        x = float(rows * steps)
+        sums[0] += 1
+        sums[1] += x
+        sums[2] += seconds
+        sums[3] += x * x
+        sums[4] += x * seconds
+
+    def call_cost(self, key: tuple) -> tuple[float, float] | None:
+        """``(fixed, per_row_step)`` seconds fitted to the calls observed (least squares,
+        both at least 0); ``None`` before calls of two different sizes were seen."""
+        sums = self._calls.get(key)
+        if sums is None:
+            return None
+        n, sx, sy, sxx, sxy = sums
+        var = n * sxx - sx * sx
+        if n < 2 or var <= 1e-9 * max(1.0, n * sxx):
+            return None
+        slope = max(0.0, (n * sxy - sx * sy) / var)
+        return max(0.0, (sy - slope * sx) / n), slope
+
+    def plan(self, key: tuple, T: int, batch: int) -> tuple[int, ...]:
+        """The chunks (steps per network call, summing to ``T``) for the ``chunked``
+        strategy: :func:`plan_chunks` on the fitted call cost and the exits seen; one step
+        per call until both are known. Fixed once the key has settled."""
+        if key in self._plans and self.settled(key):
+            return self._plans[key]
+        cost, counts = self.call_cost(key), self._exits.get(key)
+        if cost is None or counts is None or counts.shape[0] != T:
+            plan = (1,) * T
+        else:
+            running = counts.flip(0).cumsum(0).flip(0) / counts.sum()  # P(exit >= t)
+            plan = plan_chunks(running.tolist(), batch, *cost)
+        self._plans[key] = plan
+        return plan
+
+    def record_exits(self, key: tuple, exits: torch.Tensor, T: int) -> None:
+        """Count a batch's exit steps (of ``T``) for the plan of ``key``."""
+        counts = torch.bincount(exits.detach().long().cpu() - 1, minlength=T)[:T].double()
+        seen = self._exits.get(key)
+        self._exits[key] = counts if seen is None or seen.shape != counts.shape else seen + counts
+
     def record(
         self,
         key: tuple,
@@ -90,7 +157,9 @@ class StrategyChooser:
         """One timing of ``strategy`` on a batch whose exit steps were ``exits`` (of ``T``).
 
         Without ``exits`` the timing counts as is (work 1 for every strategy)."""
-        work = _work(exits, T)
+        if exits is not None and T is not None and not self.settled(key):
+            self.record_exits(key, exits, T)
+        work = _work(exits, T, self._plans.get(key))
         for name, amount in work.items():  # a running mean: a stream of batches keeps no list
             total = self._work.setdefault(key, {}).setdefault(name, [0.0, 0])
             total[0] += amount
@@ -119,12 +188,49 @@ class StrategyChooser:
         }
 
 
-def _work(exits: torch.Tensor | None, T: int | None) -> dict[str, float]:
-    """Steps each strategy spends on a batch with these exit steps (1 each without them)."""
+def _work(
+    exits: torch.Tensor | None, T: int | None, plan: tuple[int, ...] | None = None
+) -> dict[str, float]:
+    """Steps each strategy spends on a batch with these exit steps (1 each without them);
+    ``chunked`` runs each sample to the end of the chunk its exit falls in."""
     if exits is None or T is None or exits.numel() == 0:
         return dict.fromkeys(STRATEGIES, 1.0)
     exits = exits.detach().float()
-    return {"compact": float(exits.mean()), "mask": float(exits.max()), "full": float(T)}
+    mean = float(exits.mean())
+    chunked = mean
+    if plan is not None and sum(plan) == T and max(plan) > 1:
+        ends = torch.tensor(plan, dtype=torch.float32, device=exits.device).cumsum(0)
+        chunked = float(ends[torch.searchsorted(ends, exits)].mean())
+    return {"compact": mean, "mask": float(exits.max()), "full": float(T), "chunked": chunked}
+
+
+def plan_chunks(
+    running: list[float], batch: int, fixed: float, per_row_step: float
+) -> tuple[int, ...]:
+    """The chunk lengths (summing to ``T = len(running)``) of least expected time.
+
+    ``running[s]`` is the fraction of samples still running at step ``s + 1`` (1 at the
+    first step). A chunk of ``k`` steps starting after step ``s`` costs ``fixed`` when any
+    of the ``batch`` samples still runs (probability ``1 − (1 − running[s])^batch``) plus
+    ``per_row_step · k`` for each running row. Long chunks pay the fixed cost less often
+    but compute steps past the exits; a dynamic programme over the chunk starts weighs both.
+    """
+    T = len(running)
+    best = [0.0] * (T + 1)
+    length = [1] * (T + 1)
+    for s in range(T - 1, -1, -1):
+        share = min(1.0, max(0.0, running[s]))
+        any_running = 1.0 - (1.0 - share) ** batch
+        best[s], length[s] = min(
+            (any_running * fixed + per_row_step * k * batch * share + best[s + k], -k)
+            for k in range(1, T - s + 1)
+        )  # a tie goes to the longer chunk: fewer calls
+        length[s] = -length[s]
+    plan, s = [], 0
+    while s < T:
+        plan.append(length[s])
+        s += length[s]
+    return tuple(plan)
 
 
 class CompactionCosts:

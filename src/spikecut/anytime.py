@@ -29,6 +29,7 @@ deprecated: names registered there are still honoured, for one release.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from ._anytime_costs import STRATEGIES, CompactionCosts, StrategyChooser, now
 from ._deprecation import warn_deprecated
 from .cutoff import ExitRule
 from .layout import to_time_major
-from .neurons import TemporalModule, reset, temporal_modules, temporarily_set
+from .neurons import SpikingNetwork, TemporalModule, reset, temporal_modules, temporarily_set
 from .ops import OpCounter
 
 __all__ = [
@@ -102,7 +103,12 @@ def compact(model: nn.Module, keep: Tensor) -> None:
         rows, index = None, keep.long()
     else:
         raise ValueError(f"keep: expected a Bool or integer tensor, got {keep.dtype}")
-    for module in temporal_modules(model):
+    _compact_modules(temporal_modules(model), index, rows)
+
+
+def _compact_modules(modules: list[TemporalModule], index: Tensor, rows: int | None) -> None:
+    """:func:`compact` on an already collected module list (the engine's, walked once)."""
+    for module in modules:
         custom = getattr(module, "compact_state", None)
         if callable(custom):
             custom(index)
@@ -150,6 +156,14 @@ class _Accumulator:
             self.buffer = out.new_empty(self.steps, *out.shape)
         self.buffer[t - 1] = out
         return self.buffer[:t].cumsum(0)[t - 1]
+
+    def add_steps(self, start: int, outs: Tensor) -> Tensor:
+        """Steps ``start + 1 .. start + k`` at once (``outs`` ``[k, N, K]``); their ``Y``."""
+        if self.buffer is None:
+            self.buffer = outs.new_empty(self.steps, *outs.shape[1:])
+        end = start + outs.shape[0]
+        self.buffer[start:end] = outs
+        return self.buffer[:end].cumsum(0)[start:]
 
     def keep(self, index: Tensor) -> None:
         self.buffer = self.buffer.index_select(1, index)
@@ -210,6 +224,16 @@ def _record(
     logits[rows] = y[leaving]
     if tally is not None:
         tally.leave(rows, leaving)
+
+
+def _record_at(
+    leaving: Tensor, active: Tensor | None, at: Tensor, values: Tensor, exit_steps, logits
+) -> None:
+    """Rows ``leaving`` (positions among the current rows) exit at steps ``at`` with
+    ``Y`` = ``values`` (a chunk of several steps; operations are not counted there)."""
+    rows = leaving if active is None else active[leaving]
+    exit_steps[rows] = at
+    logits[rows] = values
 
 
 def _result(logits: Tensor, exit_steps: Tensor, tally: _OpTally | None) -> AnytimeResult:
@@ -287,18 +311,21 @@ class AnytimeClassifier:
             raise ValueError(
                 f"strategy: expected 'auto' or one of {', '.join(STRATEGIES)}, got {strategy!r}"
             )
-        if strategy == "full" and count_ops:
-            raise ValueError("strategy 'full' does not count operations; use count_ops=False")
+        if strategy in ("full", "chunked") and count_ops:
+            raise ValueError(
+                f"strategy {strategy!r} does not count operations; use count_ops=False"
+            )
         rule.check_ready(T)
         self.snn = snn
         self.rule = rule
         self.T = T
         self.count_ops = count_ops
         self.strategy = strategy
-        candidates = tuple(s for s in STRATEGIES if not (count_ops and s == "full"))
+        # counting operations per sample needs one step per call
+        candidates = tuple(s for s in STRATEGIES if not (count_ops and s in ("full", "chunked")))
         self.chooser = StrategyChooser(candidates=candidates)
         self._costs: dict[tuple[str, bool], CompactionCosts] = {}
-        self._modules: tuple[int, list[TemporalModule], list[TemporalModule]] | None = None
+        self._modules: tuple | None = None  # id(snn), temporal, neurons, the body's temporal
 
     @torch.inference_mode()
     def run(self, x: Tensor, *, frames: bool = False, clock: Any = None) -> AnytimeResult:
@@ -328,28 +355,47 @@ class AnytimeClassifier:
             snn.eval()
         device = _model_device(snn, x.device)
         x = x.to(device)
+        chooser = self.chooser
         key = StrategyChooser.key(device, batch, frames)
-        strategy = self.strategy if self.strategy != "auto" else self.chooser.pick(key)
-        started = now(device) if self.strategy == "auto" else 0.0
+        strategy = self.strategy if self.strategy != "auto" else chooser.pick(key)
+        timed = self.strategy == "auto" and chooser.wants_record(key)
+        started = now(device) if timed else 0.0
+        # the planner learns from auto runs, and from explicitly chunked ones
+        learning = strategy == "chunked" or self.strategy == "auto"
+        learning = learning and not chooser.settled(key)
+        observe = (
+            (lambda rows, k, sec: chooser.observe_call(key, rows, k, sec)) if learning else None
+        )
         temporal, neurons = self._temporal_modules(snn)
         counter = OpCounter(snn) if self.count_ops else None
         for module in temporal:
             module.reset()
         if counter is not None:
             counter.attach()
-        path = {"compact": self._run_compact, "mask": self._run_mask, "full": self._run_full}
         try:
             # the run starts from a reset state that only it holds: updated in place
-            with temporarily_set(neurons, "state_private", True):
-                result = path[strategy](snn, x, frames, batch, device, counter, clock)
+            with (
+                temporarily_set(neurons, "state_private", True),
+                self._fixed_structure(snn),
+            ):
+                if strategy == "chunked":
+                    schedule = chooser.plan(key, self.T, batch)
+                    result = self._run_compact(
+                        snn, x, frames, batch, device, counter, clock, schedule, observe
+                    )
+                else:
+                    path = getattr(self, f"_run_{strategy}")
+                    result = path(snn, x, frames, batch, device, counter, clock, observe=observe)
         finally:
             if counter is not None:
                 counter.detach()
             for module in temporal:
                 module.reset()
-        if self.strategy == "auto":
+        if timed:
             seconds = (now(device) - started) / batch
-            self.chooser.record(key, strategy, seconds, result.exit_steps, self.T)
+            chooser.record(key, strategy, seconds, result.exit_steps, self.T)
+        elif learning:  # an explicit strategy still teaches the planner the exits
+            chooser.record_exits(key, result.exit_steps, self.T)
         if not bool(torch.isfinite(result.logits).all()):
             bad = int((~torch.isfinite(result.logits)).sum())
             raise ValueError(f"cum_logits: expected finite values, found {bad} NaN/inf entries")
@@ -362,8 +408,15 @@ class AnytimeClassifier:
         if self._modules is None or self._modules[0] != id(snn):
             temporal = temporal_modules(snn)
             neurons = [m for m in temporal if hasattr(m, "state_private")]
-            self._modules = (id(snn), temporal, neurons)
+            body = temporal_modules(snn.body) if isinstance(snn, SpikingNetwork) else None
+            self._modules = (id(snn), temporal, neurons, body)
         return self._modules[1], self._modules[2]
+
+    def _fixed_structure(self, snn: nn.Module) -> contextlib.AbstractContextManager[None]:
+        """A :class:`~spikecut.neurons.SpikingNetwork` walks its module tree on every call;
+        within a run the engine's own list serves."""
+        body = self._modules[3] if self._modules is not None else None
+        return snn.fixed_structure(body) if body is not None else contextlib.nullcontext()
 
     def _rule_fires(self, y: Tensor, t: int, steps: Tensor) -> Tensor:
         """Bool ``[N]``: the rule's decision on ``Y(t)`` before the forced exit at T.
@@ -375,9 +428,15 @@ class AnytimeClassifier:
             return self.rule.fires(y, t, self.T)
         return self.rule._criterion(y.unsqueeze(0), steps[t - 1 : t])[0]
 
-    def _run_compact(self, snn, x, frames, batch, device, counter, clock) -> AnytimeResult:
-        """Step by step; exited rows are masked until compacting them away pays."""
+    def _run_compact(
+        self, snn, x, frames, batch, device, counter, clock, schedule=None, observe=None
+    ) -> AnytimeResult:
+        """In chunks of steps (``schedule``; one step each by default): after each chunk the
+        rule reads every step of it, the rows it released get their answers, and exited
+        rows are masked until compacting them away pays. ``observe(rows, steps, seconds)``
+        receives each chunk's time (network and rule), for the planner."""
         T = self.T
+        schedule = schedule or (1,) * T
         costs = self._costs.setdefault((device.type, frames), CompactionCosts())
         steps = torch.arange(1, T + 1, device=device)
         active: Tensor | None = None  # original index of every row (None: all, in order)
@@ -388,42 +447,54 @@ class AnytimeClassifier:
         exit_steps = torch.full((batch,), T, dtype=torch.long, device=device)
         logits: Tensor | None = None
         static = x
-        for t in range(1, T + 1):
+        start = 0
+        for k in schedule:
             begun = time.perf_counter()
+            end = start + k
             if frames:
-                step_input = x[t - 1] if active is None else x[t - 1].index_select(0, active)
+                seq = x[start:end] if active is None else x[start:end].index_select(1, active)
             else:
-                step_input = static
-            out = snn(step_input.unsqueeze(0))[0].float()
+                seq = static.unsqueeze(0).expand(k, *static.shape)
+            out = snn(seq).float()
             if tally is not None:
                 tally.step()
             if clock is not None:
                 clock.lap("network")
             if logits is None:
-                logits = out.new_zeros(batch, *out.shape[1:])
-            y = accumulator.add(t, out)
-            rows = y.shape[0]
-            if t == T:  # every row still running exits now
-                running = None if done is None else (~done).nonzero().squeeze(1)
-                _record(running, active, t, y, exit_steps, logits, tally)
-                if clock is not None:
-                    clock.lap("rule")
-                break
-            fire = self._rule_fires(y, t, steps)
+                logits = out.new_zeros(batch, *out.shape[2:])
+            y = accumulator.add_steps(start, out)  # Y at steps start+1 .. end
+            rows = y.shape[1]
+            fire = self._chunk_fires(y, start, end, steps)
             if done is not None:
                 fire &= ~done
-            leaving = fire.nonzero().squeeze(1)  # host sync: which rows leave decides the rest
+            if k == 1:
+                first = None
+                leaving = fire[0].nonzero().squeeze(1)  # host sync: who leaves decides the rest
+            else:
+                fired = fire.any(0)
+                first = fire.to(torch.uint8).argmax(0)  # each row's first firing step
+                leaving = fired.nonzero().squeeze(1)
             if clock is not None:
                 clock.lap("rule")
-            costs.step(rows, time.perf_counter() - begun)
+            seconds = time.perf_counter() - begun
+            costs.step(rows, seconds / k)
+            if observe is not None:
+                observe(rows, k, seconds)
+            start = end
             if leaving.numel() == 0:
                 continue
-            _record(leaving, active, t, y, exit_steps, logits, tally)
+            if first is None:
+                _record(leaving, active, end, y[0], exit_steps, logits, tally)
+            else:
+                at = first[leaving]
+                values = y[at, leaving]
+                _record_at(leaving, active, end - k + 1 + at, values, exit_steps, logits)
             n_done += leaving.numel()
-            if n_done == rows:
+            if n_done == rows or end == T:
                 break
-            done = fire if done is None else done.logical_or_(fire)
-            if not costs.pays(n_done, rows, T - t):
+            exited = fire[0] if first is None else fired
+            done = exited if done is None else done.logical_or_(exited)
+            if not costs.pays(n_done, rows, T - end):
                 continue
             begun = time.perf_counter()
             keep = (~done).nonzero().squeeze(1)
@@ -442,10 +513,29 @@ class AnytimeClassifier:
                 clock.lap("compaction")
         return _result(logits, exit_steps, tally)
 
-    def _compact(self, snn: nn.Module, keep: Tensor) -> None:
-        compact(snn, keep)
+    def _chunk_fires(self, y: Tensor, start: int, end: int, steps: Tensor) -> Tensor:
+        """Bool ``[k, N]``: the rule at steps ``start + 1 .. end`` on their ``Y``; at ``T``
+        every row fires (the forced exit), without asking the rule."""
+        last = end == self.T
+        judged = y[:-1] if last else y
+        if judged.shape[0] == 0:
+            fire = y.new_zeros(0, y.shape[1], dtype=torch.bool)
+        elif type(self.rule).fires is not ExitRule.fires:
+            fire = torch.stack(
+                [self.rule.fires(judged[i], start + 1 + i, self.T) for i in range(len(judged))]
+            )
+        else:
+            fire = self.rule._criterion(judged, steps[start : start + judged.shape[0]])
+        if last:
+            fire = torch.cat([fire, fire.new_ones(1, y.shape[1])])
+        return fire
 
-    def _run_mask(self, snn, x, frames, batch, device, counter, clock) -> AnytimeResult:
+    def _compact(self, snn: nn.Module, keep: Tensor) -> None:
+        _compact_modules(self._temporal_modules(snn)[0], keep, None)
+
+    def _run_mask(
+        self, snn, x, frames, batch, device, counter, clock, observe=None
+    ) -> AnytimeResult:
         """Step by step on every row; a row's answer is taken when its rule fires, and the
         run stops when every row has its answer. No compaction, no index bookkeeping."""
         T = self.T
@@ -456,6 +546,7 @@ class AnytimeClassifier:
         running = torch.ones(batch, dtype=torch.bool, device=device)
         logits: Tensor | None = None
         for t in range(1, T + 1):
+            begun = time.perf_counter() if observe is not None else 0.0
             step_input = x[t - 1] if frames else x
             out = snn(step_input.unsqueeze(0))[0].float()
             if tally is not None:
@@ -474,14 +565,19 @@ class AnytimeClassifier:
             stop = t == T or not bool(running.any())  # one host sync per step
             if clock is not None:
                 clock.lap("rule")
+            if observe is not None:
+                observe(batch, 1, time.perf_counter() - begun)
             if stop:
                 break
         return _result(logits, exit_steps, tally)
 
-    def _run_full(self, snn, x, frames, batch, device, counter, clock) -> AnytimeResult:
+    def _run_full(
+        self, snn, x, frames, batch, device, counter, clock, observe=None
+    ) -> AnytimeResult:
         """All T steps in one call (the network's own chunking applies), then the rule on
         the accumulated outputs, as the offline evaluation does."""
         T = self.T
+        begun = now(device) if observe is not None else 0.0
         seq = x if frames else x.unsqueeze(0).expand(T, *x.shape)
         out = snn(seq).float()
         if clock is not None:
@@ -497,6 +593,8 @@ class AnytimeClassifier:
         logits = cum[exit_steps - 1, torch.arange(batch, device=device)]
         if clock is not None:
             clock.lap("rule")
+        if observe is not None:
+            observe(batch, T, now(device) - begun)
         return AnytimeResult(
             predictions=logits.argmax(dim=-1), exit_steps=exit_steps, logits=logits
         )

@@ -350,7 +350,7 @@ def _lif_loop(
             torch.gt(u, threshold, out=spikes_out[t])
         if soft:
             torch.gt(u, threshold, out=target)
-            target.mul_(-threshold).add_(u)  # u − θ·s (θ·s is exact, so as u + (−θ)·s)
+            torch.add(u, target, alpha=-threshold, out=target)  # u − θ·s (θ·s is exact)
         else:
             torch.le(u, threshold, out=target)
             target.mul_(u)  # (1 − s)·u = u·(1 − s)
@@ -608,8 +608,24 @@ class SpikingNetwork(nn.Module):
         largest = max(sizes, default=first_step.numel() * first_step.element_size())
         return auto_chunk(largest, first_step.device)
 
+    @contextmanager
+    def fixed_structure(self, modules: list[TemporalModule] | None = None) -> Iterator[None]:
+        """Within the block the body's module tree is taken as fixed: its time-aware modules
+        (``modules``, when the caller has collected them) are collected once instead of on
+        every call (for a small network streamed one step at a time, walking the tree was a
+        fifth of a step). Do not add or replace modules inside the block."""
+        previous = self.__dict__.get("_fixed_temporal")
+        self.__dict__["_fixed_temporal"] = (
+            temporal_modules(self.body) if modules is None else modules
+        )
+        try:
+            yield
+        finally:
+            self.__dict__["_fixed_temporal"] = previous
+
     def _run_folded(self, x: Tensor) -> Tensor:
         steps, batch = x.shape[0], x.shape[1]
-        with _folded(temporal_modules(self.body), steps):
+        modules = self.__dict__.get("_fixed_temporal")
+        with _folded(temporal_modules(self.body) if modules is None else modules, steps):
             y = self.body(x.reshape(steps * batch, *x.shape[2:]))
         return y.reshape(steps, batch, *y.shape[1:])
