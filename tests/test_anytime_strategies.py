@@ -199,13 +199,13 @@ def test_bad_strategy_is_a_clear_error():
 
 
 def test_chooser_compares_strategies_at_the_typical_exit_not_the_trial_samples():
-    """At batch 1 each trial is one sample: masking timed on two early-exiting samples must
-    not win over full inference when the typical sample exits late (and the other way)."""
+    """Strategies timed on different batches: masking timed on two early-exiting batches
+    must not win over full inference when the typical batch exits late (and the other way)."""
     T, per_step, full = 16, 1.0, 10.0  # masking costs 1 per step run, full T steps cost 10
 
     def settle(mask_exits, other_exits):
-        chooser = StrategyChooser(trials=2, small_trials=2, candidates=UNCHUNKED)
-        key = StrategyChooser.key(torch.device("cpu"), 1, False)
+        chooser = StrategyChooser(trials=2, candidates=UNCHUNKED)
+        key = StrategyChooser.key(torch.device("cpu"), 4, False)
         mask_exits, other_exits = list(mask_exits), list(other_exits)
         while not chooser.settled(key):
             name = chooser.pick(key)
@@ -227,6 +227,48 @@ def test_chooser_compares_strategies_at_the_typical_exit_not_the_trial_samples()
     chooser, key = settle([12, 14], [2, 3, 2, 3])
     assert chooser.pick(key) == "mask"
     assert chooser.expected(key, "mask") == pytest.approx(per_step * (12 + 14 + 2 + 3 + 2 + 3) / 6)
+
+
+def test_batch_of_one_is_explored_with_every_strategy_on_the_same_sample():
+    snn = MODELS["converted"]()
+    rule = make_rule("topk", snn)
+    x = inputs(3, 6)
+    steps = rule.exit_steps(offline(snn, x))
+    engine = AnytimeClassifier(snn, rule, T, count_ops=False)
+    engine.chooser.small_trials = 3
+    ran = []  # (strategy, the sample it ran)
+    run_once = engine._run_once
+
+    def logged(strategy, x_i, *args):
+        ran.append((strategy, x_i.sum().item()))
+        return run_once(strategy, x_i, *args)
+
+    engine._run_once = logged
+    key = StrategyChooser.key(torch.device("cpu"), 1, False)
+    single = torch.cat([engine.run(x[i : i + 1]).exit_steps for i in range(6)])
+    assert torch.equal(single, steps)
+    explored = ran[: 3 * len(STRATEGIES)]
+    assert [name for name, _ in explored] == list(STRATEGIES) * 3  # every strategy, in turn
+    for i in range(3):  # ... on the same sample
+        assert (
+            len({value for _, value in explored[i * len(STRATEGIES) : (i + 1) * len(STRATEGIES)]})
+            == 1
+        )
+    assert engine.chooser.settled(key)
+    assert len(ran) == 3 * len(STRATEGIES) + 3  # then one strategy a sample
+    assert {name for name, _ in ran[-3:]} == {engine.chooser.pick(key)}
+
+
+def test_paired_timings_compare_plain_means():
+    chooser = StrategyChooser(small_trials=2, candidates=("mask", "full"))
+    key = StrategyChooser.key(torch.device("cpu"), 1, False)
+    assert chooser.to_run(key) == ("mask", "full")
+    for mask, full, exit_step in [(1.0, 2.0, 1), (5.0, 2.5, 8)]:
+        chooser.record(key, "mask", mask, torch.tensor([exit_step]), 8)
+        chooser.record(key, "full", full, torch.tensor([exit_step]), 8)
+    assert chooser.settled(key) and chooser.to_run(key) == ("full",)  # 3.0 against 2.25
+    assert chooser.expected(key, "mask") == pytest.approx(3.0)
+    assert not chooser.wants_record(key)  # no lone timings once the pairs decided
 
 
 def test_chooser_takes_more_trials_at_batch_one():

@@ -49,9 +49,13 @@ class StrategyChooser:
     Each timing is therefore divided by its batch's *work* (steps: the last exit for
     ``mask``, the mean exit for ``compact``, T for ``full``) and the strategies are compared
     at the typical work, the mean over every batch of the bucket seen so far, whichever ran
-    it. ``trials`` timings per strategy are taken (``small_trials`` for batches of 1 or 2,
-    where a trial is cheap and one sample says little); the median unit cost counts, and
-    with fewer than three the least (the first call of any path pays one-off costs).
+    it. ``trials`` timings per strategy are taken; the median unit cost counts, and with
+    fewer than three the least (the first call of any path pays one-off costs).
+
+    Batches of 1 or 2 are *paired* instead (:meth:`to_run`): while they are explored, every
+    candidate runs the same batch, ``small_trials`` times, and the strategies are compared
+    by their mean time on those same samples, with no scaling (one sample's exit says
+    little about the next one's, and a trial is cheap).
 
     While a key is being learned, every network call's time (:meth:`observe_call`) and
     every batch's exit steps are kept, and :meth:`plan` turns them into the chunks of the
@@ -76,6 +80,8 @@ class StrategyChooser:
         self._exits: dict[tuple, torch.Tensor] = {}  # how many batches' rows exited at t
         self._plans: dict[tuple, tuple[int, ...]] = {}
         self._runs: dict[tuple, int] = {}
+        self._paired: dict[tuple, dict[str, list[float]]] = {}  # seconds on the same batches
+        self._choice: dict[tuple, str] = {}  # the fastest, once settled
 
     @staticmethod
     def key(device: torch.device, batch: int, frames: bool) -> tuple:
@@ -85,19 +91,38 @@ class StrategyChooser:
         """Timings wanted per strategy for ``key`` (more for batches of 1 or 2)."""
         return self.small_trials if key[1] <= 1 else self.trials
 
+    @staticmethod
+    def paired(key: tuple) -> bool:
+        """Batches of 1 or 2: explored with every candidate on the same batch."""
+        return key[1] <= 1
+
+    def to_run(self, key: tuple) -> tuple[str, ...]:
+        """The strategies to run the next batch with: every candidate while a paired key is
+        explored, else :meth:`pick`'s one."""
+        if self.paired(key) and not self.settled(key):
+            return self.candidates
+        return (self.pick(key),)
+
     def pick(self, key: tuple) -> str:
         """The next strategy to run: one still short of timings, else the fastest."""
+        choice = self._choice.get(key)
+        if choice is not None:
+            return choice
         seen = self._unit.setdefault(key, {})
         for name in self.candidates:
             if len(seen.get(name, ())) < self.trials_for(key):
                 return name
-        return min(self.candidates, key=lambda name: self.expected(key, name))
+        choice = min(self.candidates, key=lambda name: self.expected(key, name))
+        self._choice[key] = choice
+        return choice
 
     def wants_record(self, key: tuple) -> bool:
         """Whether this run of ``key`` should be timed: every run until the key has settled,
         then one in ``recheck_every``."""
         if not self.settled(key):
             return True
+        if self.paired(key):  # the pairs are what count; later lone timings would not pair
+            return False
         runs = self._runs[key] = self._runs.get(key, 0) + 1
         return runs % self.recheck_every == 0
 
@@ -167,9 +192,18 @@ class StrategyChooser:
         times = self._unit.setdefault(key, {}).setdefault(strategy, [])
         times.append(seconds_per_sample / max(work[strategy], 1e-12))
         del times[: -self.trials_for(key)]  # the latest timings: a drifting load is followed
+        if self.paired(key):
+            pairs = self._paired.setdefault(key, {}).setdefault(strategy, [])
+            pairs.append(seconds_per_sample)
+            del pairs[: -self.trials_for(key)]
+        self._choice.pop(key, None)
 
     def expected(self, key: tuple, strategy: str) -> float:
-        """Expected seconds per sample of ``strategy`` at the bucket's typical work."""
+        """Expected seconds per sample of ``strategy`` at the bucket's typical work (for a
+        paired key, its mean on the batches every candidate ran)."""
+        pairs = self._paired.get(key, {}).get(strategy)
+        if pairs:
+            return sum(pairs) / len(pairs)
         units = sorted(self._unit[key][strategy])
         unit = units[len(units) // 2] if len(units) >= 3 else units[0]
         total, count = self._work[key][strategy]

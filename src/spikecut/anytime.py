@@ -357,15 +357,35 @@ class AnytimeClassifier:
         x = x.to(device)
         chooser = self.chooser
         key = StrategyChooser.key(device, batch, frames)
-        strategy = self.strategy if self.strategy != "auto" else chooser.pick(key)
-        timed = self.strategy == "auto" and chooser.wants_record(key)
-        started = now(device) if timed else 0.0
+        auto = self.strategy == "auto"
         # the planner learns from auto runs, and from explicitly chunked ones
-        learning = strategy == "chunked" or self.strategy == "auto"
-        learning = learning and not chooser.settled(key)
+        learning = (auto or self.strategy == "chunked") and not chooser.settled(key)
         observe = (
             (lambda rows, k, sec: chooser.observe_call(key, rows, k, sec)) if learning else None
         )
+        # while a batch of one or two is explored, every candidate runs it (paired timings)
+        strategies = chooser.to_run(key) if auto else (self.strategy,)
+        result = None
+        for strategy in strategies:
+            timed = auto and chooser.wants_record(key)
+            started = now(device) if timed else 0.0
+            answer = self._run_once(strategy, x, frames, batch, device, clock, key, observe)
+            result = answer if result is None else result
+            if timed:
+                seconds = (now(device) - started) / batch
+                chooser.record(key, strategy, seconds, answer.exit_steps, self.T)
+            elif learning:  # an explicit strategy still teaches the planner the exits
+                chooser.record_exits(key, answer.exit_steps, self.T)
+        if not bool(torch.isfinite(result.logits).all()):
+            bad = int((~torch.isfinite(result.logits)).sum())
+            raise ValueError(f"cum_logits: expected finite values, found {bad} NaN/inf entries")
+        if clock is not None:
+            clock.lap("other")
+        return result
+
+    def _run_once(self, strategy, x, frames, batch, device, clock, key, observe) -> AnytimeResult:
+        """One batch by one strategy, between resets of the network's state."""
+        snn = self.snn
         temporal, neurons = self._temporal_modules(snn)
         counter = OpCounter(snn) if self.count_ops else None
         for module in temporal:
@@ -379,29 +399,17 @@ class AnytimeClassifier:
                 self._fixed_structure(snn),
             ):
                 if strategy == "chunked":
-                    schedule = chooser.plan(key, self.T, batch)
-                    result = self._run_compact(
+                    schedule = self.chooser.plan(key, self.T, batch)
+                    return self._run_compact(
                         snn, x, frames, batch, device, counter, clock, schedule, observe
                     )
-                else:
-                    path = getattr(self, f"_run_{strategy}")
-                    result = path(snn, x, frames, batch, device, counter, clock, observe=observe)
+                path = getattr(self, f"_run_{strategy}")
+                return path(snn, x, frames, batch, device, counter, clock, observe=observe)
         finally:
             if counter is not None:
                 counter.detach()
             for module in temporal:
                 module.reset()
-        if timed:
-            seconds = (now(device) - started) / batch
-            chooser.record(key, strategy, seconds, result.exit_steps, self.T)
-        elif learning:  # an explicit strategy still teaches the planner the exits
-            chooser.record_exits(key, result.exit_steps, self.T)
-        if not bool(torch.isfinite(result.logits).all()):
-            bad = int((~torch.isfinite(result.logits)).sum())
-            raise ValueError(f"cum_logits: expected finite values, found {bad} NaN/inf entries")
-        if clock is not None:
-            clock.lap("other")
-        return result
 
     def _temporal_modules(self, snn: nn.Module) -> tuple[list[TemporalModule], list[Any]]:
         """The network's time-aware modules and neurons, collected once per network."""
