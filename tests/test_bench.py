@@ -64,7 +64,15 @@ def test_runner_writes_json_and_markdown_with_peers_missing(tmp_path, monkeypatc
     assert on_disk["anytime"] == []
     assert any("anytime benchmark missing" in note for note in on_disk["notes"])
 
+    breakdown = {(r["net"], r["mode"]): r for r in on_disk["breakdown"]}
+    assert set(breakdown) == {("conv28", "inference"), ("conv28", "training")}
+    for row in breakdown.values():  # the neurons take part of the time, never all of it
+        assert 0.0 < row["neuron_share"] < 1.0
+        assert row["rest_seconds"] == pytest.approx(row["seconds"] * (1 - row["neuron_share"]))
+        assert row["rest_over_dense"] > 0
+
     markdown = (tmp_path / "results" / "latest.md").read_text()
+    assert "Where spikecut's time goes" in markdown
     assert "| conv28 | training | spikecut |" in markdown
     assert "| — | — | spikingjelly | MISSING |" in markdown
     assert "anytime benchmark missing" in markdown
@@ -300,3 +308,19 @@ def test_builders_live_apart_from_the_measurement():
     assert simulation.build_ann is networks.build_ann
     assert simulation.build_simulator is peers.build_simulator
     assert simulation.PeerMissing is peers.PeerMissing
+
+
+def test_neuron_share_profiles_the_neurons_and_leaves_the_model_as_it_was():
+    from spikecut.bench.breakdown import neuron_share
+    from spikecut.neurons import LIF, SpikingNetwork
+
+    x = torch.rand(4, 8, 64)
+    only_neurons = SpikingNetwork(torch.nn.Sequential(LIF(), LIF()))
+    neuron_heavy = neuron_share(only_neurons, lambda: only_neurons(x), torch.device("cpu"))
+    layers = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(40)], LIF())
+    layer_heavy_net = SpikingNetwork(layers)
+    layer_heavy = neuron_share(layer_heavy_net, lambda: layer_heavy_net(x), torch.device("cpu"))
+    assert 0.0 < layer_heavy < neuron_heavy <= 1.0
+    assert "forward" not in vars(layers[-1])  # the labelled forward was taken off again
+    with pytest.raises(ValueError, match="no spikecut neurons"):
+        neuron_share(torch.nn.Linear(2, 2), lambda: None, torch.device("cpu"))

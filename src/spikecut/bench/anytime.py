@@ -51,7 +51,7 @@ from ..cutoff import (
 from ..fusion import prepare_for_inference
 from ..neurons import reset
 from ..speed import keep_large_allocations
-from .timing import PhaseClock, best_seconds
+from .timing import PhaseClock, best_seconds_interleaved
 
 __all__ = ["measure_anytime", "rule_for_run", "run_anytime_bench", "render_markdown", "main"]
 
@@ -130,13 +130,14 @@ def measure_anytime(
         for x in batches:
             stepwise_engine.run(x, frames=frames)
 
-    full_seconds = best_seconds(full, device, repeats, warmup)
     for _ in range(_SETTLE_PASSES):  # the engine times its strategies on the first batches
         if all(engine.chooser.settled(k) for k in _keys(engine, batches, frames, device)):
             break
         early()
-    anytime_seconds = best_seconds(early, device, repeats, warmup)
-    stepwise_seconds = best_seconds(stepwise, device, repeats, warmup)
+    # taking turns, so that a load drifting over the run weighs on every variant alike
+    full_seconds, anytime_seconds, stepwise_seconds = best_seconds_interleaved(
+        [full, early, stepwise], device, repeats, warmup
+    )
     split = time_split(snn, rule, T, batches, frames, device) if profile else None
 
     cum = torch.cat([o.float().cumsum(0) for o in full_outputs], dim=1)

@@ -4,7 +4,8 @@ The results are one JSON file (``benchmarks/results/latest.json`` by default)::
 
     {"simulation": [{"net", "library", "mode", "samples_steps_per_s", "peak_mem_mb"}, ...],
      "anytime": [{"experiment", "rule", "epsilon", "steps_speedup", "wall_speedup"}, ...],
-     "ratios": [...], "agreement": [...], "missing_peers": {...}, "peers": {...},
+     "ratios": [...], "breakdown": [...], "agreement": [...], "missing_peers": {...},
+     "peers": {...},
      "config": {...}, "machine": {...}, "memory_method": str, "notes": [...]}
 
 and a markdown rendering of it beside it (``latest.md``). Both are written atomically.
@@ -21,6 +22,7 @@ import torch
 
 from .._io import atomic_write_json, atomic_write_text
 from .._markdown import markdown_table
+from .breakdown import measure_breakdown
 from .simulation import (
     SimulationConfig,
     check_agreement,
@@ -117,6 +119,7 @@ def _run(
         "simulation": rows,
         "anytime": anytime,
         "ratios": speed_ratios(rows),
+        "breakdown": measure_breakdown(rows, config, log),
         "agreement": agreement,
         "missing_peers": missing,
         "peers": peer_versions(),
@@ -198,6 +201,31 @@ def render_markdown(results: dict) -> str:
         header = ["net", "mode", "fastest peer", "speed ratio", "memory ratio (vs least)"]
         header += ["vs hand loop", "of dense limit", "stepwise: speed, memory"]
         lines.append(markdown_table(header, rows, numeric_from=3))
+    if results.get("breakdown"):
+        lines += [
+            "",
+            "Where spikecut's time goes, against the dense limit (the same layers as a ReLU "
+            "ANN on all T·B inputs in one call): the neurons' share of one profiled call "
+            "(LIF forward and, in training, its BPTT backward), and the rest (layers, loss "
+            "and their backward) against the dense limit's time:",
+            "",
+        ]
+        rows = [
+            [
+                r["net"],
+                r["mode"],
+                f"{1e3 * r['seconds']:.1f}",
+                f"{100 * r['neuron_share']:.0f}%",
+                f"{1e3 * r['rest_seconds']:.1f}",
+                f"{1e3 * r['dense_seconds']:.1f}",
+                f"{r['rest_over_dense']:.2f}",
+                f"{r['dense_ratio']:.2f}",
+            ]
+            for r in results["breakdown"]
+        ]
+        header = ["net", "mode", "spikecut (ms)", "neurons", "rest (ms)", "dense limit (ms)"]
+        header += ["rest / dense", "of dense limit"]
+        lines.append(markdown_table(header, rows, numeric_from=2))
     if results["agreement"]:
         lines += [
             "",

@@ -148,21 +148,6 @@ class SimulationConfig:
 SimulationConfig.__init__ = renamed_parameters(steps="T")(SimulationConfig.__init__)  # type: ignore[method-assign]
 
 
-def _best_seconds_interleaved(
-    calls: list[Callable[[], object]], warmup: int, repeats: int, device: torch.device
-) -> list[float]:
-    """Best time of each call; the calls take turns, so a load that drifts over the run
-    (other processes on the machine) affects every library alike."""
-    for _ in range(warmup):
-        for fn in calls:
-            fn()
-    best = [float("inf")] * len(calls)
-    for _ in range(repeats):
-        for i, fn in enumerate(calls):
-            best[i] = min(best[i], timing.seconds(fn, device))
-    return best
-
-
 _tuned = False
 
 
@@ -293,8 +278,8 @@ def measure_simulation(
     for net, mode, group in _groups(cfg, device, missing, log):
         for _, call in group:
             call()  # first call: lazy initialisation
-        seconds = _best_seconds_interleaved(
-            [call for _, call in group], cfg.warmup, cfg.repeats, device
+        seconds = timing.best_seconds_interleaved(
+            [call for _, call in group], device, cfg.repeats, cfg.warmup
         )
         for (library, _), sec in zip(group, seconds, strict=True):
             rows.append(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["PhaseClock", "best_seconds", "seconds", "synchronize"]
+__all__ = ["PhaseClock", "best_seconds", "best_seconds_interleaved", "seconds", "synchronize"]
 
 
 def synchronize(device: torch.device) -> None:
@@ -33,6 +33,21 @@ def best_seconds(
     for _ in range(warmup):
         fn()
     return min(seconds(fn, device) for _ in range(repeats))
+
+
+def best_seconds_interleaved(
+    calls: list[Callable[[], object]], device: torch.device, repeats: int, warmup: int
+) -> list[float]:
+    """Best time of each call; the calls take turns, so a load that drifts over the run
+    (other processes on the machine) affects every variant alike."""
+    for _ in range(warmup):
+        for fn in calls:
+            fn()
+    best = [float("inf")] * len(calls)
+    for _ in range(repeats):
+        for i, fn in enumerate(calls):
+            best[i] = min(best[i], seconds(fn, device))
+    return best
 
 
 class PhaseClock:
