@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 import torch
-from test_anytime import MODELS, T, inputs, make_rule, offline
+from test_anytime import MODELS, RULE_NAMES, T, inputs, make_rule, offline
 
 from spikecut._anytime_costs import STRATEGIES, CompactionCosts, StrategyChooser, plan_chunks
 from spikecut.anytime import AnytimeClassifier
@@ -275,3 +275,17 @@ def test_chooser_takes_more_trials_at_batch_one():
     chooser = StrategyChooser(trials=2, small_trials=5)
     assert chooser.trials_for(StrategyChooser.key(torch.device("cpu"), 1, False)) == 5
     assert chooser.trials_for(StrategyChooser.key(torch.device("cpu"), 3, False)) == 2
+
+
+@pytest.mark.parametrize("rule_name", RULE_NAMES)
+def test_one_step_criterion_equals_the_stacked_one(rule_name):
+    """The engine's per-step call (``_criterion_at``) decides as the offline stack does."""
+    snn = MODELS["converted"]()
+    rule = make_rule(rule_name, snn)
+    cum = offline(snn, inputs(11, 64))
+    stacked = rule._criterion(cum, torch.arange(1, T + 1))
+    for t in range(1, T + 1):
+        assert torch.equal(rule._criterion_at(cum[t - 1], t), stacked[t - 1])
+    if rule_name == "topk":  # new thresholds are read, not a stale copy
+        rule.beta = torch.full((T,), float(cum.abs().max()) * 10)
+        assert not rule._criterion_at(cum[0], 1).any()

@@ -127,8 +127,17 @@ def _compact_modules(modules: list[TemporalModule], index: Tensor, rows: int | N
 
 def _keep_rows(value: Tensor, index: Tensor) -> Tensor:
     """``value``'s rows ``index``, in ``value``'s memory layout (a channels-last state stays
-    channels-last: mixing layouts in the next step's arithmetic is several times slower)."""
-    return value[index]  # advanced indexing keeps the layout; index_select does not
+    channels-last: mixing layouts in the next step's arithmetic is several times slower).
+
+    Rows are the outermost dimension of a contiguous and of a channels-last tensor, so both
+    are copied row by row with ``index_select`` (the channels-last one as its contiguous
+    ``[N, H, W, C]`` view); advanced indexing, which keeps any layout, was several times
+    slower on channels-last states."""
+    if value.is_contiguous():
+        return value.index_select(0, index)
+    if value.dim() == 4 and value.is_contiguous(memory_format=torch.channels_last):
+        return value.permute(0, 2, 3, 1).index_select(0, index).permute(0, 3, 1, 2)
+    return value[index]
 
 
 def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
@@ -426,7 +435,7 @@ class AnytimeClassifier:
         body = self._modules[3] if self._modules is not None else None
         return snn.fixed_structure(body) if body is not None else contextlib.nullcontext()
 
-    def _rule_fires(self, y: Tensor, t: int, steps: Tensor) -> Tensor:
+    def _rule_fires(self, y: Tensor, t: int) -> Tensor:
         """Bool ``[N]``: the rule's decision on ``Y(t)`` before the forced exit at T.
 
         The rule's criterion is read directly (the inputs are the engine's own, checked
@@ -434,7 +443,7 @@ class AnytimeClassifier:
         """
         if type(self.rule).fires is not ExitRule.fires:
             return self.rule.fires(y, t, self.T)
-        return self.rule._criterion(y.unsqueeze(0), steps[t - 1 : t])[0]
+        return self.rule._criterion_at(y, t)
 
     def _run_compact(
         self, snn, x, frames, batch, device, counter, clock, schedule=None, observe=None
@@ -528,6 +537,8 @@ class AnytimeClassifier:
         judged = y[:-1] if last else y
         if judged.shape[0] == 0:
             fire = y.new_zeros(0, y.shape[1], dtype=torch.bool)
+        elif judged.shape[0] == 1:
+            fire = self._rule_fires(judged[0], start + 1).unsqueeze(0)
         elif type(self.rule).fires is not ExitRule.fires:
             fire = torch.stack(
                 [self.rule.fires(judged[i], start + 1 + i, self.T) for i in range(len(judged))]
@@ -546,8 +557,9 @@ class AnytimeClassifier:
     ) -> AnytimeResult:
         """Step by step on every row; a row's answer is taken when its rule fires, and the
         run stops when every row has its answer. No compaction, no index bookkeeping."""
+        if batch == 1 and counter is None:
+            return self._run_single(snn, x, frames, device, clock, observe)
         T = self.T
-        steps = torch.arange(1, T + 1, device=device)
         accumulator = _Accumulator(T)
         tally = _OpTally(counter, batch, device) if counter is not None else None
         exit_steps = torch.full((batch,), T, dtype=torch.long, device=device)
@@ -564,7 +576,7 @@ class AnytimeClassifier:
             y = accumulator.add(t, out)
             if logits is None:
                 logits = torch.zeros_like(y)
-            fire = running if t == T else self._rule_fires(y, t, steps) & running
+            fire = running if t == T else self._rule_fires(y, t) & running
             exit_steps.masked_fill_(fire, t)
             logits = torch.where(fire.unsqueeze(1), y, logits)
             if tally is not None:
@@ -578,6 +590,27 @@ class AnytimeClassifier:
             if stop:
                 break
         return _result(logits, exit_steps, tally)
+
+    def _run_single(self, snn, x, frames, device, clock, observe) -> AnytimeResult:
+        """One streamed sample, step by step, until its rule fires: no masks, no
+        compaction, one decision per step."""
+        T = self.T
+        accumulator = _Accumulator(T)
+        for t in range(1, T + 1):
+            begun = time.perf_counter() if observe is not None else 0.0
+            out = snn((x[t - 1] if frames else x).unsqueeze(0))[0].float()
+            if clock is not None:
+                clock.lap("network")
+            y = accumulator.add(t, out)
+            stop = t == T or bool(self._rule_fires(y, t))  # one host sync per step
+            if clock is not None:
+                clock.lap("rule")
+            if observe is not None:
+                observe(1, 1, time.perf_counter() - begun)
+            if stop:
+                break
+        exit_steps = torch.full((1,), t, dtype=torch.long, device=device)
+        return AnytimeResult(predictions=y.argmax(dim=-1), exit_steps=exit_steps, logits=y)
 
     def _run_full(
         self, snn, x, frames, batch, device, counter, clock, observe=None

@@ -222,6 +222,13 @@ class ExitRule(ABC):
         """Bool ``[S, N]``: does the rule fire on ``cum_logits [S, N, K]`` taken at the
         1-based ``steps [S]``? Without the forced exit at T; must treat rows independently."""
 
+    def _criterion_at(self, cum_logits_t: Tensor, t: int) -> Tensor:
+        """Bool ``[N]``: ``_criterion`` at the one step ``t`` on ``Y(t)`` ``[N, K]`` (the
+        anytime engine's call after every step). Rules may override it with a cheaper
+        equivalent; the result must be identical."""
+        steps = torch.tensor([t], device=cum_logits_t.device)
+        return self._criterion(cum_logits_t.unsqueeze(0), steps)[0]
+
     def check_ready(self, T: int) -> None:
         """Raise if the rule cannot decide for a run of ``T`` steps (e.g. not calibrated).
 
@@ -354,6 +361,14 @@ class TopKCutoff(ExitRule):
     def _criterion(self, cum_logits: Tensor, steps: Tensor) -> Tensor:
         beta = self.beta.to(cum_logits.device)[steps - 1]
         return _gap(cum_logits) > beta.unsqueeze(1)
+
+    def _criterion_at(self, cum_logits_t: Tensor, t: int) -> Tensor:
+        # β[t-1] as a Python number: the float32 value exactly, compared in float32 as the
+        # tensor is, without indexing a tensor on every step
+        cached = self.__dict__.get("_beta_values")
+        if cached is None or cached[0] is not self.beta:
+            cached = self.__dict__["_beta_values"] = (self.beta, self.beta.tolist())
+        return _gap(cum_logits_t) > cached[1][t - 1]
 
     def params(self) -> dict[str, Any]:
         beta = None if self.beta is None else self.beta.double().tolist()

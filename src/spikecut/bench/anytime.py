@@ -138,7 +138,10 @@ def measure_anytime(
     full_seconds, anytime_seconds, stepwise_seconds = best_seconds_interleaved(
         [full, early, stepwise], device, repeats, warmup
     )
-    split = time_split(snn, rule, T, batches, frames, device) if profile else None
+    split = None
+    if profile:  # the step-by-step path: compacting, or for one sample the single-sample path
+        path = "mask" if batch_size == 1 else "compact"
+        split = time_split(snn, rule, T, batches, frames, device, strategy=path)
 
     cum = torch.cat([o.float().cumsum(0) for o in full_outputs], dim=1)
     offline_steps = rule.exit_steps(cum)

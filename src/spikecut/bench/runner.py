@@ -252,8 +252,9 @@ def render_markdown(results: dict) -> str:
             "Full-T inference (the faster of one whole-sequence call and T single steps) "
             "against the anytime engine over the test split (batch 1: one sample streamed at "
             "a time over the first test samples); target: wall / steps ≥ 0.85. Strategy: the "
-            "engine's measured choice (compact, mask or full). The split is one profiled pass "
-            "of the step-by-step compacting path.",
+            "engine's measured choice (compact, mask, full or chunked). The split is one "
+            "profiled pass of the step-by-step path (compacting; at batch 1 the single-sample "
+            "path).",
             "",
         ]
         rows = [
