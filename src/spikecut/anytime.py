@@ -298,9 +298,12 @@ class AnytimeClassifier:
             compacted to the running samples when the measured costs say it pays;
             ``"mask"``: step by step, exited samples masked but still computed (no
             compaction: the path for one streamed sample); ``"full"``: all T steps in one
-            call, then the rule offline (not with ``count_ops``); ``"auto"`` (default):
-            times the candidates on the first batches of each size and device and keeps
-            the fastest (:class:`spikecut._anytime_costs.StrategyChooser`).
+            call, then the rule offline (not with ``count_ops``); ``"chunked"``: several
+            steps per call, in the chunks planned from the measured call cost and the exits
+            seen (:func:`spikecut._anytime_costs.plan_chunks`; not with ``count_ops``);
+            ``"auto"`` (default): times the candidates on the first batches of each size
+            and device and keeps the fastest
+            (:class:`spikecut._anytime_costs.StrategyChooser`).
     """
 
     def __init__(
