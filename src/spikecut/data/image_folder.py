@@ -170,19 +170,34 @@ def decode_image_file(
     return decode_image(path, size, mode, resize=True)
 
 
+class _ChannelMoments:
+    """Running per-channel sums of uint8 images read as values in [0, 1]: the one
+    accumulator behind the in-memory and the streamed channel statistics."""
+
+    def __init__(self) -> None:
+        self.total: Tensor | float = 0.0
+        self.squares: Tensor | float = 0.0
+        self.count = 0
+
+    def add(self, images: Tensor) -> None:
+        """Add uint8 images ``[N, C, H, W]``."""
+        part = images.to(torch.float64) / 255.0
+        self.total = self.total + part.sum(dim=(0, 2, 3))
+        self.squares = self.squares + (part * part).sum(dim=(0, 2, 3))
+        self.count += images.shape[0] * images.shape[2] * images.shape[3]
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        mean = self.total / self.count
+        std = (self.squares / self.count - mean * mean).clamp_min(0).sqrt()
+        return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+
+
 def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation of uint8 ``[N, C, H, W]`` images in [0, 1]."""
-    channels = images.shape[1]
-    total = torch.zeros(channels, dtype=torch.float64)
-    squares = torch.zeros(channels, dtype=torch.float64)
+    moments = _ChannelMoments()
     for start in range(0, len(images), chunk):
-        part = images[start : start + chunk].to(torch.float64) / 255.0
-        total += part.sum(dim=(0, 2, 3))
-        squares += (part * part).sum(dim=(0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]
-    mean = total / count
-    std = (squares / count - mean * mean).clamp_min(0).sqrt()
-    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+        moments.add(images[start : start + chunk])
+    return moments.mean_std()
 
 
 class ImageFolderDataset(ByteImageDataset):
@@ -463,16 +478,10 @@ def _train_stats(
 def _streamed_stats(
     stamp: str, files: tuple[Path, ...], mode: str, size: tuple[int, int] | None
 ) -> tuple[list[float], list[float]]:
-    total = squares = None
-    count = 0
+    moments = _ChannelMoments()
     for path in files:
-        image = decode_image_file(path, mode, size).to(torch.float64) / 255.0
-        total = image.sum(dim=(1, 2)) + (0 if total is None else total)
-        squares = (image * image).sum(dim=(1, 2)) + (0 if squares is None else squares)
-        count += image[0].numel()
-    mean = total / count
-    std = (squares / count - mean * mean).clamp_min(0).sqrt()
-    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+        moments.add(decode_image_file(path, mode, size).unsqueeze(0))
+    return moments.mean_std()
 
 
 def _fits_in_memory(nbytes: int) -> bool:
