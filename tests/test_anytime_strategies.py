@@ -289,3 +289,16 @@ def test_one_step_criterion_equals_the_stacked_one(rule_name):
     if rule_name == "topk":  # new thresholds are read, not a stale copy
         rule.beta = torch.full((T,), float(cum.abs().max()) * 10)
         assert not rule._criterion_at(cum[0], 1).any()
+
+
+@pytest.mark.parametrize("strategy", [*STRATEGIES, "auto"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_non_finite_outputs_are_a_clear_error_on_every_path(strategy, batch):
+    snn = MODELS["converted"]()
+    rule = make_rule("fixed", snn)
+    last = [m for m in snn.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.bias[0] = float("nan")
+    engine = AnytimeClassifier(snn, rule, T, count_ops=False, strategy=strategy)
+    with pytest.raises(ValueError, match="expected finite values, found"):
+        engine.run(inputs(2, batch))

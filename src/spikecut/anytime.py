@@ -148,6 +148,23 @@ def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
     return fallback
 
 
+def _first_parameter(model: nn.Module) -> tuple[nn.Module, str] | None:
+    """Where ``model``'s first parameter lives (module, name), to read its device cheaply."""
+    for module in model.modules():
+        for name, value in module._parameters.items():
+            if value is not None:
+                return module, name
+    return None
+
+
+def _all_finite(values: Tensor) -> bool:
+    """Whether every entry is finite; on the CPU through NumPy (one call instead of
+    three tensor operations on a small tensor)."""
+    if values.device.type == "cpu":
+        return bool(np.isfinite(values.numpy()).all())
+    return bool(torch.isfinite(values).all())
+
+
 class _Accumulator:
     """The running sum ``Y(t)`` of per-step logits of the rows still running.
 
@@ -337,7 +354,9 @@ class AnytimeClassifier:
         candidates = tuple(s for s in STRATEGIES if not (count_ops and s in ("full", "chunked")))
         self.chooser = StrategyChooser(candidates=candidates)
         self._costs: dict[tuple[str, bool], CompactionCosts] = {}
-        self._modules: tuple | None = None  # id(snn), temporal, neurons, the body's temporal
+        # id(snn), temporal, neurons, the body's temporal, (module, name) of a parameter
+        self._modules: tuple | None = None
+        self._aranges: dict[tuple, Tensor] = {}
 
     @torch.inference_mode()
     def run(self, x: Tensor, *, frames: bool = False, clock: Any = None) -> AnytimeResult:
@@ -365,7 +384,7 @@ class AnytimeClassifier:
         snn = self.snn
         if snn.training:
             snn.eval()
-        device = _model_device(snn, x.device)
+        device = self._device(snn, x.device)
         x = x.to(device)
         chooser = self.chooser
         key = StrategyChooser.key(device, batch, frames)
@@ -388,7 +407,7 @@ class AnytimeClassifier:
                 chooser.record(key, strategy, seconds, answer.exit_steps, self.T)
             elif learning:  # an explicit strategy still teaches the planner the exits
                 chooser.record_exits(key, answer.exit_steps, self.T)
-        if not bool(torch.isfinite(result.logits).all()):
+        if not _all_finite(result.logits):
             bad = int((~torch.isfinite(result.logits)).sum())
             raise ValueError(f"cum_logits: expected finite values, found {bad} NaN/inf entries")
         if clock is not None:
@@ -429,8 +448,29 @@ class AnytimeClassifier:
             temporal = temporal_modules(snn)
             neurons = [m for m in temporal if hasattr(m, "state_private")]
             body = temporal_modules(snn.body) if isinstance(snn, SpikingNetwork) else None
-            self._modules = (id(snn), temporal, neurons, body)
+            self._modules = (id(snn), temporal, neurons, body, _first_parameter(snn))
         return self._modules[1], self._modules[2]
+
+    def _device(self, snn: nn.Module, fallback: torch.device) -> torch.device:
+        """The network's device, read from its first parameter, found once (walking the
+        parameters on every run cost a streamed sample about 4 µs)."""
+        self._temporal_modules(snn)
+        where = self._modules[4]
+        if where is not None:
+            parameter = where[0]._parameters.get(where[1])
+            if parameter is not None:  # still there (a replaced one is read as well)
+                return parameter.device
+        return _model_device(snn, fallback)
+
+    def _arange(self, start: int, end: int, device: torch.device) -> Tensor:
+        """``torch.arange(start, end)`` on ``device``, kept (step numbers, row numbers)."""
+        key = (start, end, device)
+        cached = self._aranges.get(key)
+        if cached is None:
+            if len(self._aranges) > 64:
+                self._aranges.clear()
+            cached = self._aranges[key] = torch.arange(start, end, device=device)
+        return cached
 
     def _fixed_structure(self, snn: nn.Module) -> contextlib.AbstractContextManager[None]:
         """A :class:`~spikecut.neurons.SpikingNetwork` walks its module tree on every call;
@@ -458,7 +498,7 @@ class AnytimeClassifier:
         T = self.T
         schedule = schedule or (1,) * T
         costs = self._costs.setdefault((device.type, frames), CompactionCosts())
-        steps = torch.arange(1, T + 1, device=device)
+        steps = self._arange(1, T + 1, device)
         active: Tensor | None = None  # original index of every row (None: all, in order)
         done: Tensor | None = None  # rows that exited but are still in the state
         n_done = 0
@@ -627,14 +667,14 @@ class AnytimeClassifier:
         if clock is not None:
             clock.lap("network")
         cum = out.cumsum(0)
-        steps = torch.arange(1, T + 1, device=device)
         if type(self.rule).fires is not ExitRule.fires:
             fire = torch.stack([self.rule.fires(cum[t - 1], t, T) for t in range(1, T + 1)])
         else:
-            fire = self.rule._criterion(cum, steps)
+            fire = self.rule._criterion(cum, self._arange(1, T + 1, device))
             fire[-1] = True
-        exit_steps = fire.to(torch.uint8).argmax(dim=0) + 1
-        logits = cum[exit_steps - 1, torch.arange(batch, device=device)]
+        first = fire.to(torch.uint8).argmax(dim=0)
+        exit_steps = first + 1
+        logits = cum[first, self._arange(0, batch, device)]
         if clock is not None:
             clock.lap("rule")
         if observe is not None:
