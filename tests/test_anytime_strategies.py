@@ -7,6 +7,7 @@ import pytest
 import torch
 from test_anytime import MODELS, RULE_NAMES, T, inputs, make_rule, offline
 
+from spikecut import anytime
 from spikecut._anytime_costs import STRATEGIES, CompactionCosts, StrategyChooser, plan_chunks
 from spikecut.anytime import AnytimeClassifier
 from spikecut.cutoff import exit_predictions
@@ -45,7 +46,7 @@ def test_chunked_runs_equal_offline_evaluation_for_any_chunks(schedule, rule_nam
     cum = offline(snn, x, frames)
     steps = rule.exit_steps(cum)
     engine = _engine(snn, rule, "chunked")
-    engine.chooser.plan = lambda key, T, batch: schedule
+    engine.chooser.plan = lambda key, T, batch, refresh=True: schedule
     for chunk in (x, x[:, :1] if frames else x[:1]):  # a batch, and one streamed sample
         n = chunk.shape[1] if frames else chunk.shape[0]
         result = engine.run(chunk, frames=frames)
@@ -302,3 +303,23 @@ def test_non_finite_outputs_are_a_clear_error_on_every_path(strategy, batch):
     engine = AnytimeClassifier(snn, rule, T, count_ops=False, strategy=strategy)
     with pytest.raises(ValueError, match="expected finite values, found"):
         engine.run(inputs(2, batch))
+
+
+def test_an_explicitly_chunked_engine_stops_learning_after_its_first_batches():
+    snn = MODELS["converted"]()
+    rule = make_rule("topk", snn)
+    x = inputs(4, 8)
+    steps = rule.exit_steps(offline(snn, x))
+    engine = _engine(snn, rule, "chunked")
+    key = StrategyChooser.key(torch.device("cpu"), 8, False)
+    calls = []
+    observe = engine.chooser.observe_call
+    engine.chooser.observe_call = lambda *args: (calls.append(args), observe(*args))
+    for _ in range(anytime._PLAN_BATCHES):
+        assert torch.equal(engine.run(x).exit_steps, steps)
+    learned, plan = len(calls), engine.chooser.plan(key, T, 8, refresh=False)
+    assert learned > 0 and engine.chooser.exit_batches(key) == anytime._PLAN_BATCHES
+    for _ in range(3):  # no more timing or counting; the plan stays
+        assert torch.equal(engine.run(x).exit_steps, steps)
+    assert len(calls) == learned and engine.chooser.exit_batches(key) == anytime._PLAN_BATCHES
+    assert engine.chooser.plan(key, T, 8, refresh=False) == plan and sum(plan) == T

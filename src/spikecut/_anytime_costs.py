@@ -82,6 +82,7 @@ class StrategyChooser:
         self._runs: dict[tuple, int] = {}
         self._paired: dict[tuple, dict[str, list[float]]] = {}  # seconds on the same batches
         self._choice: dict[tuple, str] = {}  # the fastest, once settled
+        self._exit_batches: dict[tuple, int] = {}  # batches whose exits were counted
 
     @staticmethod
     def key(device: torch.device, batch: int, frames: bool) -> tuple:
@@ -150,11 +151,12 @@ class StrategyChooser:
         slope = max(0.0, (n * sxy - sx * sy) / var)
         return max(0.0, (sy - slope * sx) / n), slope
 
-    def plan(self, key: tuple, T: int, batch: int) -> tuple[int, ...]:
+    def plan(self, key: tuple, T: int, batch: int, refresh: bool = True) -> tuple[int, ...]:
         """The chunks (steps per network call, summing to ``T``) for the ``chunked``
         strategy: :func:`plan_chunks` on the fitted call cost and the exits seen; one step
-        per call until both are known. Fixed once the key has settled."""
-        if key in self._plans and self.settled(key):
+        per call until both are known. Fixed once the key has settled, or when not
+        ``refresh`` (an explicitly chunked engine that has stopped learning)."""
+        if key in self._plans and (self.settled(key) or not refresh):
             return self._plans[key]
         cost, counts = self.call_cost(key), self._exits.get(key)
         if cost is None or counts is None or counts.shape[0] != T:
@@ -167,9 +169,14 @@ class StrategyChooser:
 
     def record_exits(self, key: tuple, exits: torch.Tensor, T: int) -> None:
         """Count a batch's exit steps (of ``T``) for the plan of ``key``."""
+        self._exit_batches[key] = self._exit_batches.get(key, 0) + 1
         counts = torch.bincount(exits.detach().long().cpu() - 1, minlength=T)[:T].double()
         seen = self._exits.get(key)
         self._exits[key] = counts if seen is None or seen.shape != counts.shape else seen + counts
+
+    def exit_batches(self, key: tuple) -> int:
+        """How many batches of ``key`` had their exits counted."""
+        return self._exit_batches.get(key, 0)
 
     def record(
         self,

@@ -58,6 +58,10 @@ __all__ = [
     "register_state_attribute",
 ]
 
+_PLAN_BATCHES = 16
+"""Batches of each size an explicitly chunked engine learns its plan from (calls timed,
+exits counted); after them the plan stays and the run carries no bookkeeping."""
+
 STATE_ATTRIBUTES: list[str] = ["v", "steps_seen"]  # LIF membranes; TEBN step counters
 """Deprecated: modules declare their state (``TemporalModule.register_state``). Names added
 with :func:`register_state_attribute` are still read, for one release."""
@@ -389,8 +393,12 @@ class AnytimeClassifier:
         chooser = self.chooser
         key = StrategyChooser.key(device, batch, frames)
         auto = self.strategy == "auto"
-        # the planner learns from auto runs, and from explicitly chunked ones
-        learning = (auto or self.strategy == "chunked") and not chooser.settled(key)
+        # the planner learns from auto runs until they settle, and from the first batches
+        # of an explicitly chunked engine
+        if auto:
+            learning = not chooser.settled(key)
+        else:
+            learning = self.strategy == "chunked" and chooser.exit_batches(key) < _PLAN_BATCHES
         observe = (
             (lambda rows, k, sec: chooser.observe_call(key, rows, k, sec)) if learning else None
         )
@@ -430,7 +438,7 @@ class AnytimeClassifier:
                 self._fixed_structure(snn),
             ):
                 if strategy == "chunked":
-                    schedule = self.chooser.plan(key, self.T, batch)
+                    schedule = self.chooser.plan(key, self.T, batch, refresh=observe is not None)
                     return self._run_compact(
                         snn, x, frames, batch, device, counter, clock, schedule, observe
                     )
