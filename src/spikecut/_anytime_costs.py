@@ -90,7 +90,7 @@ class StrategyChooser:
 
     def trials_for(self, key: tuple) -> int:
         """Timings wanted per strategy for ``key`` (more for batches of 1 or 2)."""
-        return self.small_trials if key[1] <= 1 else self.trials
+        return self.small_trials if self.paired(key) else self.trials
 
     @staticmethod
     def paired(key: tuple) -> bool:

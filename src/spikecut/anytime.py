@@ -231,39 +231,22 @@ class _OpTally:
 
 
 def _record(
-    leaving: Tensor | None,
+    leaving: Tensor,
     active: Tensor | None,
-    t: int,
-    y: Tensor,
+    at: int | Tensor,
+    values: Tensor,
     exit_steps: Tensor,
     logits: Tensor,
     tally: _OpTally | None,
 ) -> None:
-    """Rows ``leaving`` (positions among the current rows; None: all) exit at step ``t``;
-    ``active`` maps positions to original samples (None: the identity)."""
-    if leaving is None:
-        rows = active if active is not None else slice(None)
-        exit_steps[rows] = t
-        logits[rows] = y
-        if tally is not None:
-            all_rows = torch.arange(y.shape[0], device=y.device)
-            tally.leave(all_rows if active is None else active, all_rows)
-        return
-    rows = leaving if active is None else active[leaving]
-    exit_steps[rows] = t
-    logits[rows] = y[leaving]
-    if tally is not None:
-        tally.leave(rows, leaving)
-
-
-def _record_at(
-    leaving: Tensor, active: Tensor | None, at: Tensor, values: Tensor, exit_steps, logits
-) -> None:
-    """Rows ``leaving`` (positions among the current rows) exit at steps ``at`` with
-    ``Y`` = ``values`` (a chunk of several steps; operations are not counted there)."""
+    """Rows ``leaving`` (positions among the current rows) exit at step(s) ``at`` with
+    ``Y`` = ``values`` (one row per leaving row); ``active`` maps positions to original
+    samples (None: the identity)."""
     rows = leaving if active is None else active[leaving]
     exit_steps[rows] = at
     logits[rows] = values
+    if tally is not None:
+        tally.leave(rows, leaving)
 
 
 def _result(logits: Tensor, exit_steps: Tensor, tally: _OpTally | None) -> AnytimeResult:
@@ -552,11 +535,10 @@ class AnytimeClassifier:
             if leaving.numel() == 0:
                 continue
             if first is None:
-                _record(leaving, active, end, y[0], exit_steps, logits, tally)
-            else:
+                _record(leaving, active, end, y[0][leaving], exit_steps, logits, tally)
+            else:  # operations are counted only one step per call, so no tally here
                 at = first[leaving]
-                values = y[at, leaving]
-                _record_at(leaving, active, end - k + 1 + at, values, exit_steps, logits)
+                _record(leaving, active, end - k + 1 + at, y[at, leaving], exit_steps, logits, None)
             n_done += leaving.numel()
             if n_done == rows or end == T:
                 break

@@ -26,6 +26,7 @@ from ..neurons import spiking_layers
 from . import timing
 from .networks import build_ann
 from .peers import DENSE
+from .simulation import _inference_call, _inputs, _prepared, _training_call
 
 __all__ = ["NEURON_RANGE", "measure_breakdown", "neuron_share"]
 
@@ -71,8 +72,6 @@ def measure_breakdown(
     """Per (net, mode) of ``cfg`` with both spikecut and the dense limit among ``rows``
     (:func:`~spikecut.bench.simulation.measure_simulation`'s): spikecut's seconds per call,
     its neuron share, the rest, the dense limit's seconds, and ``rest_over_dense``."""
-    from .simulation import _inference_call, _inputs, _prepared, _training_call
-
     speed = {(r["net"], r["mode"], r["library"]): r["samples_steps_per_s"] for r in rows}
     device = torch.device(cfg.device)
     out = []
