@@ -151,7 +151,10 @@ def test_auto_times_every_strategy_then_keeps_the_fastest():
     x = inputs(2, 16)
     engine = AnytimeClassifier(snn, rule, T, count_ops=False)
     key = StrategyChooser.key(torch.device("cpu"), 16, False)
-    answers = [engine.run(x).exit_steps for _ in range(2 * len(STRATEGIES))]
+    trials = engine.chooser.trials
+    answers = [engine.run(x).exit_steps for _ in range(trials * len(STRATEGIES) - 1)]
+    assert not engine.chooser.settled(key)  # one strategy is a timing short
+    answers.append(engine.run(x).exit_steps)
     assert engine.chooser.settled(key)
     assert set(engine.chooser.table()[str(key)]) == set(STRATEGIES)
     assert all(torch.equal(a, answers[0]) for a in answers)
@@ -323,3 +326,34 @@ def test_an_explicitly_chunked_engine_stops_learning_after_its_first_batches():
         assert torch.equal(engine.run(x).exit_steps, steps)
     assert len(calls) == learned and engine.chooser.exit_batches(key) == anytime._PLAN_BATCHES
     assert engine.chooser.plan(key, T, 8, refresh=False) == plan and sum(plan) == T
+
+
+@pytest.mark.parametrize("rule_name", ["topk", "fixed", "entropy"])
+def test_small_cpu_batches_decide_in_numpy_with_the_offline_answers(rule_name, monkeypatch):
+    """Up to a small batch size the rule runs in NumPy on the CPU (Y summed in float64 as
+    the CPU's cumsum does): the exits, answers and logits stay the offline ones bit for
+    bit, and rules without a NumPy form keep the tensor path."""
+    snn = MODELS["converted"]()
+    rule = make_rule(rule_name, snn)
+    calls = []
+    has_numpy_form = "_criterion_numpy" in vars(type(rule))
+    assert has_numpy_form == (rule_name != "entropy")
+    if has_numpy_form:
+        original = type(rule)._criterion_numpy
+        monkeypatch.setattr(
+            type(rule),
+            "_criterion_numpy",
+            lambda self, cum, first: calls.append(cum.shape) or original(self, cum, first),
+        )
+    x = inputs(9, 40)
+    cum = offline(snn, x)
+    steps = rule.exit_steps(cum)
+    for strategy, n in [("full", 1), ("full", 5), ("mask", 1), ("full", 40)]:
+        calls.clear()
+        result = _engine(snn, rule, strategy).run(x[:n])
+        assert torch.equal(result.exit_steps, steps[:n]), (strategy, n)
+        assert torch.equal(result.predictions, exit_predictions(cum, steps)[:n])
+        assert torch.equal(result.logits, cum[steps[:n] - 1, torch.arange(n)])
+        numpy_rule = has_numpy_form and n <= anytime._NUMPY_BATCH
+        assert bool(calls) == numpy_rule, (strategy, n)
+        assert all(shape[1] == n for shape in calls)

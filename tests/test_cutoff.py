@@ -9,6 +9,7 @@ import json
 import math
 from itertools import pairwise
 
+import numpy as np
 import pytest
 import torch
 
@@ -463,3 +464,21 @@ def test_bad_rule_parameters_and_steps():
         co.SoftmaxConfidence(0.1).fires(TOPK_Y, 1, 3)
     with pytest.raises(ValueError, match="finite"):
         co.SoftmaxConfidence(0.1).fires(torch.tensor([[float("nan"), 0.0]]), 1, 3)
+
+
+@pytest.mark.parametrize("classes", [2, 10])
+def test_numpy_criterion_equals_the_tensor_one(classes):
+    """The anytime engine decides small CPU batches in NumPy: the same decisions, ties
+    (equal top logits) included."""
+    g = torch.Generator().manual_seed(3)
+    T = 6
+    cum = torch.randint(-3, 4, (T, 50, classes), generator=g).float().cumsum(0) / 3
+    topk = co.TopKCutoff(epsilon=0.0)
+    topk.beta = torch.rand(T, generator=g) * 2
+    for rule in (topk, co.FixedTimestep(3)):
+        for first in (1, 3):
+            part = cum[first - 1 :]
+            expected = rule._criterion(part, torch.arange(first, T + 1))
+            got = rule._criterion_numpy(part.numpy(), first)
+            assert got.dtype == bool and np.array_equal(got, expected.numpy())
+    assert co.SoftmaxConfidence(0.1)._criterion_numpy(cum.numpy(), 1) is None

@@ -351,3 +351,41 @@ def test_private_state_is_updated_in_place_only_inside_the_block():
         assert not neuron.state_private
         net(random_drive(5))
     assert neuron.v is not held  # outside the block a held state is never touched
+
+
+@pytest.mark.parametrize("case", NEURON_CASES)
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_one_step_per_call_is_bit_identical_to_the_whole_sequence(case, mode):
+    """A network streamed one step per call takes the neuron's single-step path; its
+    spikes and membrane equal the whole-sequence loop's, step for step."""
+    x = random_drive(11)
+    whole = LIF(**case)
+    stepped = LIF(**case)
+    context = torch.no_grad if mode == "no_grad" else torch.inference_mode
+    with context():
+        expected = whole(x)
+        stepped.folded_steps = 1  # as a SpikingNetwork sets it for a one-step call
+        outs = []
+        for x_t in x:
+            outs.append(stepped(x_t))
+            held = stepped.v
+            saved = held.clone()
+        outs.append(stepped(x[0]))  # one more step must not touch the state held above
+    assert torch.equal(torch.stack(outs[:-1]), expected)
+    assert torch.equal(held, saved)
+    assert 0 < expected.count_nonzero() < expected.numel()
+
+
+def test_one_step_path_keeps_a_subclass_recurrence_and_checks_the_state_shape():
+    class Doubled(LIF):
+        def _run(self, seq):
+            return super()._run(seq) * 2
+
+    x = random_drive(12, steps=1)[0]
+    plain, doubled = LIF(threshold=0.3), Doubled(threshold=0.3)
+    with torch.no_grad():
+        for neuron in (plain, doubled):
+            neuron.folded_steps = 1
+        assert torch.equal(doubled(x), plain(x) * 2)
+        with pytest.raises(ValueError, match="neuron state has shape"):
+            plain(x[:1])

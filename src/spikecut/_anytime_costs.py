@@ -50,7 +50,9 @@ class StrategyChooser:
     ``mask``, the mean exit for ``compact``, T for ``full``) and the strategies are compared
     at the typical work, the mean over every batch of the bucket seen so far, whichever ran
     it. ``trials`` timings per strategy are taken; the median unit cost counts, and with
-    fewer than three the least (the first call of any path pays one-off costs).
+    fewer than three the least (the first call of any path pays one-off costs). Three by
+    default: with two, one lucky timing on a loaded machine could pick a strategy 10-20 %
+    slower than the best.
 
     Batches of 1 or 2 are *paired* instead (:meth:`to_run`): while they are explored, every
     candidate runs the same batch, ``small_trials`` times, and the strategies are compared
@@ -65,7 +67,7 @@ class StrategyChooser:
 
     def __init__(
         self,
-        trials: int = 2,
+        trials: int = 3,
         candidates: tuple[str, ...] = STRATEGIES,
         small_trials: int = 6,
         recheck_every: int = 16,

@@ -59,6 +59,8 @@ __all__ = [
 ]
 
 _PLAN_BATCHES = 16
+# batches up to this size decide the rule in NumPy on the CPU (AnytimeClassifier._numpy_rule)
+_NUMPY_BATCH = 16
 """Batches of each size an explicitly chunked engine learns its plan from (calls timed,
 exits counted); after them the plan stays and the run carries no bookkeeping."""
 
@@ -624,10 +626,24 @@ class AnytimeClassifier:
                 break
         return _result(logits, exit_steps, tally)
 
+    def _numpy_rule(self, device: torch.device, batch: int) -> bool:
+        """Whether the rule is decided in NumPy: on the CPU, for a batch small enough that
+        a tensor operation's fixed cost is most of the rule's time, when the rule has a
+        NumPy form (:meth:`~spikecut.cutoff.ExitRule._criterion_numpy`, identical decisions)
+        and does not override ``fires``."""
+        if device.type != "cpu" or batch > _NUMPY_BATCH:
+            return False
+        rule = type(self.rule)
+        return rule.fires is ExitRule.fires and rule._criterion_numpy is not (
+            ExitRule._criterion_numpy
+        )
+
     def _run_single(self, snn, x, frames, device, clock, observe) -> AnytimeResult:
         """One streamed sample, step by step, until its rule fires: no masks, no
         compaction, one decision per step."""
         T = self.T
+        if self._numpy_rule(device, 1):
+            return self._run_single_numpy(snn, x, frames, clock, observe)
         accumulator = _Accumulator(T)
         for t in range(1, T + 1):
             begun = time.perf_counter() if observe is not None else 0.0
@@ -645,6 +661,32 @@ class AnytimeClassifier:
         exit_steps = torch.full((1,), t, dtype=torch.long, device=device)
         return AnytimeResult(predictions=y.argmax(dim=-1), exit_steps=exit_steps, logits=y)
 
+    def _run_single_numpy(self, snn, x, frames, clock, observe) -> AnytimeResult:
+        """:meth:`_run_single` with ``Y(t)`` and the rule in NumPy. ``Y(t)`` is summed in
+        float64 and rounded to float32 at each step, as the CPU's ``cumsum`` does, so it is
+        the offline value bit for bit."""
+        T, rule = self.T, self.rule
+        total = None
+        for t in range(1, T + 1):
+            begun = time.perf_counter() if observe is not None else 0.0
+            out = snn((x[t - 1] if frames else x).unsqueeze(0))[0].float().numpy()
+            if clock is not None:
+                clock.lap("network")
+            total = out.astype(np.float64) if total is None else total + out
+            y = total.astype(np.float32)
+            stop = t == T or bool(rule._criterion_numpy(y[None], t)[0, 0])
+            if clock is not None:
+                clock.lap("rule")
+            if observe is not None:
+                observe(1, 1, time.perf_counter() - begun)
+            if stop:
+                break
+        return AnytimeResult(
+            predictions=torch.from_numpy(y.argmax(axis=-1)),
+            exit_steps=torch.tensor([t]),
+            logits=torch.from_numpy(y),
+        )
+
     def _run_full(
         self, snn, x, frames, batch, device, counter, clock, observe=None
     ) -> AnytimeResult:
@@ -656,6 +698,8 @@ class AnytimeClassifier:
         out = snn(seq).float()
         if clock is not None:
             clock.lap("network")
+        if self._numpy_rule(device, batch):
+            return self._decide_numpy(out, device, begun, clock, observe)
         cum = out.cumsum(0)
         if type(self.rule).fires is not ExitRule.fires:
             fire = torch.stack([self.rule.fires(cum[t - 1], t, T) for t in range(1, T + 1)])
@@ -671,6 +715,25 @@ class AnytimeClassifier:
             observe(batch, T, now(device) - begun)
         return AnytimeResult(
             predictions=logits.argmax(dim=-1), exit_steps=exit_steps, logits=logits
+        )
+
+    def _decide_numpy(self, out, device, begun, clock, observe) -> AnytimeResult:
+        """The rest of :meth:`_run_full` in NumPy: ``Y`` summed in float64 and rounded to
+        float32, as the CPU's ``cumsum`` does, then the rule; the same exits and answers."""
+        steps, batch = out.shape[0], out.shape[1]
+        cum = np.cumsum(out.numpy(), axis=0, dtype=np.float64).astype(np.float32)
+        fire = self.rule._criterion_numpy(cum, 1)
+        fire[-1] = True
+        first = fire.argmax(axis=0)
+        logits = cum[first, np.arange(batch)]
+        if clock is not None:
+            clock.lap("rule")
+        if observe is not None:
+            observe(batch, steps, now(device) - begun)
+        return AnytimeResult(
+            predictions=torch.from_numpy(logits.argmax(axis=-1)),
+            exit_steps=torch.from_numpy(first + 1),
+            logits=torch.from_numpy(logits),
         )
 
     def evaluate(

@@ -25,6 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -229,6 +230,14 @@ class ExitRule(ABC):
         steps = torch.tensor([t], device=cum_logits_t.device)
         return self._criterion(cum_logits_t.unsqueeze(0), steps)[0]
 
+    def _criterion_numpy(self, cum_logits: np.ndarray, first_step: int) -> np.ndarray | None:
+        """Bool ``[S, N]``: ``_criterion`` on float32 ``cum_logits [S, N, K]`` taken at steps
+        ``first_step .. first_step + S - 1``, computed in NumPy; ``None`` where the rule has
+        no NumPy form with identical decisions. On the CPU the anytime engine uses it for
+        small batches, where a tensor operation's fixed cost is most of the rule's time,
+        when a subclass overrides it (an override always returns the array)."""
+        return None
+
     def check_ready(self, T: int) -> None:
         """Raise if the rule cannot decide for a run of ``T`` steps (e.g. not calibrated).
 
@@ -370,6 +379,17 @@ class TopKCutoff(ExitRule):
             cached = self.__dict__["_beta_values"] = (self.beta, self.beta.tolist())
         return _gap(cum_logits_t) > cached[1][t - 1]
 
+    def _criterion_numpy(self, cum_logits: np.ndarray, first_step: int) -> np.ndarray:
+        # the same float32 values and subtraction as _gap: the two largest of each row
+        cached = self.__dict__.get("_beta_numpy")
+        if cached is None or cached[0] is not self.beta:
+            beta = self.beta.detach().cpu().numpy().astype(np.float32)
+            cached = self.__dict__["_beta_numpy"] = (self.beta, beta)
+        k = cum_logits.shape[-1]
+        top2 = np.partition(cum_logits, k - 2, axis=-1)[..., k - 2 :]
+        beta = cached[1][first_step - 1 : first_step - 1 + cum_logits.shape[0]]
+        return (top2[..., 1] - top2[..., 0]) > beta[:, None]
+
     def params(self) -> dict[str, Any]:
         beta = None if self.beta is None else self.beta.double().tolist()
         return {"bins": self.bins, "beta": beta}
@@ -476,6 +496,10 @@ class FixedTimestep(ExitRule):
     def _criterion(self, cum_logits: Tensor, steps: Tensor) -> Tensor:
         fire = (steps >= self.step).unsqueeze(1)
         return fire.expand(cum_logits.shape[0], cum_logits.shape[1]).clone()
+
+    def _criterion_numpy(self, cum_logits: np.ndarray, first_step: int) -> np.ndarray:
+        steps = np.arange(first_step, first_step + cum_logits.shape[0])
+        return np.repeat((steps >= self.step)[:, None], cum_logits.shape[1], axis=1)
 
     def params(self) -> dict[str, Any]:
         return {"step": self.step}

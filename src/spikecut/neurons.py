@@ -239,8 +239,40 @@ class LIF(TemporalModule):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        if (
+            self.folded_steps == 1
+            and self.membrane_record is None
+            and not torch.is_grad_enabled()
+            and type(self)._run is LIF._run  # a subclass's own recurrence is kept
+        ):
+            return self._step_inference(x)
         out = self._run(self.unfold(x))
         return out.reshape(x.shape)
+
+    def _step_inference(self, x: Tensor) -> Tensor:
+        """One graph-free step on ``x`` ``[B, ...]`` (a network streamed one step per call):
+        the recurrence of :func:`_lif_loop` without its sequence views, output buffer and
+        reshapes, which were half of a small layer's step."""
+        v = self.v
+        if v is None:
+            v = torch.full_like(x, self.v_init)
+        elif v.shape != x.shape:
+            self._initial_state(x)  # raises: the state belongs to another batch
+        elif not self.state_private:
+            v = v.clone()  # a state carried from an earlier call may be held by the caller
+        u = torch.empty_like(x)
+        self.__dict__["v"] = _lif_step(
+            v,
+            x,
+            u,
+            self.leak,
+            self.threshold,
+            self.reset_mode == "soft",
+            v,
+            spikes_in_place=True,
+            amplitude=self.amplitude,
+        )
+        return u
 
     def _initial_state(self, like: Tensor) -> Tensor:
         if self.v is None:
@@ -270,6 +302,8 @@ class LIF(TemporalModule):
             )
             self.v = v
             return out * self.amplitude if self.amplitude != 1.0 else out
+        if not torch.is_grad_enabled():  # no_grad or inference mode already
+            return self._run_inference(seq, v)
         with torch.no_grad():
             return self._run_inference(seq, v)
 
@@ -337,29 +371,56 @@ def _lif_loop(
     ``u − θ·s``, ``u·(1 − s)``), so the results are bit-identical to it.
     """
     for t in range(seq.shape[0]):
-        u = u_out[t]
-        if leak == 1.0:
-            torch.add(v, seq[t], out=u)
-        else:
-            torch.mul(v, leak, out=u)
-            u.add_(seq[t])
-        # The new membrane is written over the old one (no longer needed) or into v_out[t];
-        # the spike test is computed into that same buffer, so no temporary is allocated.
-        target = v if v_out is None else v_out[t]
-        if spikes_out is not None:
-            torch.gt(u, threshold, out=spikes_out[t])
-        if soft:
-            torch.gt(u, threshold, out=target)
-            torch.add(u, target, alpha=-threshold, out=target)  # u − θ·s (θ·s is exact)
-        else:
-            torch.le(u, threshold, out=target)
-            target.mul_(u)  # (1 − s)·u = u·(1 − s)
-        v = target
-        if spikes_in_place:
-            u.gt_(threshold)
-            if amplitude != 1.0:
-                u.mul_(amplitude)
+        v = _lif_step(
+            v,
+            seq[t],
+            u_out[t],
+            leak,
+            threshold,
+            soft,
+            v if v_out is None else v_out[t],
+            spikes_in_place=spikes_in_place,
+            amplitude=amplitude,
+            spikes=None if spikes_out is None else spikes_out[t],
+        )
     return v
+
+
+def _lif_step(
+    v: Tensor,
+    x_t: Tensor,
+    u: Tensor,
+    leak: float,
+    threshold: float,
+    soft: bool,
+    target: Tensor,
+    *,
+    spikes_in_place: bool,
+    amplitude: float,
+    spikes: Tensor | None = None,
+) -> Tensor:
+    """One step of :func:`_lif_loop`: ``u(t)`` into ``u``, the membrane after reset into
+    ``target`` (which may be ``v`` itself), and returns ``target``."""
+    if leak == 1.0:
+        torch.add(v, x_t, out=u)
+    else:
+        torch.mul(v, leak, out=u)
+        u.add_(x_t)
+    # The new membrane is written over the old one (no longer needed) or into v_out[t];
+    # the spike test is computed into that same buffer, so no temporary is allocated.
+    if spikes is not None:
+        torch.gt(u, threshold, out=spikes)
+    if soft:
+        torch.gt(u, threshold, out=target)
+        torch.add(u, target, alpha=-threshold, out=target)  # u − θ·s (θ·s is exact)
+    else:
+        torch.le(u, threshold, out=target)
+        target.mul_(u)  # (1 − s)·u = u·(1 − s)
+    if spikes_in_place:
+        u.gt_(threshold)
+        if amplitude != 1.0:
+            u.mul_(amplitude)
+    return target
 
 
 class _LIFSequence(torch.autograd.Function):

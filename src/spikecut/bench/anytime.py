@@ -173,7 +173,7 @@ def measure_anytime(
     }
 
 
-_SETTLE_PASSES = 8
+_SETTLE_PASSES = 16  # 4 strategies × 3 timings, at one batch per pass (digits)
 PHASES = ("network", "rule", "compaction", "other")
 
 
