@@ -454,6 +454,8 @@ def test_measure_anytime_reports_speedups_from_the_engines_exits():
         got["stepwise_seconds"] / got["anytime_seconds"]
     )
     assert got["strategy"] in STRATEGIES
+    # a one-step call costs less than the call of all T steps
+    assert 0 < got["step_cost_ratio"] < T
     split = got["split"]  # one profiled pass of the step-by-step engine
     assert set(split) == {"network", "rule", "compaction", "other", "total"}
     assert split["network"] > 0 and split["rule"] > 0
@@ -529,3 +531,18 @@ def test_compaction_keeps_a_channels_last_state_channels_last():
     compact(SpikingNetwork(nn.Sequential(lif)), torch.tensor([1, 0, 1, 0, 0, 1], dtype=torch.bool))
     assert lif.v.is_contiguous(memory_format=torch.channels_last) and not lif.v.is_contiguous()
     assert torch.equal(lif.v, expected)
+
+
+def test_anytime_bench_table_shows_the_cost_of_one_step_alone():
+    from spikecut.bench.anytime import render_markdown
+
+    row = dict(
+        experiment="digits", run="alpha=0", batch_size=1, rule="topk", epsilon=0.0,
+        steps_speedup=2.0, wall_speedup=0.9, ratio=0.45, stepwise_speedup=1.1,
+        agreement=1.0, strategy="full", device="cpu", step_cost_ratio=2.5,
+    )  # fmt: skip
+    old = {k: v for k, v in row.items() if k != "step_cost_ratio"}  # a row from before it
+    lines = render_markdown([row, old]).splitlines()
+    assert "One step alone" in lines[0]
+    assert "| 0.45 | 1.10× | 2.50× | 100.00 | full |" in lines[2]
+    assert "| 0.45 | 1.10× | n/a | 100.00 | full |" in lines[3]
