@@ -93,7 +93,8 @@ def measure_anytime(
     ``full_seconds``, ``anytime_seconds``, ``stepwise_seconds``, ``agreement``
     (fraction of samples whose anytime exit step and prediction equal the offline rule on
     the full-T outputs), ``strategy`` (the engine's choice for the first batch's size),
-    ``split`` (:func:`time_split`, with ``profile``), ``samples``, ``batch_size``,
+    ``step_cost_ratio`` (each batch's first step alone against a step of the full-T call,
+    its time ÷ T), ``split`` (:func:`time_split`, with ``profile``), ``samples``, ``batch_size``,
     ``device``, ``repeats``. With
     ``prepare`` (the default) every variant runs the network as
     :func:`~spikecut.fusion.prepare_for_inference` returns it.
@@ -141,10 +142,8 @@ def measure_anytime(
             break
         early()
     # taking turns, so that a load drifting over the run weighs on every variant alike
-    with torch.inference_mode():  # as the engine runs its network
-        step_seconds = best_seconds_interleaved([first_step], device, repeats, warmup)[0]
-    full_seconds, anytime_seconds, stepwise_seconds = best_seconds_interleaved(
-        [full, early, stepwise], device, repeats, warmup
+    full_seconds, anytime_seconds, stepwise_seconds, step_seconds = best_seconds_interleaved(
+        [full, early, stepwise, first_step], device, repeats, warmup
     )
     split = None
     if profile:  # the step-by-step path: compacting, or for one sample the single-sample path
@@ -342,7 +341,7 @@ def run_anytime_bench(
                 frames=is_frame_dataset(test),
                 batch_size=1,
                 device=device,
-                repeats=2 if quick else 3,
+                repeats=repeats or (2 if quick else 5),  # noisier than a batch: as many turns
             )
             row = {**row, **single}
             log(
