@@ -57,7 +57,10 @@ class StrategyChooser:
     Batches of 1 or 2 are *paired* instead (:meth:`to_run`): while they are explored, every
     candidate runs the same batch, ``small_trials`` times, and the strategies are compared
     by their mean time on those same samples, with no scaling (one sample's exit says
-    little about the next one's, and a trial is cheap).
+    little about the next one's, and a trial is cheap). The first ``warmup_pairs`` batches
+    every candidate runs are not timed: a path's first calls at a new shape pay one-off
+    costs, and one such time in a mean of six once made a strategy twice as slow as the
+    best look the fastest.
 
     While a key is being learned, every network call's time (:meth:`observe_call`) and
     every batch's exit steps are kept, and :meth:`plan` turns them into the chunks of the
@@ -71,9 +74,12 @@ class StrategyChooser:
         candidates: tuple[str, ...] = STRATEGIES,
         small_trials: int = 6,
         recheck_every: int = 16,
+        warmup_pairs: int = 1,
     ) -> None:
         self.trials = trials
         self.small_trials = small_trials
+        self.warmup_pairs = warmup_pairs
+        self._warmed: dict[tuple, int] = {}  # (key, strategy) -> untimed paired runs
         self.candidates = candidates
         self.recheck_every = recheck_every
         self._unit: dict[tuple, dict[str, list[float]]] = {}
@@ -193,6 +199,11 @@ class StrategyChooser:
         Without ``exits`` the timing counts as is (work 1 for every strategy)."""
         if exits is not None and T is not None and not self.settled(key):
             self.record_exits(key, exits, T)
+        if self.paired(key):
+            warmed = self._warmed.get((key, strategy), 0)
+            if warmed < self.warmup_pairs:  # a warm-up run: its exits count, not its time
+                self._warmed[(key, strategy)] = warmed + 1
+                return
         work = _work(exits, T, self._plans.get(key))
         for name, amount in work.items():  # a running mean: a stream of batches keeps no list
             total = self._work.setdefault(key, {}).setdefault(name, [0.0, 0])
