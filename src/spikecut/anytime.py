@@ -642,50 +642,42 @@ class AnytimeClassifier:
         """One streamed sample, step by step, until its rule fires: no masks, no
         compaction, one decision per step."""
         T = self.T
-        if self._numpy_rule(device, 1):
-            return self._run_single_numpy(snn, x, frames, clock, observe)
-        accumulator = _Accumulator(T)
+        accumulate, fires = self._single_sample_rule(device)
         for t in range(1, T + 1):
             begun = time.perf_counter() if observe is not None else 0.0
             out = snn((x[t - 1] if frames else x).unsqueeze(0))[0].float()
             if clock is not None:
                 clock.lap("network")
-            y = accumulator.add(t, out)
-            stop = t == T or bool(self._rule_fires(y, t))  # one host sync per step
+            y = accumulate(t, out)
+            stop = t == T or fires(y, t)  # one host sync per step
             if clock is not None:
                 clock.lap("rule")
             if observe is not None:
                 observe(1, 1, time.perf_counter() - begun)
             if stop:
                 break
+        logits = torch.from_numpy(y) if isinstance(y, np.ndarray) else y
         exit_steps = torch.full((1,), t, dtype=torch.long, device=device)
-        return AnytimeResult(predictions=y.argmax(dim=-1), exit_steps=exit_steps, logits=y)
-
-    def _run_single_numpy(self, snn, x, frames, clock, observe) -> AnytimeResult:
-        """:meth:`_run_single` with ``Y(t)`` and the rule in NumPy. ``Y(t)`` is summed in
-        float64 and rounded to float32 at each step, as the CPU's ``cumsum`` does, so it is
-        the offline value bit for bit."""
-        T, rule = self.T, self.rule
-        total = None
-        for t in range(1, T + 1):
-            begun = time.perf_counter() if observe is not None else 0.0
-            out = snn((x[t - 1] if frames else x).unsqueeze(0))[0].float().numpy()
-            if clock is not None:
-                clock.lap("network")
-            total = out.astype(np.float64) if total is None else total + out
-            y = total.astype(np.float32)
-            stop = t == T or bool(rule._criterion_numpy(y[None], t)[0, 0])
-            if clock is not None:
-                clock.lap("rule")
-            if observe is not None:
-                observe(1, 1, time.perf_counter() - begun)
-            if stop:
-                break
         return AnytimeResult(
-            predictions=torch.from_numpy(y.argmax(axis=-1)),
-            exit_steps=torch.tensor([t]),
-            logits=torch.from_numpy(y),
+            predictions=logits.argmax(dim=-1), exit_steps=exit_steps, logits=logits
         )
+
+    def _single_sample_rule(self, device: torch.device) -> tuple[Callable, Callable]:
+        """``accumulate(t, out) -> Y(t)`` and ``fires(Y(t), t) -> bool`` for one streamed
+        sample: in NumPy where :meth:`_numpy_rule` allows (``Y(t)`` summed in float64 and
+        rounded to float32 at each step, as the CPU's ``cumsum`` does, so it is the offline
+        value bit for bit), else on tensors."""
+        if not self._numpy_rule(device, 1):
+            accumulator = _Accumulator(self.T)
+            return accumulator.add, lambda y, t: bool(self._rule_fires(y, t))
+        rule, total = self.rule, []
+
+        def accumulate(t: int, out: Tensor) -> np.ndarray:
+            values = out.numpy()
+            total[:] = [values.astype(np.float64) if not total else total[0] + values]
+            return total[0].astype(np.float32)
+
+        return accumulate, lambda y, t: bool(rule._criterion_numpy(y[None], t)[0, 0])
 
     def _run_full(
         self, snn, x, frames, batch, device, counter, clock, observe=None
