@@ -482,3 +482,20 @@ def test_numpy_criterion_equals_the_tensor_one(classes):
             got = rule._criterion_numpy(part.numpy(), first)
             assert got.dtype == bool and np.array_equal(got, expected.numpy())
     assert co.SoftmaxConfidence(0.1)._criterion_numpy(cum.numpy(), 1) is None
+
+
+def test_fast_topk_criteria_follow_a_float64_beta():
+    """A float64 β is compared in float64, as the tensor criterion does: a gap equal to
+    float32(1/3) is above a β of 1/3 in double, though not above it rounded to float32."""
+    T = 3
+    rule = co.TopKCutoff(epsilon=0.0)
+    rule.beta = torch.full((T,), 1 / 3, dtype=torch.float64)
+    cum = torch.zeros(T, 2, 2)
+    cum[..., 0] = 1 / 3
+    expected = rule._criterion(cum, torch.arange(1, T + 1))
+    assert expected.all()
+    assert torch.equal(rule._criterion_at(cum[1], 2), expected[1])
+    assert np.array_equal(rule._criterion_numpy(cum.numpy(), 1), expected.numpy())
+    rule.beta = rule.beta.float()  # a replaced β is read again
+    assert not rule._criterion_at(cum[1], 2).any()
+    assert not rule._criterion_numpy(cum.numpy(), 1).any()

@@ -59,10 +59,11 @@ __all__ = [
 ]
 
 _PLAN_BATCHES = 16
-# batches up to this size decide the rule in NumPy on the CPU (AnytimeClassifier._numpy_rule)
-_NUMPY_BATCH = 16
 """Batches of each size an explicitly chunked engine learns its plan from (calls timed,
 exits counted); after them the plan stays and the run carries no bookkeeping."""
+
+_NUMPY_BATCH = 16
+"""Batches up to this size decide the rule in NumPy on the CPU (``_numpy_rule``)."""
 
 STATE_ATTRIBUTES: list[str] = ["v", "steps_seen"]  # LIF membranes; TEBN step counters
 """Deprecated: modules declare their state (``TemporalModule.register_state``). Names added
@@ -670,12 +671,14 @@ class AnytimeClassifier:
         if not self._numpy_rule(device, 1):
             accumulator = _Accumulator(self.T)
             return accumulator.add, lambda y, t: bool(self._rule_fires(y, t))
-        rule, total = self.rule, []
+        rule = self.rule
+        total: np.ndarray | None = None  # Y(t) in float64
 
         def accumulate(t: int, out: Tensor) -> np.ndarray:
+            nonlocal total
             values = out.numpy()
-            total[:] = [values.astype(np.float64) if not total else total[0] + values]
-            return total[0].astype(np.float32)
+            total = values.astype(np.float64) if total is None else total + values
+            return total.astype(np.float32)
 
         return accumulate, lambda y, t: bool(rule._criterion_numpy(y[None], t)[0, 0])
 

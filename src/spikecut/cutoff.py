@@ -371,23 +371,30 @@ class TopKCutoff(ExitRule):
         beta = self.beta.to(cum_logits.device)[steps - 1]
         return _gap(cum_logits) > beta.unsqueeze(1)
 
-    def _criterion_at(self, cum_logits_t: Tensor, t: int) -> Tensor:
-        # β[t-1] as a Python number: the float32 value exactly, compared in float32 as the
-        # tensor is, without indexing a tensor on every step
-        cached = self.__dict__.get("_beta_values")
+    def _beta_forms(self) -> tuple[list[float] | None, np.ndarray]:
+        """β as Python numbers and as a NumPy array of its own dtype, kept until β is
+        replaced. The numbers are given only for a float32 β: a number is compared in the
+        gap's float32, which equals the tensor comparison only when β is float32 too (a
+        float64 β promotes that comparison to float64, as NumPy does with the array)."""
+        cached = self.__dict__.get("_beta_cache")
         if cached is None or cached[0] is not self.beta:
-            cached = self.__dict__["_beta_values"] = (self.beta, self.beta.tolist())
-        return _gap(cum_logits_t) > cached[1][t - 1]
+            values = self.beta.tolist() if self.beta.dtype == torch.float32 else None
+            cached = (self.beta, values, self.beta.detach().cpu().numpy())
+            self.__dict__["_beta_cache"] = cached
+        return cached[1], cached[2]
+
+    def _criterion_at(self, cum_logits_t: Tensor, t: int) -> Tensor:
+        # β[t-1] as a Python number, without indexing a tensor on every step
+        values = self._beta_forms()[0]
+        if values is None:
+            return super()._criterion_at(cum_logits_t, t)
+        return _gap(cum_logits_t) > values[t - 1]
 
     def _criterion_numpy(self, cum_logits: np.ndarray, first_step: int) -> np.ndarray:
         # the same float32 values and subtraction as _gap: the two largest of each row
-        cached = self.__dict__.get("_beta_numpy")
-        if cached is None or cached[0] is not self.beta:
-            beta = self.beta.detach().cpu().numpy().astype(np.float32)
-            cached = self.__dict__["_beta_numpy"] = (self.beta, beta)
         k = cum_logits.shape[-1]
         top2 = np.partition(cum_logits, k - 2, axis=-1)[..., k - 2 :]
-        beta = cached[1][first_step - 1 : first_step - 1 + cum_logits.shape[0]]
+        beta = self._beta_forms()[1][first_step - 1 : first_step - 1 + cum_logits.shape[0]]
         return (top2[..., 1] - top2[..., 0]) > beta[:, None]
 
     def params(self) -> dict[str, Any]:
