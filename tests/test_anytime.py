@@ -456,6 +456,9 @@ def test_measure_anytime_reports_speedups_from_the_engines_exits():
     assert got["strategy"] in STRATEGIES
     # a one-step call costs less than the call of all T steps
     assert 0 < got["step_cost_ratio"] < T
+    # one wall / steps per turn: with one turn, the best pass's
+    assert got["ratio_turns"] == [pytest.approx(got["ratio"])]
+    assert got["faster_turns"] == (got["ratio_turns"][0] * got["steps_speedup"] > 1.0)
     split = got["split"]  # one profiled pass of the step-by-step engine
     assert set(split) == {"network", "rule", "compaction", "other", "total"}
     assert split["network"] > 0 and split["rule"] > 0
@@ -544,5 +547,20 @@ def test_anytime_bench_table_shows_the_cost_of_one_step_alone():
     old = {k: v for k, v in row.items() if k != "step_cost_ratio"}  # a row from before it
     lines = render_markdown([row, old]).splitlines()
     assert "One step alone" in lines[0]
-    assert "| 0.45 | 1.10× | 2.50× | 100.00 | full |" in lines[2]
-    assert "| 0.45 | 1.10× | n/a | 100.00 | full |" in lines[3]
+    assert "| 0.45 | n/a | n/a | 1.10× | 2.50× | 100.00 | full |" in lines[2]
+    assert "| 0.45 | n/a | n/a | 1.10× | n/a | 100.00 | full |" in lines[3]
+
+
+def test_anytime_bench_table_shows_the_spread_over_turns():
+    from spikecut.bench.anytime import render_markdown
+
+    row = dict(
+        experiment="digits", run="alpha=0", batch_size=1, rule="topk", epsilon=0.0,
+        steps_speedup=2.0, wall_speedup=0.9, ratio=0.45, stepwise_speedup=1.1,
+        agreement=1.0, strategy="full", device="cpu", step_cost_ratio=2.5,
+        ratio_turns=[0.45, 0.38, 0.52, 0.41, 0.44], faster_turns=1,
+    )  # fmt: skip
+    lines = render_markdown([row]).splitlines()
+    assert "| Wall / steps | Per turn | Turns faster |" in lines[0]
+    assert lines[0].count("|") == lines[1].count("|") == lines[2].count("|")
+    assert "| 0.45 | 0.38–0.52 | 1/5 | 1.10× |" in lines[2]

@@ -98,6 +98,8 @@ def test_runner_calls_the_anytime_driver_with_the_results_dirs(tmp_path, monkeyp
                     batch_size=500,
                     strategy="compact",
                     step_cost_ratio=2.5,
+                    ratio_turns=[0.9, 0.7, 0.85],
+                    faster_turns=2,
                     split=dict(network=0.6, rule=0.2, compaction=0.1, other=0.1, total=1.0),
                 )
             ]
@@ -117,7 +119,8 @@ def test_runner_calls_the_anytime_driver_with_the_results_dirs(tmp_path, monkeyp
     assert calls == [(["a", "b"], "cpu", False, "topk")]
     assert results["anytime"][0]["wall_speedup"] == 1.8
     assert (
-        "| digits | alpha=0 | 500 | topk | 0 | 2.00× | 1.80× | 0.90 | 2.50× | compact "
+        "| digits | alpha=0 | 500 | topk | 0 | 2.00× | 1.80× | 0.90 | 0.70–0.90 | 2/3 | 2.50× "
+        "| compact "
         "| 60% / 20% / 10% / 10% |" in (tmp_path / "r.md").read_text()
     )
 
@@ -325,3 +328,25 @@ def test_neuron_share_profiles_the_neurons_and_leaves_the_model_as_it_was():
     assert "forward" not in vars(layers[-1])  # the labelled forward was taken off again
     with pytest.raises(ValueError, match="no spikecut neurons"):
         neuron_share(torch.nn.Linear(2, 2), lambda: None, torch.device("cpu"))
+
+
+def test_interleaved_timings_take_turns_and_pair_by_turn(monkeypatch):
+    from spikecut.bench import timing
+
+    now, order = [0.0], []
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+
+    def call(name: str, seconds: list[float]):
+        def run() -> None:  # takes the next of its durations on the fake clock
+            order.append(name)
+            now[0] += seconds[len([o for o in order if o == name]) - 1]
+
+        return run
+
+    calls = [call("a", [9.0, 1.0, 2.0, 3.0]), call("b", [9.0, 5.0, 4.0, 6.0])]
+    times = timing.interleaved_seconds(calls, torch.device("cpu"), repeats=3, warmup=1)
+    assert order == ["a", "b"] * 4  # one untimed warm-up turn, then three timed turns
+    assert times == [[1.0, 2.0, 3.0], [5.0, 4.0, 6.0]]  # the i-th entries: one turn's pair
+    order.clear()
+    calls = [call("a", [7.0, 2.0]), call("b", [3.0, 8.0])]
+    assert timing.best_seconds_interleaved(calls, torch.device("cpu"), 2, 0) == [2.0, 3.0]

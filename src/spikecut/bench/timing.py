@@ -8,7 +8,14 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["PhaseClock", "best_seconds", "best_seconds_interleaved", "seconds", "synchronize"]
+__all__ = [
+    "PhaseClock",
+    "best_seconds",
+    "best_seconds_interleaved",
+    "interleaved_seconds",
+    "seconds",
+    "synchronize",
+]
 
 
 def synchronize(device: torch.device) -> None:
@@ -35,19 +42,28 @@ def best_seconds(
     return min(seconds(fn, device) for _ in range(repeats))
 
 
-def best_seconds_interleaved(
+def interleaved_seconds(
     calls: list[Callable[[], object]], device: torch.device, repeats: int, warmup: int
-) -> list[float]:
-    """Best time of each call; the calls take turns, so a load that drifts over the run
-    (other processes on the machine) affects every variant alike."""
+) -> list[list[float]]:
+    """Every timed call's seconds, one list per call, one entry per turn: the calls take
+    turns, so a load that drifts over the run (other processes on the machine) affects
+    every variant alike, and the ``i``-th entries of two lists are a pair timed side by
+    side."""
     for _ in range(warmup):
         for fn in calls:
             fn()
-    best = [float("inf")] * len(calls)
+    times: list[list[float]] = [[] for _ in calls]
     for _ in range(repeats):
         for i, fn in enumerate(calls):
-            best[i] = min(best[i], seconds(fn, device))
-    return best
+            times[i].append(seconds(fn, device))
+    return times
+
+
+def best_seconds_interleaved(
+    calls: list[Callable[[], object]], device: torch.device, repeats: int, warmup: int
+) -> list[float]:
+    """Best time of each call over :func:`interleaved_seconds`' turns."""
+    return [min(times) for times in interleaved_seconds(calls, device, repeats, warmup)]
 
 
 class PhaseClock:
