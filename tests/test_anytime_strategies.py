@@ -333,31 +333,43 @@ def test_an_explicitly_chunked_engine_stops_learning_after_its_first_batches():
 
 
 @pytest.mark.parametrize("rule_name", ["topk", "fixed", "entropy"])
-def test_small_cpu_batches_decide_in_numpy_with_the_offline_answers(rule_name, monkeypatch):
-    """Up to a small batch size the rule runs in NumPy on the CPU (Y summed in float64 as
-    the CPU's cumsum does): the exits, answers and logits stay the offline ones bit for
-    bit, and rules without a NumPy form keep the tensor path."""
+def test_small_cpu_batches_decide_in_python_or_numpy_with_the_offline_answers(
+    rule_name, monkeypatch
+):
+    """On the CPU one sample is decided in plain Python and a small batch in NumPy (Y summed
+    in float64 as the CPU's cumsum does): the exits, answers and logits stay the offline
+    ones bit for bit, and rules without those forms keep the tensor path."""
     snn = MODELS["converted"]()
     rule = make_rule(rule_name, snn)
-    calls = []
-    has_numpy_form = "_criterion_numpy" in vars(type(rule))
-    assert has_numpy_form == (rule_name != "entropy")
-    if has_numpy_form:
-        original = type(rule)._criterion_numpy
+    numpy_calls, python_calls = [], []
+    fast_forms = rule_name != "entropy"
+    assert ("_criterion_numpy" in vars(type(rule))) == fast_forms
+    assert ("_criterion_python" in vars(type(rule))) == fast_forms
+    if fast_forms:
+        numpy_form, python_form = type(rule)._criterion_numpy, type(rule)._criterion_python
+
+        def spied_python(self):
+            criterion = python_form(self)
+            return lambda y, t: python_calls.append(len(y)) or criterion(y, t)
+
         monkeypatch.setattr(
             type(rule),
             "_criterion_numpy",
-            lambda self, cum, first: calls.append(cum.shape) or original(self, cum, first),
+            lambda self, cum, first: numpy_calls.append(cum.shape) or numpy_form(self, cum, first),
         )
+        monkeypatch.setattr(type(rule), "_criterion_python", spied_python)
     x = inputs(9, 40)
     cum = offline(snn, x)
     steps = rule.exit_steps(cum)
-    for strategy, n in [("full", 1), ("full", 5), ("mask", 1), ("full", 40)]:
-        calls.clear()
+    for strategy, n in [("full", 1), ("full", 5), ("mask", 1), ("full", 40), ("mask", 5)]:
+        numpy_calls.clear()
+        python_calls.clear()
         result = _engine(snn, rule, strategy).run(x[:n])
         assert torch.equal(result.exit_steps, steps[:n]), (strategy, n)
         assert torch.equal(result.predictions, exit_predictions(cum, steps)[:n])
         assert torch.equal(result.logits, cum[steps[:n] - 1, torch.arange(n)])
-        numpy_rule = has_numpy_form and n <= anytime._NUMPY_BATCH
-        assert bool(calls) == numpy_rule, (strategy, n)
-        assert all(shape[1] == n for shape in calls)
+        assert bool(python_calls) == (fast_forms and n == 1), (strategy, n)
+        numpy_rule = fast_forms and 1 < n <= anytime._NUMPY_BATCH and strategy == "full"
+        assert bool(numpy_calls) == numpy_rule, (strategy, n)
+        assert all(shape[1] == n for shape in numpy_calls)
+        assert all(classes == cum.shape[-1] for classes in python_calls)

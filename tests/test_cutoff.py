@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 from itertools import pairwise
 
 import numpy as np
@@ -482,6 +483,33 @@ def test_numpy_criterion_equals_the_tensor_one(classes):
             got = rule._criterion_numpy(part.numpy(), first)
             assert got.dtype == bool and np.array_equal(got, expected.numpy())
     assert co.SoftmaxConfidence(0.1)._criterion_numpy(cum.numpy(), 1) is None
+
+
+@pytest.mark.parametrize("classes", [2, 10])
+def test_python_criterion_equals_the_tensor_one(classes):
+    """One streamed sample is decided in plain Python: the same decisions, ties (equal top
+    logits), a gap that rounds in float32 and one that overflows it included."""
+    g = torch.Generator().manual_seed(4)
+    T = 6
+    cum = torch.randint(-3, 4, (T, 50, classes), generator=g).float().cumsum(0) / 3
+    cum[:, 0] = torch.tensor([3.0e38, -3.0e38] + [-3.0e38] * (classes - 2))  # gap: inf
+    # gap 1 + 2^-30 in exact arithmetic, 1.0 in float32: not above a β of 1
+    cum[:, 1] = torch.tensor([1.0, -(2**-30)] + [-1.0] * (classes - 2))
+    topk = co.TopKCutoff(epsilon=0.0)
+    topk.beta = torch.rand(T, generator=g) * 2
+    topk.beta[0] = 1.0
+    for rule in (topk, co.FixedTimestep(3)):
+        expected = rule._criterion(cum, torch.arange(1, T + 1))
+        criterion = rule._criterion_python()
+        got = [
+            [criterion(array("f", row.tolist()), t) for row in cum[t - 1]] for t in range(1, T + 1)
+        ]
+        assert torch.equal(torch.tensor(got), expected)
+        if rule is topk:  # the rounded gap stays below β, the infinite one fires
+            assert expected[0, 0] and not expected[0, 1]
+    assert co.SoftmaxConfidence(0.1)._criterion_python() is None
+    topk.beta = topk.beta.double()  # compared in double: left to the NumPy form
+    assert topk._criterion_python() is None
 
 
 def test_fast_topk_criteria_follow_a_float64_beta():
