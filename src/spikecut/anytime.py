@@ -270,6 +270,23 @@ def _result(logits: Tensor, exit_steps: Tensor, tally: _OpTally | None) -> Anyti
     )
 
 
+def _listed_sum() -> Callable[[int, Tensor], array]:
+    """``accumulate(t, out) -> Y(t)`` for one sample in plain Python: the outputs summed in
+    double and rounded to float32 at each step, as the CPU's ``cumsum`` does (so ``Y(t)`` is
+    the offline value bit for bit)."""
+    listed: list[float] | None = None
+
+    def accumulate(t: int, out: Tensor) -> array:
+        nonlocal listed
+        values = out.reshape(-1).tolist()
+        if listed is not None:
+            values = [a + b for a, b in zip(listed, values, strict=True)]
+        listed = values
+        return array("f", listed)
+
+    return accumulate
+
+
 def _single_result(y: Tensor | np.ndarray | array, t: int, device: torch.device) -> AnytimeResult:
     """One sample's result from its ``Y`` at the exit step ``t`` (a tensor, a NumPy array
     or a float32 ``array``, as the single-sample rule left it)."""
@@ -687,17 +704,7 @@ class AnytimeClassifier:
         the offline value bit for bit."""
         criterion = self._python_rule(device, 1)
         if criterion is not None:
-            listed: list[float] | None = None  # Y(t) in float64
-
-            def accumulate_listed(t: int, out: Tensor) -> array:
-                nonlocal listed
-                values = out.reshape(-1).tolist()
-                if listed is not None:
-                    values = [a + b for a, b in zip(listed, values, strict=True)]
-                listed = values
-                return array("f", listed)
-
-            return accumulate_listed, criterion
+            return _listed_sum(), criterion
         if not self._numpy_rule(device, 1):
             accumulator = _Accumulator(self.T)
             return accumulator.add, lambda y, t: bool(self._rule_fires(y, t))
@@ -732,8 +739,9 @@ class AnytimeClassifier:
         out = snn(seq).float()
         if clock is not None:
             clock.lap("network")
-        if self._python_rule(device, batch) is not None:  # one sample, in plain Python
-            accumulate, fires = self._single_sample_rule(device)
+        fires = self._python_rule(device, batch)
+        if fires is not None:  # one sample, in plain Python
+            accumulate = _listed_sum()
             for t, step in enumerate(out.unbind(0), 1):
                 y = accumulate(t, step)
                 if t == T or fires(y, t):
