@@ -373,3 +373,45 @@ def test_small_cpu_batches_decide_in_python_or_numpy_with_the_offline_answers(
         assert bool(numpy_calls) == numpy_rule, (strategy, n)
         assert all(shape[1] == n for shape in numpy_calls)
         assert all(classes == cum.shape[-1] for classes in python_calls)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[0.5, 2.0, 2.0, -1.0], [3.0, 3.0, 3.0], [-0.0, 0.0, -1.0], [1e-30, -1e30, 7.25]],
+    ids=["tie", "all-equal", "signed-zeros", "wide"],
+)
+def test_one_sample_result_read_in_python_is_the_tensor_one(values):
+    """One sample's answer taken from Python numbers (the batch-1 path) is argmax's, ties
+    going to the first largest, with the same exit step and logits."""
+    y = torch.tensor([values])
+    from_python = anytime._single_result(y, 3, torch.device("cpu"), values)
+    from_tensor = anytime._single_result(y, 3, torch.device("cpu"))
+    assert torch.equal(from_python.predictions, y.argmax(dim=-1))
+    assert torch.equal(from_python.predictions, from_tensor.predictions)
+    assert from_python.predictions.dtype == from_tensor.predictions.dtype == torch.long
+    assert torch.equal(from_python.exit_steps, from_tensor.exit_steps)
+    assert from_python.exit_steps.tolist() == [3]
+    assert from_python.logits is y
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_one_sample_result_read_in_python_refuses_non_finite_logits(bad):
+    values = [1.0, bad, 2.0, bad]
+    with pytest.raises(ValueError, match="expected finite values, found 2 NaN/inf"):
+        anytime._single_result(torch.tensor([values]), 1, torch.device("cpu"), values)
+
+
+def test_a_run_outside_inference_mode_builds_no_graph():
+    """``run`` enters inference mode itself when the caller has not (and skips entering it
+    again when the caller has): no autograd graph either way."""
+    snn = MODELS["converted"]()
+    snn.requires_grad_(True)
+    rule = make_rule("topk", snn)
+    engine = _engine(snn, rule, "full")
+    for n in (1, 5):
+        x = inputs(3, n).requires_grad_(True)
+        outside = engine.run(x)
+        with torch.inference_mode():
+            inside = engine.run(x.detach())
+        assert not outside.logits.requires_grad and outside.logits.is_inference()
+        assert torch.equal(outside.logits, inside.logits)

@@ -91,6 +91,7 @@ class StrategyChooser:
         self._paired: dict[tuple, dict[str, list[float]]] = {}  # seconds on the same batches
         self._choice: dict[tuple, str] = {}  # the fastest, once settled
         self._exit_batches: dict[tuple, int] = {}  # batches whose exits were counted
+        self._settled: set[tuple] = set()  # keys whose every candidate has its timings
 
     @staticmethod
     def key(device: torch.device, batch: int, frames: bool) -> tuple:
@@ -230,9 +231,16 @@ class StrategyChooser:
         return unit * total / count
 
     def settled(self, key: tuple) -> bool:
-        """True once every candidate has its timings for ``key``."""
+        """True once every candidate has its timings for ``key`` (and from then on: timings
+        are only ever replaced by later ones, so the answer is kept)."""
+        if key in self._settled:
+            return True
         seen = self._unit.get(key, {})
-        return all(len(seen.get(name, ())) >= self.trials_for(key) for name in self.candidates)
+        wanted = self.trials_for(key)
+        if all(len(seen.get(name, ())) >= wanted for name in self.candidates):
+            self._settled.add(key)
+            return True
+        return False
 
     def table(self) -> dict[str, dict[str, float]]:
         """Expected seconds per sample of every strategy timed, by key (for reports)."""

@@ -33,7 +33,7 @@ import contextlib
 import math
 import time
 from array import array
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,6 +180,16 @@ def _all_finite(values: Tensor) -> bool:
     return bool(torch.isfinite(values).all())
 
 
+def _require_finite(logits: Tensor) -> None:
+    """Refuse exit logits holding NaN or inf (an input or a network gone wrong)."""
+    if not _all_finite(logits):
+        raise _not_finite(int((~torch.isfinite(logits)).sum()))
+
+
+def _not_finite(bad: int) -> ValueError:
+    return ValueError(f"cum_logits: expected finite values, found {bad} NaN/inf entries")
+
+
 class _Accumulator:
     """The running sum ``Y(t)`` of per-step logits of the rows still running.
 
@@ -261,6 +271,7 @@ def _record(
 
 
 def _result(logits: Tensor, exit_steps: Tensor, tally: _OpTally | None) -> AnytimeResult:
+    _require_finite(logits)
     return AnytimeResult(
         predictions=logits.argmax(dim=-1),
         exit_steps=exit_steps,
@@ -287,15 +298,31 @@ def _listed_sum() -> Callable[[int, Tensor], array]:
     return accumulate
 
 
-def _single_result(y: Tensor | np.ndarray | array, t: int, device: torch.device) -> AnytimeResult:
+def _single_result(
+    y: Tensor | np.ndarray | array,
+    t: int,
+    device: torch.device,
+    values: Sequence[float] | None = None,
+) -> AnytimeResult:
     """One sample's result from its ``Y`` at the exit step ``t`` (a tensor, a NumPy array
-    or a float32 ``array``, as the single-sample rule left it)."""
+    or a float32 ``array``, as the single-sample rule left it). ``values``: the same ``Y``
+    as Python numbers (an ``array`` is its own), checked and read without tensor
+    operations (each costs a streamed sample microseconds)."""
     if isinstance(y, array):
-        logits = torch.frombuffer(y, dtype=torch.float32).reshape(1, -1)
-    else:
-        logits = torch.from_numpy(y) if isinstance(y, np.ndarray) else y
+        values = y
+        y = torch.frombuffer(y, dtype=torch.float32).reshape(1, -1)
+    elif isinstance(y, np.ndarray):
+        y = torch.from_numpy(y)
+    if values is None:
+        _require_finite(y)
+        predictions = y.argmax(dim=-1)
+    else:  # the first largest, as argmax takes it
+        if not all(map(math.isfinite, values)):
+            raise _not_finite(sum(not math.isfinite(value) for value in values))
+        best = max(range(len(values)), key=values.__getitem__)
+        predictions = torch.full((1,), best, dtype=torch.long, device=device)
     exit_steps = torch.full((1,), t, dtype=torch.long, device=device)
-    return AnytimeResult(predictions=logits.argmax(dim=-1), exit_steps=exit_steps, logits=logits)
+    return AnytimeResult(predictions=predictions, exit_steps=exit_steps, logits=y)
 
 
 # --------------------------------------------------------------------------- engine
@@ -384,7 +411,6 @@ class AnytimeClassifier:
         self._modules: tuple | None = None
         self._aranges: dict[tuple, Tensor] = {}
 
-    @torch.inference_mode()
     def run(self, x: Tensor, *, frames: bool = False, clock: Any = None) -> AnytimeResult:
         """Classify one batch, stopping each sample at its own exit step.
 
@@ -398,6 +424,12 @@ class AnytimeClassifier:
         whose ``lap(phase)`` is called after each part of the work, with ``phase`` one of
         ``"network"``, ``"rule"``, ``"compaction"`` and ``"other"``.
         """
+        if torch.is_inference_mode_enabled():  # entering it again cost a sample ~10 µs
+            return self._run(x, frames, clock)
+        with torch.inference_mode():
+            return self._run(x, frames, clock)
+
+    def _run(self, x: Tensor, frames: bool, clock: Any) -> AnytimeResult:
         if not isinstance(x, Tensor):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
         if frames and (x.dim() < 2 or x.shape[0] != self.T):
@@ -437,10 +469,7 @@ class AnytimeClassifier:
                 chooser.record(key, strategy, seconds, answer.exit_steps, self.T)
             elif learning:  # an explicit strategy still teaches the planner the exits
                 chooser.record_exits(key, answer.exit_steps, self.T)
-        if not _all_finite(result.logits):
-            bad = int((~torch.isfinite(result.logits)).sum())
-            raise ValueError(f"cum_logits: expected finite values, found {bad} NaN/inf entries")
-        if clock is not None:
+        if clock is not None:  # every path has refused non-finite logits (_require_finite)
             clock.lap("other")
         return result
 
@@ -740,17 +769,15 @@ class AnytimeClassifier:
         if clock is not None:
             clock.lap("network")
         fires = self._python_rule(device, batch)
-        if fires is not None:  # one sample, in plain Python
-            accumulate = _listed_sum()
-            for t, step in enumerate(out.unbind(0), 1):
-                y = accumulate(t, step)
-                if t == T or fires(y, t):
-                    break
+        if fires is not None:  # one sample: one cumsum, read once, decided in plain Python
+            cum = out.cumsum(0)  # [T, 1, K], the offline Y(t)
+            rows = cum.tolist()
+            t = next((t for t in range(1, T) if fires(rows[t - 1][0], t)), T)
             if clock is not None:
                 clock.lap("rule")
             if observe is not None:
                 observe(batch, T, now(device) - begun)
-            return _single_result(y, t, device)
+            return _single_result(cum[t - 1], t, device, rows[t - 1][0])
         if self._numpy_rule(device, batch):
             return self._decide_numpy(out, device, begun, clock, observe)
         cum = out.cumsum(0)
@@ -762,6 +789,7 @@ class AnytimeClassifier:
         first = fire.to(torch.uint8).argmax(dim=0)
         exit_steps = first + 1
         logits = cum[first, self._arange(0, batch, device)]
+        _require_finite(logits)
         if clock is not None:
             clock.lap("rule")
         if observe is not None:
@@ -779,6 +807,9 @@ class AnytimeClassifier:
         fire[-1] = True
         first = fire.argmax(axis=0)
         logits = cum[first, np.arange(batch)]
+        finite = np.isfinite(logits)
+        if not finite.all():
+            raise _not_finite(int((~finite).sum()))
         if clock is not None:
             clock.lap("rule")
         if observe is not None:

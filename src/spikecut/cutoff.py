@@ -151,13 +151,6 @@ def _stable(correct: Tensor) -> Tensor:
     return correct.flip(0).to(torch.uint8).cummin(dim=0).values.flip(0).bool()
 
 
-def _float32(value: float) -> float:
-    """``value`` rounded to float32. The difference of two float32 numbers computed in double
-    and rounded once to float32 is their float32 difference (double carries more than twice
-    float32's precision, so the double rounding is harmless)."""
-    return array("f", (value,))[0]
-
-
 def _gap(cum_logits: Tensor) -> Tensor:
     top2 = cum_logits.topk(2, dim=-1).values
     return top2[..., 0] - top2[..., 1]
@@ -418,14 +411,15 @@ class TopKCutoff(ExitRule):
         if values is None:  # a float64 β is compared in float64: the NumPy form does that
             return None
 
+        # The gap is rounded to float32 by storing it here (one slot per criterion). The
+        # difference of two float32 numbers computed in double and rounded once to float32
+        # is their float32 difference: double carries more than twice float32's precision.
+        gap = array("f", (0.0,))
+
         def criterion(y: Sequence[float], t: int) -> bool:
-            first = second = -math.inf  # the two largest, a tie counted twice, as topk does
-            for value in y:
-                if value > first:
-                    first, second = value, first
-                elif value > second:
-                    second = value
-            return _float32(first - second) > values[t - 1]
+            top = sorted(y)  # the two largest, a tie counted twice, as topk does
+            gap[0] = top[-1] - top[-2]
+            return gap[0] > values[t - 1]
 
         return criterion
 
