@@ -1,7 +1,8 @@
 """Batch 1, paired: is the anytime engine slower than plain full-T inference?
 
 For one finished run, this streams the first ``--samples`` test samples one at a time through
-plain full-T inference (reset, then one call of all T steps) and through
+plain full-T inference (reset, one call of all T steps, and the answer: the argmax of the
+summed output) and through
 :class:`spikecut.anytime.AnytimeClassifier` (``strategy="auto"``, after the passes it needs
 to settle), on the same prepared network, in ``--turns`` interleaved turns. Each turn gives
 one ratio, the plain time over the engine's, so a load that drifts over the run weighs on
@@ -54,7 +55,7 @@ def paired_batch1(
     def plain() -> None:
         for x in samples:
             reset(snn)
-            snn(x if frames else x.unsqueeze(0).expand(T, *x.shape))
+            snn(x if frames else x.unsqueeze(0).expand(T, *x.shape)).sum(0).argmax(-1)
         reset(snn)
 
     def early() -> None:

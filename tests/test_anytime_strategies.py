@@ -255,12 +255,10 @@ def test_batch_of_one_is_explored_with_every_strategy_on_the_same_sample():
     assert torch.equal(single, steps)
     rounds = 1 + 3  # one untimed warm-up sample, then the three timed ones
     explored = ran[: rounds * len(STRATEGIES)]
-    assert [name for name, _ in explored] == list(STRATEGIES) * rounds  # each, in turn
-    for i in range(rounds):  # ... on the same sample
-        assert (
-            len({value for _, value in explored[i * len(STRATEGIES) : (i + 1) * len(STRATEGIES)]})
-            == 1
-        )
+    for i in range(rounds):  # each strategy once, on the same sample, the order rotating
+        names, values = zip(*explored[i * len(STRATEGIES) : (i + 1) * len(STRATEGIES)], strict=True)
+        assert list(names) == list(STRATEGIES[i:] + STRATEGIES[:i])
+        assert len(set(values)) == 1
     assert engine.chooser.settled(key)
     assert len(ran) == rounds * len(STRATEGIES) + 2  # then one strategy a sample
     assert {name for name, _ in ran[-2:]} == {engine.chooser.pick(key)}
@@ -277,6 +275,50 @@ def test_paired_timings_compare_plain_means():
     assert chooser.settled(key) and chooser.to_run(key) == ("full",)  # 3.0 against 2.25
     assert chooser.expected(key, "mask") == pytest.approx(3.0)
     assert not chooser.wants_record(key)  # no lone timings once the pairs decided
+
+
+def _paired_chooser(timings: dict[str, list[float]]) -> tuple[StrategyChooser, tuple]:
+    """A batch-1 chooser fed ``timings`` (seconds per strategy, batch by batch)."""
+    chooser = StrategyChooser(small_trials=6, candidates=tuple(timings), warmup_pairs=0)
+    key = StrategyChooser.key(torch.device("cpu"), 1, False)
+    for batch in range(6):
+        for name, seconds in timings.items():
+            chooser.record(key, name, seconds[batch], torch.tensor([4]), 8)
+    return chooser, key
+
+
+def test_batch_of_one_leaves_full_inference_only_for_a_strategy_faster_beyond_noise():
+    full = [1.0, 1.2, 0.9, 1.1, 1.0, 1.3]
+    # faster in the mean (by 0.1 a batch) but not beyond the spread of the differences
+    lucky = [0.6, 1.3, 0.7, 1.2, 0.9, 1.2]
+    chooser, key = _paired_chooser({"full": full, "mask": lucky})
+    assert chooser.expected(key, "mask") < chooser.expected(key, "full")
+    assert chooser.pick(key) == "full"
+    # 0.1 faster on every batch: proven, taken
+    chooser, key = _paired_chooser({"full": full, "mask": [f - 0.1 for f in full]})
+    assert chooser.pick(key) == "mask"
+    # of two strategies the faster one that proved itself; the luckier one is not taken
+    steady = [f - 0.05 for f in full]
+    chooser, key = _paired_chooser({"full": full, "chunked": lucky, "mask": steady})
+    assert chooser.expected(key, "chunked") < chooser.expected(key, "mask")
+    assert chooser.pick(key) == "mask"
+    # without full among the candidates (counting operations) the fastest mean wins
+    chooser, key = _paired_chooser({"mask": lucky, "compact": full})
+    assert chooser.pick(key) == "mask"
+
+
+def test_the_proof_asked_of_a_strategy_follows_the_confidence():
+    full = [1.0, 1.2, 0.9, 1.1, 1.0, 1.3]
+    lucky = [0.6, 1.3, 0.7, 1.2, 0.9, 1.2]  # t = 0.1 / (0.1897 / sqrt 6) = 1.29 on 5 df
+    chooser, key = _paired_chooser({"full": full, "mask": lucky})
+    chooser.confidence = 0.80  # t(0.80, 5) = 0.920 < 1.29
+    assert chooser._beats_full(key, "mask")
+    chooser.confidence = 0.85  # t(0.85, 5) = 1.156 < 1.29
+    assert chooser._beats_full(key, "mask")
+    chooser.confidence = 0.90  # t(0.90, 5) = 1.476 > 1.29
+    assert not chooser._beats_full(key, "mask")
+    with pytest.raises(ValueError, match="confidence"):
+        StrategyChooser(confidence=1.0)
 
 
 def test_chooser_takes_more_trials_at_batch_one():

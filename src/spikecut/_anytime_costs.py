@@ -11,7 +11,8 @@ Two decisions are made from times taken while the engine runs, never from consta
   times each candidate on the first batches of a size, scales each timing to the typical
   exits of the batches seen (so strategies timed on different samples compare fairly),
   and then keeps the fastest, so the engine is never slower than not exiting by more
-  than the noise of its timings.
+  than the noise of its timings. At batch 1 or 2, where the strategies are near ties on a
+  small network, one that exits early must beat full inference beyond that noise.
 * :class:`CompactionCosts` tells the compacting path whether dropping the rows that exited
   pays: the step time saved over the remaining steps (a line ``fixed + per_row·rows``
   fitted to the step times seen) against the time a compaction took.
@@ -22,9 +23,12 @@ per-step outputs), so the choice changes only the time.
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
+
+from .stats import student_t_ppf
 
 __all__ = ["STRATEGIES", "CompactionCosts", "StrategyChooser", "now", "plan_chunks"]
 
@@ -55,12 +59,16 @@ class StrategyChooser:
     slower than the best.
 
     Batches of 1 or 2 are *paired* instead (:meth:`to_run`): while they are explored, every
-    candidate runs the same batch, ``small_trials`` times, and the strategies are compared
-    by their mean time on those same samples, with no scaling (one sample's exit says
-    little about the next one's, and a trial is cheap). The first ``warmup_pairs`` batches
-    every candidate runs are not timed: a path's first calls at a new shape pay one-off
-    costs, and one such time in a mean of six once made a strategy twice as slow as the
-    best look the fastest.
+    candidate runs the same batch (in an order that rotates from batch to batch, so that
+    none is always first on a fresh sample), ``small_trials`` times, and the strategies are
+    compared by their mean time on those same samples, with no scaling (one sample's exit
+    says little about the next one's, and a trial is cheap). The first ``warmup_pairs``
+    batches every candidate runs are not timed: a path's first calls at a new shape pay
+    one-off costs, and one such time in a mean of six once made a strategy twice as slow
+    as the best look the fastest. A strategy that exits early is taken over ``full`` only
+    when it was faster on the same batches beyond their noise (a one-sided paired t-test
+    at ``confidence``): on a small network the strategies are near ties, and a lucky few
+    trials once picked one that ran at 0.76 of full-T inference's speed.
 
     While a key is being learned, every network call's time (:meth:`observe_call`) and
     every batch's exit steps are kept, and :meth:`plan` turns them into the chunks of the
@@ -75,7 +83,11 @@ class StrategyChooser:
         small_trials: int = 6,
         recheck_every: int = 16,
         warmup_pairs: int = 1,
+        confidence: float = 0.95,
     ) -> None:
+        if not 0.5 <= confidence < 1.0:
+            raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
+        self.confidence = confidence
         self.trials = trials
         self.small_trials = small_trials
         self.warmup_pairs = warmup_pairs
@@ -92,6 +104,7 @@ class StrategyChooser:
         self._choice: dict[tuple, str] = {}  # the fastest, once settled
         self._exit_batches: dict[tuple, int] = {}  # batches whose exits were counted
         self._settled: set[tuple] = set()  # keys whose every candidate has its timings
+        self._explored: dict[tuple, int] = {}  # paired batches handed out, for the order
 
     @staticmethod
     def key(device: torch.device, batch: int, frames: bool) -> tuple:
@@ -110,7 +123,9 @@ class StrategyChooser:
         """The strategies to run the next batch with: every candidate while a paired key is
         explored, else :meth:`pick`'s one."""
         if self.paired(key) and not self.settled(key):
-            return self.candidates
+            turn = self._explored[key] = self._explored.get(key, -1) + 1
+            turn %= len(self.candidates)
+            return self.candidates[turn:] + self.candidates[:turn]
         return (self.pick(key),)
 
     def pick(self, key: tuple) -> str:
@@ -122,9 +137,25 @@ class StrategyChooser:
         for name in self.candidates:
             if len(seen.get(name, ())) < self.trials_for(key):
                 return name
-        choice = min(self.candidates, key=lambda name: self.expected(key, name))
+        eligible = self.candidates
+        if self.paired(key) and "full" in eligible:
+            eligible = [name for name in eligible if name == "full" or self._beats_full(key, name)]
+        choice = min(eligible, key=lambda name: self.expected(key, name))
         self._choice[key] = choice
         return choice
+
+    def _beats_full(self, key: tuple, strategy: str) -> bool:
+        """Whether ``strategy`` was faster than ``full`` on the same batches by more than the
+        noise of their paired timings (one-sided paired t-test at ``confidence``)."""
+        timings = self._paired.get(key, {})
+        full, other = timings.get("full", []), timings.get(strategy, [])
+        n = min(len(full), len(other))
+        if n < 2:
+            return False
+        saved = [f - o for f, o in zip(full[-n:], other[-n:], strict=True)]  # per batch
+        mean = sum(saved) / n
+        spread = math.sqrt(sum((d - mean) ** 2 for d in saved) / (n - 1) / n)
+        return mean > student_t_ppf(self.confidence, n - 1) * spread
 
     def wants_record(self, key: tuple) -> bool:
         """Whether this run of ``key`` should be timed: every run until the key has settled,

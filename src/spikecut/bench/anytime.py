@@ -3,7 +3,8 @@
 For one SNN, exit rule and test split, :func:`measure_anytime` times
 
 * **full-T inference**: the plain ``snn(x[T, B, ...])`` on every batch (all T steps in one
-  call), against
+  call) and its answer, the argmax of the summed output (what a user of full-T inference
+  computes; a bare call would answer nothing), against
 * **anytime inference**: :meth:`spikecut.anytime.AnytimeClassifier.run` on the same
   batches, which drops each sample from the batch when the rule fires,
 
@@ -123,7 +124,9 @@ def measure_anytime(
         full_outputs.clear()
         for x in batches:
             reset(snn)
-            full_outputs.append(snn(x if frames else x.unsqueeze(0).expand(T, *x.shape)))
+            out = snn(x if frames else x.unsqueeze(0).expand(T, *x.shape))
+            out.sum(0).argmax(-1)  # the answer
+            full_outputs.append(out)
         reset(snn)
 
     anytime_results: list = []
