@@ -4,10 +4,15 @@
 exit rule (:mod:`spikecut.cutoff`) reads each running sample's accumulated output ``Y(t)``;
 the samples it releases get their prediction and exit step, and the network's state is
 *compacted* to the rows still running, so the next step computes only for those. Its
-predictions and exit steps equal the offline ones (``rule.exit_steps`` on the logits that
-:func:`spikecut.evaluate.collect_cum_logits` accumulates): ``Y(t)`` is accumulated with the
-same ``cumsum`` over the same per-step outputs, and rows of an eval-mode network do not
-depend on each other.
+predictions and exit steps are the offline ones (``rule.exit_steps`` on the logits that
+:func:`spikecut.evaluate.collect_cum_logits` accumulates) on the same per-step outputs:
+``Y(t)`` is accumulated with the same ``cumsum`` and decided by the same arithmetic. Rows of
+an eval-mode network do not depend on each other in value, but a network's outputs can
+differ in the last bit with the number of rows a call computes (on the CPU a convolution
+on one row takes another kernel than on eight, and a matrix product on one or two rows sums
+in another order), so a sample whose Top-K gap lies within a rounding error of its
+threshold could exit a step apart. In every run of ``spikecut bench`` so far the engine and
+the offline evaluation agreed on every sample (its ``agreement`` column).
 
 :class:`StreamingClassifier` serves live inputs: many streams (e.g. event sensors) are fed
 frame chunks as they arrive; streams at the same step are batched together, and each gets a
