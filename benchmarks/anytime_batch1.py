@@ -1,6 +1,7 @@
 """Batch 1, paired: is the anytime engine slower than plain full-T inference?
 
-For one finished run, this streams the first ``--samples`` test samples one at a time through
+For one finished run, this streams ``--samples`` test samples (spread evenly over the split:
+the embedded splits are sorted by label) one at a time through
 plain full-T inference (reset, one call of all T steps, and the answer: the argmax of the
 summed output) and through
 :class:`spikecut.anytime.AnytimeClassifier` (``strategy="auto"``, after the passes it needs
@@ -25,14 +26,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Subset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from spikecut._io import atomic_write_json  # noqa: E402
 from spikecut.anytime import AnytimeClassifier  # noqa: E402
-from spikecut.bench.anytime import _SETTLE_PASSES, _load_batches, rule_for_run  # noqa: E402
+from spikecut.bench.anytime import (  # noqa: E402
+    _SETTLE_PASSES,
+    _load_batches,
+    rule_for_run,
+    spread_samples,
+)
 from spikecut.bench.timing import interleaved_seconds  # noqa: E402
 from spikecut.cutoff import ExitRule  # noqa: E402
 from spikecut.fusion import prepare_for_inference  # noqa: E402
@@ -94,8 +99,7 @@ def measure_run(folder: Path, run_name: str, samples: int, turns: int) -> dict:
     opts = dataset_options(cfg, progress=False)
     test = get_dataset(cfg.data.name, cfg.data.root, split="test", augment=False, **opts)
     frames = is_frame_dataset(test)
-    first = Subset(test, range(min(samples, len(test))))
-    batches = _load_batches(first, 1, frames, torch.device("cpu"))
+    batches = _load_batches(spread_samples(test, samples), 1, frames, torch.device("cpu"))
     return {"run": run_name, **paired_batch1(snn, batches, rule, cfg.T, frames, turns)}
 
 

@@ -554,8 +554,23 @@ def test_bench_driver_rebuilds_a_finished_run_with_its_saved_thresholds(tmp_path
     cum, _ = collect_cum_logits(snn, test, 4, progress=False)
     saved = TopKCutoff()
     saved.beta = torch.tensor(beta)
-    assert row["mean_exit"] == pytest.approx(saved.exit_steps(cum).double().mean().item())
+    steps = saved.exit_steps(cum)
+    assert row["mean_exit"] == pytest.approx(steps.double().mean().item())
     assert row["mean_exit"] < 4.0
+    # the streamed samples are spread over the split: 20 of its 360, every 18th
+    spread = torch.arange(20) * 360 // 20
+    assert single["mean_exit"] == pytest.approx(steps[spread].double().mean().item())
+
+
+def test_streamed_samples_are_spread_over_the_split():
+    from spikecut.bench.anytime import spread_samples
+
+    data = list(range(10))
+    assert list(spread_samples(data, 4)) == [0, 2, 5, 7]
+    assert list(spread_samples(data, 10)) == data and list(spread_samples(data, 50)) == data
+    assert list(spread_samples(data, 1)) == [0]
+    with pytest.raises(ValueError, match="at least 1 sample, got 0"):
+        spread_samples(data, 0)
 
 
 def test_compaction_keeps_a_channels_last_state_channels_last():

@@ -264,6 +264,30 @@ def test_batch_of_one_is_explored_with_every_strategy_on_the_same_sample():
     assert {name for name, _ in ran[-2:]} == {engine.chooser.pick(key)}
 
 
+def test_every_candidate_of_a_paired_batch_is_timed_even_when_the_key_settles_within_it():
+    """Paired timings are compared batch by batch, so they must stay aligned: the decision to
+    time is taken once per batch, not once per candidate."""
+    snn = MODELS["converted"]()
+    rule = make_rule("topk", snn)
+    engine = AnytimeClassifier(snn, rule, T, count_ops=False)
+    chooser = engine.chooser
+    chooser.small_trials = 2
+    key = StrategyChooser.key(torch.device("cpu"), 1, False)
+    records = []
+    record = chooser.record
+    chooser.record = lambda *args, **kw: (records.append(args[1]), record(*args, **kw))
+    # "mask" looks fastest and proves itself two records into the fourth batch (the first
+    # is a warm-up), so the key settles in the middle of a batch
+    chooser.expected = lambda key, name: 0.0 if name == "mask" else 1.0
+    chooser._beats_full = lambda key, name: len(records) >= 3 * len(STRATEGIES) + 2
+    x = inputs(5, 8)
+    for i in range(6):
+        engine.run(x[i : i + 1])
+        lengths = {len(times) for times in chooser._paired.get(key, {}).values()}
+        assert len(lengths) <= 1, (i, lengths)
+    assert chooser.settled(key) and lengths == {3}
+
+
 def test_paired_timings_compare_plain_means():
     chooser = StrategyChooser(small_trials=2, candidates=("mask", "full"))
     key = StrategyChooser.key(torch.device("cpu"), 1, False)
@@ -305,6 +329,36 @@ def test_batch_of_one_leaves_full_inference_only_for_a_strategy_faster_beyond_no
     # without full among the candidates (counting operations) the fastest mean wins
     chooser, key = _paired_chooser({"mask": lucky, "compact": full})
     assert chooser.pick(key) == "mask"
+
+
+def test_batch_of_one_explores_on_until_the_fastest_has_proved_itself_or_the_cap():
+    key = StrategyChooser.key(torch.device("cpu"), 1, False)
+
+    def explore(mask_seconds, cap=32):
+        """Pairs (full: 1.0 a sample) until settled; how many it took, and the choice."""
+        chooser = StrategyChooser(
+            small_trials=6, max_small_trials=cap, candidates=("mask", "full"), warmup_pairs=0
+        )
+        for batch in range(cap):
+            assert chooser.to_run(key) in (("mask", "full"), ("full", "mask"))
+            chooser.record(key, "mask", mask_seconds(batch), torch.tensor([2]), 8)
+            chooser.record(key, "full", 1.0, torch.tensor([2]), 8)
+            if chooser.settled(key):
+                return batch + 1, chooser.to_run(key)
+        raise AssertionError("not settled at the cap")
+
+    # a real gain that varies with the sample (exit at step 1: much faster; at T: slower):
+    # six samples do not show it beyond the noise, a dozen do
+    taken, choice = explore(lambda batch: 0.3 if batch % 2 == 0 else 1.2)
+    assert 6 < taken < 32 and choice == ("mask",)
+    # a steady gain shows at once
+    assert explore(lambda batch: 0.8) == (6, ("mask",))
+    # no gain, only noise around full's time: full is kept once the cap is reached
+    noise = [0.6, 1.4, 0.8, 1.2, 0.9, 1.0]  # a mean just under 1.0
+    taken, choice = explore(lambda batch: noise[batch % 6], cap=12)
+    assert (taken, choice) == (12, ("full",))
+    with pytest.raises(ValueError, match="max_small_trials"):
+        StrategyChooser(small_trials=6, max_small_trials=5)
 
 
 def test_the_proof_asked_of_a_strategy_follows_the_confidence():

@@ -68,7 +68,11 @@ class StrategyChooser:
     as the best look the fastest. A strategy that exits early is taken over ``full`` only
     when it was faster on the same batches beyond their noise (a one-sided paired t-test
     at ``confidence``): on a small network the strategies are near ties, and a lucky few
-    trials once picked one that ran at 0.76 of full-T inference's speed.
+    trials once picked one that ran at 0.76 of full-T inference's speed. While the fastest
+    by the mean has not proved itself, exploring goes on, up to ``max_small_trials``
+    batches: a gain that varies from sample to sample with the exit step (a sample that
+    exits at step 1 gains much, one that runs to T loses) needs more than six samples to
+    show, and after the cap the fastest proven strategy, or ``full``, is kept.
 
     While a key is being learned, every network call's time (:meth:`observe_call`) and
     every batch's exit steps are kept, and :meth:`plan` turns them into the chunks of the
@@ -84,12 +88,18 @@ class StrategyChooser:
         recheck_every: int = 16,
         warmup_pairs: int = 1,
         confidence: float = 0.95,
+        max_small_trials: int = 32,
     ) -> None:
         if not 0.5 <= confidence < 1.0:
             raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
+        if max_small_trials < small_trials:
+            raise ValueError(
+                f"max_small_trials ({max_small_trials}) must be >= small_trials ({small_trials})"
+            )
         self.confidence = confidence
         self.trials = trials
         self.small_trials = small_trials
+        self.max_small_trials = max_small_trials
         self.warmup_pairs = warmup_pairs
         self._warmed: dict[tuple, int] = {}  # (key, strategy) -> untimed paired runs
         self.candidates = candidates
@@ -247,7 +257,7 @@ class StrategyChooser:
         if self.paired(key):
             pairs = self._paired.setdefault(key, {}).setdefault(strategy, [])
             pairs.append(seconds_per_sample)
-            del pairs[: -self.trials_for(key)]
+            del pairs[: -self.max_small_trials]
         self._choice.pop(key, None)
 
     def expected(self, key: tuple, strategy: str) -> float:
@@ -262,16 +272,26 @@ class StrategyChooser:
         return unit * total / count
 
     def settled(self, key: tuple) -> bool:
-        """True once every candidate has its timings for ``key`` (and from then on: timings
-        are only ever replaced by later ones, so the answer is kept)."""
+        """True once every candidate has its timings for ``key`` (for a paired key: and the
+        fastest by the mean is ``full`` or has proved itself, or the exploring reached its
+        cap). Once settled, always: the answer is kept."""
         if key in self._settled:
             return True
         seen = self._unit.get(key, {})
         wanted = self.trials_for(key)
-        if all(len(seen.get(name, ())) >= wanted for name in self.candidates):
+        done = all(len(seen.get(name, ())) >= wanted for name in self.candidates)
+        if done and self.paired(key) and "full" in self.candidates:
+            pairs = self._paired.get(key, {})
+            explored = min(len(pairs.get(name, ())) for name in self.candidates)
+            fastest = min(self.candidates, key=lambda name: self.expected(key, name))
+            done = (
+                explored >= self.max_small_trials
+                or fastest == "full"
+                or self._beats_full(key, fastest)
+            )
+        if done:
             self._settled.add(key)
-            return True
-        return False
+        return done
 
     def table(self) -> dict[str, dict[str, float]]:
         """Expected seconds per sample of every strategy timed, by key (for reports)."""

@@ -464,8 +464,9 @@ class AnytimeClassifier:
         # while a batch of one or two is explored, every candidate runs it (paired timings)
         strategies = chooser.to_run(key) if auto else (self.strategy,)
         result = None
+        # decided once per batch: every candidate of a paired batch is timed, or none
+        timed = auto and chooser.wants_record(key)
         for strategy in strategies:
-            timed = auto and chooser.wants_record(key)
             started = now(device) if timed else 0.0
             answer = self._run_once(strategy, x, frames, batch, device, clock, key, observe)
             result = answer if result is None else result

@@ -59,7 +59,14 @@ from ..neurons import reset
 from ..speed import keep_large_allocations
 from .timing import PhaseClock, interleaved_seconds
 
-__all__ = ["measure_anytime", "rule_for_run", "run_anytime_bench", "render_markdown", "main"]
+__all__ = [
+    "measure_anytime",
+    "rule_for_run",
+    "run_anytime_bench",
+    "render_markdown",
+    "spread_samples",
+    "main",
+]
 
 
 def _load_batches(
@@ -202,6 +209,18 @@ _SETTLE_PASSES = 16  # 4 strategies × 3 timings, at one batch per pass (digits)
 PHASES = ("network", "rule", "compaction", "other")
 
 
+def spread_samples(dataset: Dataset, count: int) -> Subset:
+    """``count`` samples spaced evenly over ``dataset`` (all of it when it is smaller). The
+    embedded test splits are sorted by label, so their first hundred samples are one
+    class; streaming those would time one class's exits."""
+    size = len(dataset)
+    if count < 1:
+        raise ValueError(f"count: expected at least 1 sample, got {count}")
+    if count >= size:
+        return Subset(dataset, range(size))
+    return Subset(dataset, [i * size // count for i in range(count)])
+
+
 def _keys(engine, batches, frames, device) -> set[tuple]:
     return {engine.chooser.key(device, x.shape[1 if frames else 0], frames) for x in batches}
 
@@ -297,7 +316,8 @@ def run_anytime_bench(
     ``wall_speedup`` and the rest of :func:`measure_anytime`'s keys. ``quick`` measures
     only each experiment's first run, best of 2 instead of 5. ``batch_size`` defaults to
     the experiment's ``batch_size_eval``. A second row per run has batch 1 (one sample
-    streamed at a time) over the first ``single_samples`` test samples.
+    streamed at a time) over ``single_samples`` test samples spread evenly over the split
+    (:func:`spread_samples`).
     """
     from ..data import get_dataset
     from ..experiment import dataset_options, is_frame_dataset, load_run_snn
@@ -350,7 +370,7 @@ def run_anytime_bench(
             rows.append(row)
             single = measure_anytime(
                 snn,
-                Subset(test, range(min(len(test), single_samples))),
+                spread_samples(test, single_samples),
                 exit_rule,
                 cfg.T,
                 frames=is_frame_dataset(test),

@@ -251,9 +251,10 @@ def render_markdown(results: dict) -> str:
         from .anytime import turn_range, turns_faster
 
         lines += [
-            "Full-T inference (the faster of one whole-sequence call and T single steps) "
-            "against the anytime engine over the test split (batch 1: one sample streamed at "
-            "a time over the first test samples); target: wall / steps ≥ 0.85. Strategy: the "
+            "Full-T inference (the faster of one whole-sequence call and T single steps, "
+            "with its answer) against the anytime engine over the test split (batch 1: one "
+            "sample streamed at a time over test samples spread evenly over the split); "
+            "target: wall / steps ≥ 0.85. Strategy: the "
             "engine's measured choice (compact, mask, full or chunked). The split is one "
             "profiled pass of the step-by-step path (compacting; at batch 1 the single-sample "
             "path). One step alone: a one-step call of the network against a step of the "
