@@ -113,7 +113,7 @@ class StrategyChooser:
         self._paired: dict[tuple, dict[str, list[float]]] = {}  # seconds on the same batches
         self._choice: dict[tuple, str] = {}  # the fastest, once settled
         self._exit_batches: dict[tuple, int] = {}  # batches whose exits were counted
-        self._settled: set[tuple] = set()  # keys whose every candidate has its timings
+        self._settled: set[tuple] = set()  # keys whose choice is made (kept for good)
         self._explored: dict[tuple, int] = {}  # paired batches handed out, for the order
 
     @staticmethod
