@@ -566,8 +566,14 @@ def test_streamed_samples_are_spread_over_the_split():
     from spikecut.bench.anytime import spread_samples
 
     data = list(range(10))
-    assert list(spread_samples(data, 4)) == [0, 2, 5, 7]
-    assert list(spread_samples(data, 10)) == data and list(spread_samples(data, 50)) == data
+    picked = list(spread_samples(data, 4))
+    assert sorted(picked) == [0, 2, 5, 7]  # evenly spaced ...
+    assert picked == list(spread_samples(data, 4))  # ... in one order for a seed ...
+    orders = {tuple(spread_samples(data, 4, seed=seed)) for seed in range(8)}
+    assert len(orders) > 1 and all(sorted(o) == [0, 2, 5, 7] for o in orders)  # ... shuffled
+    labels = [0] * 50 + [1] * 50  # a split sorted by label: both classes come early
+    assert set(list(spread_samples(labels, 10))[:5]) == {0, 1}
+    assert sorted(spread_samples(data, 10)) == data and sorted(spread_samples(data, 50)) == data
     assert list(spread_samples(data, 1)) == [0]
     with pytest.raises(ValueError, match="at least 1 sample, got 0"):
         spread_samples(data, 0)

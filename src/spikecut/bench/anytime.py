@@ -209,16 +209,20 @@ _SETTLE_PASSES = 16  # 4 strategies × 3 timings, at one batch per pass (digits)
 PHASES = ("network", "rule", "compaction", "other")
 
 
-def spread_samples(dataset: Dataset, count: int) -> Subset:
-    """``count`` samples spaced evenly over ``dataset`` (all of it when it is smaller). The
-    embedded test splits are sorted by label, so their first hundred samples are one
-    class; streaming those would time one class's exits."""
+def spread_samples(dataset: Dataset, count: int, seed: int = 0) -> Subset:
+    """``count`` samples spaced evenly over ``dataset`` (all of it when it is smaller), in
+    an order shuffled with ``seed``: a stream whose samples come in no particular order.
+    The embedded test splits are sorted by label, so their first hundred samples are one
+    class, and in split order the engine would choose its strategy on the first classes'
+    exits alone."""
     size = len(dataset)
     if count < 1:
         raise ValueError(f"count: expected at least 1 sample, got {count}")
-    if count >= size:
-        return Subset(dataset, range(size))
-    return Subset(dataset, [i * size // count for i in range(count)])
+    spread = torch.tensor(
+        [i * size // count for i in range(count)] if count < size else range(size)
+    )
+    order = torch.randperm(len(spread), generator=torch.Generator().manual_seed(seed))
+    return Subset(dataset, spread[order].tolist())
 
 
 def _keys(engine, batches, frames, device) -> set[tuple]:
@@ -316,8 +320,8 @@ def run_anytime_bench(
     ``wall_speedup`` and the rest of :func:`measure_anytime`'s keys. ``quick`` measures
     only each experiment's first run, best of 2 instead of 5. ``batch_size`` defaults to
     the experiment's ``batch_size_eval``. A second row per run has batch 1 (one sample
-    streamed at a time) over ``single_samples`` test samples spread evenly over the split
-    (:func:`spread_samples`).
+    streamed at a time) over ``single_samples`` test samples spread evenly over the split,
+    in a shuffled order (:func:`spread_samples`).
     """
     from ..data import get_dataset
     from ..experiment import dataset_options, is_frame_dataset, load_run_snn
