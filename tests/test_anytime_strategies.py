@@ -241,7 +241,7 @@ def test_batch_of_one_is_explored_with_every_strategy_on_the_same_sample():
     x = inputs(3, 6)
     steps = rule.exit_steps(offline(snn, x))
     engine = AnytimeClassifier(snn, rule, T, count_ops=False)
-    engine.chooser.small_trials = 3
+    engine.chooser.small_trials = engine.chooser.max_small_trials = 3
     ran = []  # (strategy, the sample it ran)
     run_once = engine._run_once
 
@@ -289,7 +289,7 @@ def test_every_candidate_of_a_paired_batch_is_timed_even_when_the_key_settles_wi
 
 
 def test_paired_timings_compare_plain_means():
-    chooser = StrategyChooser(small_trials=2, candidates=("mask", "full"))
+    chooser = StrategyChooser(small_trials=2, max_small_trials=2, candidates=("mask", "full"))
     key = StrategyChooser.key(torch.device("cpu"), 1, False)
     assert chooser.to_run(key) == ("mask", "full")
     # the first pair is a warm-up (one-off costs of a new shape): its times do not count
@@ -353,12 +353,33 @@ def test_batch_of_one_explores_on_until_the_fastest_has_proved_itself_or_the_cap
     assert 6 < taken < 32 and choice == ("mask",)
     # a steady gain shows at once
     assert explore(lambda batch: 0.8) == (6, ("mask",))
+    # late exits first hide the gain; exploring goes on, and it shows
+    taken, choice = explore(lambda batch: 1.3 if batch < 3 else (0.3, 0.5)[batch % 2])
+    assert taken > 6 and choice == ("mask",)
+    # full proved faster than every other: settled at once
+    assert explore(lambda batch: 1.5 + 0.01 * (batch % 3)) == (6, ("full",))
     # no gain, only noise around full's time: full is kept once the cap is reached
     noise = [0.6, 1.4, 0.8, 1.2, 0.9, 1.0]  # a mean just under 1.0
     taken, choice = explore(lambda batch: noise[batch % 6], cap=12)
     assert (taken, choice) == (12, ("full",))
     with pytest.raises(ValueError, match="max_small_trials"):
         StrategyChooser(small_trials=6, max_small_trials=5)
+
+
+def test_a_half_recorded_pair_does_not_settle_the_key():
+    """``record`` asks whether the key has settled between the two halves of a pair: the
+    test must compare the pairs batch by batch, not the latest time of each."""
+    key = StrategyChooser.key(torch.device("cpu"), 1, False)
+    chooser = StrategyChooser(small_trials=6, candidates=("mask", "full"), warmup_pairs=0)
+    mask = [1.3, 1.3, 1.3, 0.5, 0.3, 0.5, 0.3, 0.5]
+    for seconds in mask[:7]:
+        chooser.record(key, "mask", seconds, torch.tensor([2]), 8)
+        chooser.record(key, "full", 1.0, torch.tensor([2]), 8)
+    assert not chooser.settled(key)
+    chooser.record(key, "mask", mask[7], torch.tensor([2]), 8)  # full's half still to come
+    assert not chooser.settled(key)  # aligned from the end, this read as proven
+    chooser.record(key, "full", 1.0, torch.tensor([2]), 8)
+    assert not chooser.settled(key)  # t = 1.53 on 7 df: not proven
 
 
 def test_the_proof_asked_of_a_strategy_follows_the_confidence():

@@ -68,11 +68,14 @@ class StrategyChooser:
     as the best look the fastest. A strategy that exits early is taken over ``full`` only
     when it was faster on the same batches beyond their noise (a one-sided paired t-test
     at ``confidence``): on a small network the strategies are near ties, and a lucky few
-    trials once picked one that ran at 0.76 of full-T inference's speed. While the fastest
-    by the mean has not proved itself, exploring goes on, up to ``max_small_trials``
-    batches: a gain that varies from sample to sample with the exit step (a sample that
-    exits at step 1 gains much, one that runs to T loses) needs more than six samples to
-    show, and after the cap the fastest proven strategy, or ``full``, is kept.
+    trials once picked one that ran at 0.76 of full-T inference's speed. Exploring goes on,
+    up to ``max_small_trials`` batches, until the fastest by the mean has proved itself
+    against ``full`` (or ``full`` against every other): a gain that varies from sample to
+    sample with the exit step (a sample that exits at step 1 gains much, one that runs to T
+    loses) needs many samples to show, either way: with six, a few late exits in a row made
+    ``full`` look proven for networks that masking ran 2× faster, in half the batch-1 rows of
+    a bench run. Hence ``small_trials`` = 16 pairs before any choice. After the cap the
+    fastest proven strategy, or ``full``, is kept.
 
     While a key is being learned, every network call's time (:meth:`observe_call`) and
     every batch's exit steps are kept, and :meth:`plan` turns them into the chunks of the
@@ -84,7 +87,7 @@ class StrategyChooser:
         self,
         trials: int = 3,
         candidates: tuple[str, ...] = STRATEGIES,
-        small_trials: int = 6,
+        small_trials: int = 16,
         recheck_every: int = 16,
         warmup_pairs: int = 1,
         confidence: float = 0.95,
@@ -157,12 +160,18 @@ class StrategyChooser:
     def _beats_full(self, key: tuple, strategy: str) -> bool:
         """Whether ``strategy`` was faster than ``full`` on the same batches by more than the
         noise of their paired timings (one-sided paired t-test at ``confidence``)."""
+        return self._faster(key, strategy, "full")
+
+    def _faster(self, key: tuple, strategy: str, than: str) -> bool:
+        """Whether ``strategy`` beat ``than`` on the same batches beyond their noise."""
         timings = self._paired.get(key, {})
-        full, other = timings.get("full", []), timings.get(strategy, [])
-        n = min(len(full), len(other))
+        base, other = timings.get(than, []), timings.get(strategy, [])
+        n = min(len(base), len(other))
         if n < 2:
             return False
-        saved = [f - o for f, o in zip(full[-n:], other[-n:], strict=True)]  # per batch
+        # per batch, from the first: in the middle of a paired batch (record() asks whether
+        # the key has settled) one list holds the batch's time and the other not yet
+        saved = [b - o for b, o in zip(base[:n], other[:n], strict=True)]
         mean = sum(saved) / n
         spread = math.sqrt(sum((d - mean) ** 2 for d in saved) / (n - 1) / n)
         return mean > student_t_ppf(self.confidence, n - 1) * spread
@@ -273,8 +282,8 @@ class StrategyChooser:
 
     def settled(self, key: tuple) -> bool:
         """True once every candidate has its timings for ``key`` (for a paired key: and the
-        fastest by the mean is ``full`` or has proved itself, or the exploring reached its
-        cap). Once settled, always: the answer is kept."""
+        fastest by the mean has proved itself against ``full``, or ``full`` against every
+        other, or the exploring reached its cap). Once settled, always: the answer is kept."""
         if key in self._settled:
             return True
         seen = self._unit.get(key, {})
@@ -284,11 +293,12 @@ class StrategyChooser:
             pairs = self._paired.get(key, {})
             explored = min(len(pairs.get(name, ())) for name in self.candidates)
             fastest = min(self.candidates, key=lambda name: self.expected(key, name))
-            done = (
-                explored >= self.max_small_trials
-                or fastest == "full"
-                or self._beats_full(key, fastest)
-            )
+            if fastest == "full":  # settled early only if full beat every other one too
+                others = [name for name in self.candidates if name != "full"]
+                proven = all(self._faster(key, "full", name) for name in others)
+            else:
+                proven = self._beats_full(key, fastest)
+            done = explored >= self.max_small_trials or proven
         if done:
             self._settled.add(key)
         return done
