@@ -88,7 +88,7 @@ def test_chunked_plan_is_the_cheapest_of_all_chunkings():
 
 def test_chooser_fits_the_call_cost_and_plans_from_the_exits_seen():
     chooser = StrategyChooser(
-        trials=1, small_trials=1, candidates=("compact", "chunked"), warmup_pairs=0
+        trials=1, small_trials=1, candidates=("compact", "chunked"), warmup_runs=0
     )
     key = StrategyChooser.key(torch.device("cpu"), 1, False)
     assert chooser.call_cost(key) is None
@@ -108,7 +108,7 @@ def test_chooser_fits_the_call_cost_and_plans_from_the_exits_seen():
 
 
 def test_chooser_times_one_run_in_n_once_settled():
-    chooser = StrategyChooser(trials=1, candidates=("mask",), recheck_every=4)
+    chooser = StrategyChooser(trials=1, candidates=("mask",), recheck_every=4, warmup_runs=0)
     key = StrategyChooser.key(torch.device("cpu"), 8, False)
     assert chooser.wants_record(key)
     chooser.record(key, "mask", 1.0)
@@ -153,8 +153,8 @@ def test_auto_times_every_strategy_then_keeps_the_fastest():
     x = inputs(2, 16)
     engine = AnytimeClassifier(snn, rule, T, count_ops=False)
     key = StrategyChooser.key(torch.device("cpu"), 16, False)
-    trials = engine.chooser.trials
-    answers = [engine.run(x).exit_steps for _ in range(trials * len(STRATEGIES) - 1)]
+    runs = engine.chooser.trials + engine.chooser.warmup_runs  # each strategy's first is untimed
+    answers = [engine.run(x).exit_steps for _ in range(runs * len(STRATEGIES) - 1)]
     assert not engine.chooser.settled(key)  # one strategy is a timing short
     answers.append(engine.run(x).exit_steps)
     assert engine.chooser.settled(key)
@@ -168,7 +168,7 @@ def test_auto_times_every_strategy_then_keeps_the_fastest():
 
 
 def test_chooser_picks_the_least_measured_time():
-    chooser = StrategyChooser(trials=2, candidates=UNCHUNKED)
+    chooser = StrategyChooser(trials=2, candidates=UNCHUNKED, warmup_runs=0)
     key = StrategyChooser.key(torch.device("cpu"), 500, False)
     assert key == StrategyChooser.key(torch.device("cpu"), 300, False)  # same bucket
     assert key != StrategyChooser.key(torch.device("cpu"), 1, False)
@@ -210,7 +210,7 @@ def test_chooser_compares_strategies_at_the_typical_exit_not_the_trial_samples()
     T, per_step, full = 16, 1.0, 10.0  # masking costs 1 per step run, full T steps cost 10
 
     def settle(mask_exits, other_exits):
-        chooser = StrategyChooser(trials=2, candidates=UNCHUNKED)
+        chooser = StrategyChooser(trials=2, candidates=UNCHUNKED, warmup_runs=0)
         key = StrategyChooser.key(torch.device("cpu"), 4, False)
         mask_exits, other_exits = list(mask_exits), list(other_exits)
         while not chooser.settled(key):
@@ -303,7 +303,7 @@ def test_paired_timings_compare_plain_means():
 
 def _paired_chooser(timings: dict[str, list[float]]) -> tuple[StrategyChooser, tuple]:
     """A batch-1 chooser fed ``timings`` (seconds per strategy, batch by batch)."""
-    chooser = StrategyChooser(small_trials=6, candidates=tuple(timings), warmup_pairs=0)
+    chooser = StrategyChooser(small_trials=6, candidates=tuple(timings), warmup_runs=0)
     key = StrategyChooser.key(torch.device("cpu"), 1, False)
     for batch in range(6):
         for name, seconds in timings.items():
@@ -337,7 +337,7 @@ def test_batch_of_one_explores_on_until_the_fastest_has_proved_itself_or_the_cap
     def explore(mask_seconds, cap=32):
         """Pairs (full: 1.0 a sample) until settled; how many it took, and the choice."""
         chooser = StrategyChooser(
-            small_trials=6, max_small_trials=cap, candidates=("mask", "full"), warmup_pairs=0
+            small_trials=6, max_small_trials=cap, candidates=("mask", "full"), warmup_runs=0
         )
         for batch in range(cap):
             assert chooser.to_run(key) in (("mask", "full"), ("full", "mask"))
@@ -370,7 +370,7 @@ def test_a_half_recorded_pair_does_not_settle_the_key():
     """``record`` asks whether the key has settled between the two halves of a pair: the
     test must compare the pairs batch by batch, not the latest time of each."""
     key = StrategyChooser.key(torch.device("cpu"), 1, False)
-    chooser = StrategyChooser(small_trials=6, candidates=("mask", "full"), warmup_pairs=0)
+    chooser = StrategyChooser(small_trials=6, candidates=("mask", "full"), warmup_runs=0)
     mask = [1.3, 1.3, 1.3, 0.5, 0.3, 0.5, 0.3, 0.5]
     for seconds in mask[:7]:
         chooser.record(key, "mask", seconds, torch.tensor([2]), 8)
@@ -532,3 +532,34 @@ def test_a_run_outside_inference_mode_builds_no_graph():
             inside = engine.run(x.detach())
         assert not outside.logits.requires_grad and outside.logits.is_inference()
         assert torch.equal(outside.logits, inside.logits)
+
+
+def test_unpaired_strategies_take_turns_after_an_untimed_warm_up_run_each():
+    """A machine that warms up over the first batches must not weigh on the strategy timed
+    first only: every strategy runs once untimed, then they take turns."""
+    chooser = StrategyChooser(trials=2, candidates=UNCHUNKED)
+    key = StrategyChooser.key(torch.device("cpu"), 500, False)
+    order = []
+    while not chooser.settled(key):
+        name = chooser.pick(key)
+        order.append(name)
+        # the first batch of the run is slow whoever runs it
+        chooser.record(key, name, 100.0 if len(order) == 1 else 1.0 + UNCHUNKED.index(name))
+    assert order == list(UNCHUNKED) * 3
+    assert all(len(times) == 2 for times in chooser._unit[key].values())
+    assert chooser.pick(key) == UNCHUNKED[0]  # its slow first run was the warm-up
+
+
+def test_chunked_is_judged_at_its_current_plan_over_every_exit_seen():
+    """Exits recorded while the plan was one step a call must count at the plan kept."""
+    chooser = StrategyChooser(trials=1, candidates=("compact", "chunked"), warmup_runs=0)
+    key = StrategyChooser.key(torch.device("cpu"), 500, False)
+    exits = torch.tensor([1, 1, 2, 2])  # exits at steps 1-2 of 4
+    chooser._plans[key] = (1, 1, 1, 1)
+    chooser.record(key, "compact", 1.5, exits, 4)  # mean exit 1.5: 1 s a step
+    chooser._plans[key] = (4,)  # the plan grew to one call of all 4 steps
+    chooser.record(key, "chunked", 2.0, exits, 4)  # 4 steps a sample: 0.5 s a step
+    assert chooser.expected(key, "chunked") == pytest.approx(2.0)  # not 0.5 · (1.5 + 4) / 2
+    assert chooser.pick(key) == "compact"
+    chooser._plans[key] = (2, 2)
+    assert chooser.expected(key, "chunked") == pytest.approx(1.0)  # every exit ends a chunk at 2

@@ -53,18 +53,21 @@ class StrategyChooser:
     Each timing is therefore divided by its batch's *work* (steps: the last exit for
     ``mask``, the mean exit for ``compact``, T for ``full``) and the strategies are compared
     at the typical work, the mean over every batch of the bucket seen so far, whichever ran
-    it. ``trials`` timings per strategy are taken; the median unit cost counts, and with
-    fewer than three the least (the first call of any path pays one-off costs). Three by
-    default: with two, one lucky timing on a loaded machine could pick a strategy 10-20 %
-    slower than the best.
+    it (``chunked``'s at the current plan, over every exit counted). The first
+    ``warmup_runs`` runs of each strategy are not timed (a path's first calls at new shapes
+    pay one-off costs), and the strategies then take turns, ``trials`` timings each; the
+    median unit cost counts, and with fewer than three the least. Three by default: with
+    two, one lucky timing on a loaded machine could pick a strategy 10-20 % slower than the
+    best. Timed one after another, untimed warm-up aside, the first strategy paid for the
+    warming machine: on the digits network compacting was timed 1.6× slower than it runs,
+    and a plan no faster than full inference was kept.
 
     Batches of 1 or 2 are *paired* instead (:meth:`to_run`): while they are explored, every
     candidate runs the same batch (in an order that rotates from batch to batch, so that
     none is always first on a fresh sample), ``small_trials`` times, and the strategies are
     compared by their mean time on those same samples, with no scaling (one sample's exit
-    says little about the next one's, and a trial is cheap). The first ``warmup_pairs``
-    batches every candidate runs are not timed: a path's first calls at a new shape pay
-    one-off costs, and one such time in a mean of six once made a strategy twice as slow
+    says little about the next one's, and a trial is cheap). The warm-up batches matter
+    there too: one such time in a mean of six once made a strategy twice as slow
     as the best look the fastest. A strategy that exits early is taken over ``full`` only
     when it was faster on the same batches beyond their noise (a one-sided paired t-test
     at ``confidence``): on a small network the strategies are near ties, and a lucky few
@@ -89,7 +92,7 @@ class StrategyChooser:
         candidates: tuple[str, ...] = STRATEGIES,
         small_trials: int = 16,
         recheck_every: int = 16,
-        warmup_pairs: int = 1,
+        warmup_runs: int = 1,
         confidence: float = 0.95,
         max_small_trials: int = 32,
     ) -> None:
@@ -103,8 +106,8 @@ class StrategyChooser:
         self.trials = trials
         self.small_trials = small_trials
         self.max_small_trials = max_small_trials
-        self.warmup_pairs = warmup_pairs
-        self._warmed: dict[tuple, int] = {}  # (key, strategy) -> untimed paired runs
+        self.warmup_runs = warmup_runs
+        self._warmed: dict[tuple, int] = {}  # (key, strategy) -> untimed runs
         self.candidates = candidates
         self.recheck_every = recheck_every
         self._unit: dict[tuple, dict[str, list[float]]] = {}
@@ -142,14 +145,16 @@ class StrategyChooser:
         return (self.pick(key),)
 
     def pick(self, key: tuple) -> str:
-        """The next strategy to run: one still short of timings, else the fastest."""
+        """The next strategy to run: the one with the fewest runs among those still short of
+        timings (in turns, so that a machine warming up or a load drifting weighs on each
+        alike), else the fastest."""
         choice = self._choice.get(key)
         if choice is not None:
             return choice
         seen = self._unit.setdefault(key, {})
-        for name in self.candidates:
-            if len(seen.get(name, ())) < self.trials_for(key):
-                return name
+        short = [name for name in self.candidates if len(seen.get(name, ())) < self.trials_for(key)]
+        if short:
+            return min(short, key=lambda name: len(seen.get(name, ())) + self._warmed.get((key, name), 0))
         eligible = self.candidates
         if self.paired(key) and "full" in eligible:
             eligible = [name for name in eligible if name == "full" or self._beats_full(key, name)]
@@ -250,11 +255,10 @@ class StrategyChooser:
         Without ``exits`` the timing counts as is (work 1 for every strategy)."""
         if exits is not None and T is not None and not self.settled(key):
             self.record_exits(key, exits, T)
-        if self.paired(key):
-            warmed = self._warmed.get((key, strategy), 0)
-            if warmed < self.warmup_pairs:  # a warm-up run: its exits count, not its time
-                self._warmed[(key, strategy)] = warmed + 1
-                return
+        warmed = self._warmed.get((key, strategy), 0)
+        if warmed < self.warmup_runs:  # a warm-up run: its exits count, not its time
+            self._warmed[(key, strategy)] = warmed + 1
+            return
         work = _work(exits, T, self._plans.get(key))
         for name, amount in work.items():  # a running mean: a stream of batches keeps no list
             total = self._work.setdefault(key, {}).setdefault(name, [0.0, 0])
@@ -277,8 +281,23 @@ class StrategyChooser:
             return sum(pairs) / len(pairs)
         units = sorted(self._unit[key][strategy])
         unit = units[len(units) // 2] if len(units) >= 3 else units[0]
-        total, count = self._work[key][strategy]
-        return unit * total / count
+        work = self._chunked_work(key) if strategy == "chunked" else None
+        if work is None:
+            total, count = self._work[key][strategy]
+            work = total / count
+        return unit * work
+
+    def _chunked_work(self, key: tuple) -> float | None:
+        """Mean steps a sample spends under the current chunk plan, over every exit counted:
+        the running mean of :meth:`record` mixes the plans of earlier batches, and a plan
+        that grew from one step a call to whole chunks once looked 13 % cheaper than it was."""
+        counts, plan = self._exits.get(key), self._plans.get(key)
+        if counts is None or plan is None or sum(plan) != counts.shape[0]:
+            return None
+        ends = torch.tensor(plan, dtype=torch.float64).cumsum(0)
+        steps = torch.arange(1, counts.shape[0] + 1, dtype=torch.float64)
+        spent = ends[torch.searchsorted(ends, steps)]  # the end of each step's chunk
+        return float((counts * spent).sum() / counts.sum())
 
     def settled(self, key: tuple) -> bool:
         """True once every candidate has its timings for ``key`` (for a paired key: and the

@@ -205,7 +205,7 @@ def measure_anytime(
     }
 
 
-_SETTLE_PASSES = 16  # 4 strategies × 3 timings, at one batch per pass (digits)
+_SETTLE_PASSES = 20  # 4 strategies × (1 untimed + 3 timed) runs, at one batch per pass (digits)
 PHASES = ("network", "rule", "compaction", "other")
 
 
