@@ -154,7 +154,9 @@ class StrategyChooser:
         seen = self._unit.setdefault(key, {})
         short = [name for name in self.candidates if len(seen.get(name, ())) < self.trials_for(key)]
         if short:
-            return min(short, key=lambda name: len(seen.get(name, ())) + self._warmed.get((key, name), 0))
+            return min(
+                short, key=lambda name: len(seen.get(name, ())) + self._warmed.get((key, name), 0)
+            )
         eligible = self.candidates
         if self.paired(key) and "full" in eligible:
             eligible = [name for name in eligible if name == "full" or self._beats_full(key, name)]
