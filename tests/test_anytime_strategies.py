@@ -545,7 +545,9 @@ def test_unpaired_strategies_take_turns_after_an_untimed_warm_up_run_each():
         order.append(name)
         # the first batch of the run is slow whoever runs it
         chooser.record(key, name, 100.0 if len(order) == 1 else 1.0 + UNCHUNKED.index(name))
-    assert order == list(UNCHUNKED) * 3
+    rounds = [order[i : i + len(UNCHUNKED)] for i in range(0, len(order), len(UNCHUNKED))]
+    # each round starts one strategy later: batches that alternate meet every strategy
+    assert rounds == [list(UNCHUNKED[i:] + UNCHUNKED[:i]) for i in range(3)]
     assert all(len(times) == 2 for times in chooser._unit[key].values())
     assert chooser.pick(key) == UNCHUNKED[0]  # its slow first run was the warm-up
 

@@ -401,6 +401,19 @@ def _lif_step(
 ) -> Tensor:
     """One step of :func:`_lif_loop`: ``u(t)`` into ``u``, the membrane after reset into
     ``target`` (which may be ``v`` itself), and returns ``target``."""
+    if soft and spikes_in_place and spikes is None:
+        # inference, soft reset: u(t) is built in target and the spikes go straight into
+        # u, so the spike test runs once (four passes over the state instead of five)
+        if leak == 1.0:
+            torch.add(v, x_t, out=target)
+        else:
+            torch.mul(v, leak, out=target)
+            target.add_(x_t)
+        torch.gt(target, threshold, out=u)
+        target.add_(u, alpha=-threshold)  # u − θ·s: the operands and order of the path below
+        if amplitude != 1.0:
+            u.mul_(amplitude)
+        return target
     if leak == 1.0:
         torch.add(v, x_t, out=u)
     else:
@@ -410,9 +423,11 @@ def _lif_step(
     # the spike test is computed into that same buffer, so no temporary is allocated.
     if spikes is not None:
         torch.gt(u, threshold, out=spikes)
-    if soft:
+    if soft and spikes is not None:  # the spikes just written serve the reset
+        torch.add(u, spikes, alpha=-threshold, out=target)  # u − θ·s (θ·s is exact)
+    elif soft:
         torch.gt(u, threshold, out=target)
-        torch.add(u, target, alpha=-threshold, out=target)  # u − θ·s (θ·s is exact)
+        torch.add(u, target, alpha=-threshold, out=target)
     else:
         torch.le(u, threshold, out=target)
         target.mul_(u)  # (1 − s)·u = u·(1 − s)
