@@ -565,3 +565,33 @@ def test_chunked_is_judged_at_its_current_plan_over_every_exit_seen():
     assert chooser.pick(key) == "compact"
     chooser._plans[key] = (2, 2)
     assert chooser.expected(key, "chunked") == pytest.approx(1.0)  # every exit ends a chunk at 2
+
+
+def test_compaction_is_not_stopped_for_good_by_noise_between_close_row_counts():
+    """Step times at 500 and 480 rows, the smaller one slower by noise: a line through them
+    has no slope, which would say compaction never pays and keep the engine at those counts
+    for good. Until the counts span a quarter of the largest, the step time counts per row."""
+    costs = CompactionCosts()
+    costs.step(500, 1.00)
+    costs.step(480, 1.02)  # noise
+    costs.compaction(0.05)
+    assert costs.per_row(480) == pytest.approx(1.00 / 500)
+    assert costs.pays(100, 480, 4)  # saves 0.8 s > 0.05 s
+    costs.step(300, 0.99)  # a wide span, and the time does not fall with the rows:
+    assert costs.per_row(300) < 1e-4  # the fitted line: a row costs next to nothing
+    # (a launch-bound step), far below the 2 ms a row of the proportional estimate
+    assert not costs.pays(100, 300, 4)
+
+
+def test_chunked_calls_do_not_count_as_step_times_for_compaction():
+    snn = MODELS["trained"]()
+    rule = make_rule("topk", snn)
+    x = inputs(8, 40)
+    engine = _engine(snn, rule, "chunked")
+    key = StrategyChooser.key(torch.device("cpu"), 40, False)
+    assert T % 2 == 0
+    engine.chooser._plans[key] = (2,) * (T // 2)
+    engine.chooser._settled.add(key)
+    engine.run(x)
+    costs = engine._costs[("cpu", False)]
+    assert costs._steps == {}  # every call ran two steps: no step time was recorded

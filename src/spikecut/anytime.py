@@ -602,7 +602,8 @@ class AnytimeClassifier:
             if clock is not None:
                 clock.lap("rule")
             seconds = time.perf_counter() - begun
-            costs.step(rows, seconds / k)
+            if k == 1:  # a chunk's steps share one call's fixed cost: not a step's time
+                costs.step(rows, seconds)
             if observe is not None:
                 observe(rows, k, seconds)
             start = end
