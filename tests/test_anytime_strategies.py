@@ -185,13 +185,13 @@ def test_chooser_picks_the_least_measured_time():
 
 def test_compaction_pays_only_when_the_saved_rows_outweigh_its_cost():
     costs = CompactionCosts()
-    assert costs.pays(1, 100, 1)  # not yet measured: compact, so that it is
+    assert costs.pays(1, 1)  # not yet measured: compact, so that it is
     costs.step(100, 1.0 + 0.01 * 100)  # fixed 1 s + 10 ms per row
     costs.step(50, 1.0 + 0.01 * 50)
-    assert costs.per_row(100) == pytest.approx(0.01)
+    assert costs.per_row() == pytest.approx(0.01)
     costs.compaction(0.2)
-    assert not costs.pays(10, 100, 1)  # saves 0.1 s < 0.2 s
-    assert costs.pays(10, 100, 3)  # saves 0.3 s
+    assert not costs.pays(10, 1)  # saves 0.1 s < 0.2 s
+    assert costs.pays(10, 3)  # saves 0.3 s
 
 
 def test_bad_strategy_is_a_clear_error():
@@ -575,12 +575,12 @@ def test_compaction_is_not_stopped_for_good_by_noise_between_close_row_counts():
     costs.step(500, 1.00)
     costs.step(480, 1.02)  # noise
     costs.compaction(0.05)
-    assert costs.per_row(480) == pytest.approx(1.00 / 500)
-    assert costs.pays(100, 480, 4)  # saves 0.8 s > 0.05 s
+    assert costs.per_row() == pytest.approx(1.00 / 500)
+    assert costs.pays(100, 4)  # saves 0.8 s > 0.05 s
     costs.step(300, 0.99)  # a wide span, and the time does not fall with the rows:
-    assert costs.per_row(300) < 1e-4  # the fitted line: a row costs next to nothing
+    assert costs.per_row() < 1e-4  # the fitted line: a row costs next to nothing
     # (a launch-bound step), far below the 2 ms a row of the proportional estimate
-    assert not costs.pays(100, 300, 4)
+    assert not costs.pays(100, 4)
 
 
 def test_chunked_calls_do_not_count_as_step_times_for_compaction():

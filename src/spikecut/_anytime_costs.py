@@ -303,10 +303,8 @@ class StrategyChooser:
         counts, plan = self._exits.get(key), self._plans.get(key)
         if counts is None or plan is None or sum(plan) != counts.shape[0]:
             return None
-        ends = torch.tensor(plan, dtype=torch.float64).cumsum(0)
         steps = torch.arange(1, counts.shape[0] + 1, dtype=torch.float64)
-        spent = ends[torch.searchsorted(ends, steps)]  # the end of each step's chunk
-        return float((counts * spent).sum() / counts.sum())
+        return float((counts * _chunk_ends(plan, steps)).sum() / counts.sum())
 
     def settled(self, key: tuple) -> bool:
         """True once every candidate has its timings for ``key`` (for a paired key: and the
@@ -350,9 +348,15 @@ def _work(
     mean = float(exits.mean())
     chunked = mean
     if plan is not None and sum(plan) == T and max(plan) > 1:
-        ends = torch.tensor(plan, dtype=torch.float32, device=exits.device).cumsum(0)
-        chunked = float(ends[torch.searchsorted(ends, exits)].mean())
+        chunked = float(_chunk_ends(plan, exits).mean())
     return {"compact": mean, "mask": float(exits.max()), "full": float(T), "chunked": chunked}
+
+
+def _chunk_ends(plan: tuple[int, ...], steps: torch.Tensor) -> torch.Tensor:
+    """The last step of the chunk of ``plan`` that each of ``steps`` falls in (a sample
+    run in chunks computes to the end of the chunk its exit falls in)."""
+    ends = torch.tensor(plan, dtype=steps.dtype, device=steps.device).cumsum(0)
+    return ends[torch.searchsorted(ends, steps)]
 
 
 def plan_chunks(
@@ -390,10 +394,10 @@ _SPAN = 0.25  # the share of the largest row count the counts must span for a fi
 class CompactionCosts:
     """Step times against row counts, and compaction times, of one network on one device.
 
-    :meth:`pays` answers whether dropping ``done`` of ``rows`` rows now saves more step time
+    :meth:`pays` answers whether dropping ``done`` rows now saves more step time
     over the ``remaining`` steps than a compaction costs. Until a compaction has been timed
-    it answers yes (so the first one is measured); until step times at two row counts are
-    known, the whole step time counts as per-row (an upper bound on the saving).
+    it answers yes (so the first one is measured); until the row counts seen span a quarter
+    of the largest, the whole step time counts as per-row (an upper bound on the saving).
     """
 
     def __init__(self) -> None:
@@ -410,7 +414,7 @@ class CompactionCosts:
     def compaction(self, seconds: float) -> None:
         self._compaction = seconds if self._compaction is None else min(self._compaction, seconds)
 
-    def per_row(self, rows: int) -> float:
+    def per_row(self) -> float:
         """Seconds one row adds to a step (least squares over the best step times). Until the
         row counts seen span a quarter of the largest, the whole step time of the largest
         counts as per-row: a line through a few close counts is the noise's, and a slope
@@ -431,7 +435,7 @@ class CompactionCosts:
             self._slope = max(0.0, cov / var) if var > 0 else 0.0
         return self._slope
 
-    def pays(self, done: int, rows: int, remaining: int) -> bool:
+    def pays(self, done: int, remaining: int) -> bool:
         if self._compaction is None:
             return True
-        return self.per_row(rows) * done * remaining > self._compaction
+        return self.per_row() * done * remaining > self._compaction

@@ -619,7 +619,7 @@ class AnytimeClassifier:
                 break
             exited = fire[0] if first is None else fired
             done = exited if done is None else done.logical_or_(exited)
-            if not costs.pays(n_done, rows, T - end):
+            if not costs.pays(n_done, T - end):
                 continue
             begun = time.perf_counter()
             keep = (~done).nonzero().squeeze(1)

@@ -423,11 +423,9 @@ def _lif_step(
     # the spike test is computed into that same buffer, so no temporary is allocated.
     if spikes is not None:
         torch.gt(u, threshold, out=spikes)
-    if soft and spikes is not None:  # the spikes just written serve the reset
-        torch.add(u, spikes, alpha=-threshold, out=target)  # u − θ·s (θ·s is exact)
-    elif soft:
-        torch.gt(u, threshold, out=target)
-        torch.add(u, target, alpha=-threshold, out=target)
+    if soft:  # the spikes just written serve the reset, else the test goes into target
+        s = spikes if spikes is not None else torch.gt(u, threshold, out=target)
+        torch.add(u, s, alpha=-threshold, out=target)  # u − θ·s (θ·s is exact)
     else:
         torch.le(u, threshold, out=target)
         target.mul_(u)  # (1 − s)·u = u·(1 − s)
