@@ -368,7 +368,8 @@ def _lif_loop(
     soon as the step is done (while it is still in cache); otherwise ``spikes_out[t]``, when
     given, receives ``s(t)``. Returns the final membrane. The
     arithmetic is that of the per-step definition, operation for operation (``v·λ + I``,
-    ``u − θ·s``, ``u·(1 − s)``), so the results are bit-identical to it.
+    ``u − θ·s``, ``u·(1 − s)``; in place of the last, ``u − u·s`` when the spikes are
+    written in place, equal since ``u·s`` is exact), so the results are bit-identical to it.
     """
     for t in range(seq.shape[0]):
         v = _lif_step(
@@ -401,16 +402,19 @@ def _lif_step(
 ) -> Tensor:
     """One step of :func:`_lif_loop`: ``u(t)`` into ``u``, the membrane after reset into
     ``target`` (which may be ``v`` itself), and returns ``target``."""
-    if soft and spikes_in_place and spikes is None:
-        # inference, soft reset: u(t) is built in target and the spikes go straight into
-        # u, so the spike test runs once (four passes over the state instead of five)
+    if spikes_in_place and spikes is None:
+        # inference: u(t) is built in target and the spikes go straight into u, so the
+        # spike test runs once (four passes over the state instead of five)
         if leak == 1.0:
             torch.add(v, x_t, out=target)
         else:
             torch.mul(v, leak, out=target)
             target.add_(x_t)
         torch.gt(target, threshold, out=u)
-        target.add_(u, alpha=-threshold)  # u − θ·s: the operands and order of the path below
+        if soft:
+            target.add_(u, alpha=-threshold)  # u − θ·s: the operands and order below
+        else:  # u − u·s: equal to u·(1 − s) below, as u·s is exact for s ∈ {0, 1}
+            target.addcmul_(target, u, value=-1.0)
         if amplitude != 1.0:
             u.mul_(amplitude)
         return target
