@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from spikecut import experiment, memory
+from spikecut import experiment, memory, speed
 from spikecut.cli import main
 from spikecut.config import ConfigError, load_config
 from spikecut.experiment import EvaluationOutOfMemory, run_experiment
@@ -110,11 +110,21 @@ def test_evaluation_batch_is_halved_until_it_fits():
     assert memory.fit_evaluation_batch(memory.MemoryEstimate(1, 10**9, 1), 500) == 1
 
 
-def test_auto_chunk_is_a_power_of_two_within_the_budget_and_T():
+def test_auto_chunk_is_a_power_of_two_within_the_budget_and_T(monkeypatch):
+    monkeypatch.setattr(speed, "_kept", False)
     assert memory.auto_chunk(memory.AUTO_CHUNK_BYTES // 5, "cpu") == 4
     assert memory.auto_chunk(memory.AUTO_CHUNK_BYTES * 10, "cpu") == 1
     assert memory.auto_chunk(1, "cpu", T=6) == 6
     assert memory.available_bytes("cpu") > 0
+
+
+def test_auto_chunk_folds_more_where_freed_blocks_are_kept(monkeypatch):
+    step = memory.AUTO_CHUNK_BYTES // 2
+    monkeypatch.setattr(speed, "_kept", False)
+    assert memory.auto_chunk(step, "cpu") == 2
+    monkeypatch.setattr(speed, "_kept", True)
+    assert memory.auto_chunk(step, "cpu") == memory.AUTO_CHUNK_BYTES_KEPT // step
+    assert memory.auto_chunk(memory.AUTO_CHUNK_BYTES_KEPT + 1, "cpu") == 1
 
 
 def _digits(*overrides):

@@ -308,6 +308,7 @@ def test_time_chunks_give_the_whole_sequence_output(chunk, monkeypatch):
 
     # LIF 1 holds 5·4·8·8 floats per step: a budget of 3 steps gives chunks of 2 (power of 2)
     monkeypatch.setattr(memory, "AUTO_CHUNK_BYTES", 3 * 5 * 4 * 8 * 8 * 4)
+    monkeypatch.setattr("spikecut.speed._kept", False)  # the budget without kept blocks
     snn = small_snn()
     x = torch.randn(7, 5, 1, 8, 8) * 2
     whole = snn(x)

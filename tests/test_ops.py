@@ -243,6 +243,7 @@ def test_counts_of_a_chunked_call_equal_the_whole_sequence(chunk, monkeypatch):
     import spikecut.memory as memory
 
     monkeypatch.setattr(memory, "AUTO_CHUNK_BYTES", 2 * 4 * 6 * 6 * 5 * 4)  # chunks of 2 steps
+    monkeypatch.setattr("spikecut.speed._kept", False)  # the budget without kept blocks
     torch.manual_seed(3)
     body = nn.Sequential(
         nn.Conv2d(1, 4, 3, padding=1), IF(threshold=0.5), nn.Conv2d(4, 3, 3), IF(), nn.Flatten()

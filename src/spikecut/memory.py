@@ -16,8 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .speed import allocations_kept
+
 __all__ = [
     "AUTO_CHUNK_BYTES",
+    "AUTO_CHUNK_BYTES_KEPT",
     "CHUNK_FRACTION",
     "EVALUATION_FACTOR",
     "TRAINING_FACTOR",
@@ -33,7 +36,16 @@ __all__ = [
 AUTO_CHUNK_BYTES = 4 * 2**20
 """``time_chunk="auto"`` on the CPU: one chunk's largest activation within this many bytes.
 Picked from measurements of the benchmark nets (batch 16-64) on a 2-core EPYC: folds above a
-few MiB per layer ran up to 2x slower than chunks of one or two steps."""
+few MiB per layer ran up to 2x slower than chunks of one or two steps: every call's large
+tensors were fresh ``mmap`` pages."""
+
+AUTO_CHUNK_BYTES_KEPT = 64 * 2**20
+"""``time_chunk="auto"`` on the CPU where freed blocks are kept for reuse
+(:func:`spikecut.speed.keep_large_allocations`, as in ``spikecut run`` and the benchmarks):
+there a larger fold costs no fresh pages, and fewer, larger calls of each layer were faster.
+Measured on the benchmark nets (T = 8) on a 2-core EPYC, inference of the whole sequence in
+one fold against chunks of one step: conv28 1.13-1.16x faster at batch 16-64, 1.06x at 500
+(there a step is 50 MiB, so it still runs one step per chunk); vgg32 1.03-1.05x at 16-64."""
 
 TRAINING_FACTOR = 4
 """Training peak over the sum of one sample-step's layer outputs (see :func:`estimate_peaks`)."""
@@ -77,9 +89,13 @@ def chunk_budget(device: torch.device | str) -> int:
 def auto_chunk(step_bytes: int, device: torch.device | str, T: int | None = None) -> int:
     """Steps per chunk for ``time_chunk="auto"``: the largest power of two whose chunk of
     the largest activation (``step_bytes`` for one step of the whole batch) stays within
-    :data:`AUTO_CHUNK_BYTES` on the CPU or :func:`chunk_budget` elsewhere; at most ``T``."""
+    :data:`AUTO_CHUNK_BYTES` on the CPU (:data:`AUTO_CHUNK_BYTES_KEPT` where freed blocks
+    are kept) or :func:`chunk_budget` elsewhere; at most ``T``."""
     device = torch.device(device)
-    budget = AUTO_CHUNK_BYTES if device.type == "cpu" else chunk_budget(device)
+    if device.type == "cpu":
+        budget = AUTO_CHUNK_BYTES_KEPT if allocations_kept() else AUTO_CHUNK_BYTES
+    else:
+        budget = chunk_budget(device)
     steps = max(1, budget // max(1, step_bytes))
     steps = 1 << (steps.bit_length() - 1)
     return steps if T is None else min(steps, T)

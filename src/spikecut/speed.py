@@ -28,6 +28,7 @@ from torch import nn
 __all__ = [
     "glibc",
     "keep_large_allocations",
+    "allocations_kept",
     "release_freed_memory",
     "channels_last_convolutions",
     "prepare_for_training",
@@ -69,6 +70,11 @@ def keep_large_allocations() -> bool:
     if os.environ.get("SPIKECUT_KEEP_ALLOCATIONS", "1") == "0" or libc is None:
         return False
     _kept = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 2**30) == 1
+    return _kept
+
+
+def allocations_kept() -> bool:
+    """Whether :func:`keep_large_allocations` is in effect in this process."""
     return _kept
 
 
