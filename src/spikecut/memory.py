@@ -44,8 +44,8 @@ AUTO_CHUNK_BYTES_KEPT = 64 * 2**20
 (:func:`spikecut.speed.keep_large_allocations`, as in ``spikecut run`` and the benchmarks):
 there a larger fold costs no fresh pages, and fewer, larger calls of each layer were faster.
 Measured on the benchmark nets (T = 8) on a 2-core EPYC, inference of the whole sequence in
-one fold against chunks of one step: conv28 1.13-1.16x faster at batch 16-64, 1.06x at 500
-(there a step is 50 MiB, so it still runs one step per chunk); vgg32 1.03-1.05x at 16-64."""
+one fold against chunks of one step: conv28 1.11-1.15x faster at batch 16-64, 1.06x at 500
+(there a step is 50 MiB, so it still runs one step per chunk); vgg32 1.04-1.05x at 16-64."""
 
 TRAINING_FACTOR = 4
 """Training peak over the sum of one sample-step's layer outputs (see :func:`estimate_peaks`)."""

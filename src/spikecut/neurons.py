@@ -580,11 +580,11 @@ class SpikingNetwork(nn.Module):
     in chunks of that many steps, which gives the same outputs since the state carries
     over, and bounds the memory of a call by one chunk's activations. ``"auto"`` sizes the
     chunks from the first step's neuron states: on CPU so that one layer's activations stay
-    under
-    :data:`~spikecut.memory.AUTO_CHUNK_BYTES` (a smaller fold stays in cache and reuses
-    heap memory, while large tensors are fresh ``mmap`` pages on every call; the page
-    faults and cache misses cost more than the bigger fold saves), on other devices
-    within an eighth of the free memory.
+    under :data:`~spikecut.memory.AUTO_CHUNK_BYTES` (large tensors are fresh ``mmap`` pages
+    on every call, whose faults cost more than the bigger fold saves), or under
+    :data:`~spikecut.memory.AUTO_CHUNK_BYTES_KEPT` where freed blocks are kept for reuse
+    (:func:`~spikecut.speed.keep_large_allocations`); on other devices within an eighth of
+    the free memory.
 
     ``time_checkpoint`` (training only) runs a forward that needs gradients in chunks of
     that many steps with their activations recomputed in the backward pass, so memory no
@@ -679,8 +679,8 @@ class SpikingNetwork(nn.Module):
 
     def _auto_chunk(self, first_step: Tensor) -> int:
         """Steps per chunk: the largest power of two whose largest neuron state (≈ one step
-        of the largest activation) times the chunk stays under the budget: on CPU
-        :data:`~spikecut.memory.AUTO_CHUNK_BYTES` (speed), elsewhere an eighth of the
+        of the largest activation) times the chunk stays under the budget: on CPU a few
+        MiB, or 64 MiB where freed blocks are kept (speed), elsewhere an eighth of the
         device's free memory (:func:`spikecut.memory.auto_chunk`)."""
         sizes = [n.v.numel() * n.v.element_size() for n in self.neurons if n.v is not None]
         largest = max(sizes, default=first_step.numel() * first_step.element_size())
