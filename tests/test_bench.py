@@ -197,6 +197,21 @@ def test_memory_is_measured_in_a_child_process_for_each_library():
     assert all(v is None or v >= 0 for v in memory.values())
 
 
+def test_the_memory_child_runs_spikecut_in_the_chunks_the_timing_resolved():
+    cfg = SimulationConfig(**{**TINY, "libraries": ("spikecut",), "modes": ("inference",)})
+    chunked = {}
+    ((net, _, ((_, call),)),) = simulation._groups(
+        cfg, torch.device("cpu"), {}, print, chunked=chunked
+    )
+    assert chunked[net].time_chunk == "auto" and simulation._resolved_chunk(chunked[net]) is None
+    call()  # the first call resolves "auto"
+    resolved = simulation._resolved_chunk(chunked[net])
+    assert resolved >= 1 and resolved & (resolved - 1) == 0  # a power of two
+    chunked = {}
+    list(simulation._groups(cfg, torch.device("cpu"), {}, print, chunks={net: 3}, chunked=chunked))
+    assert chunked[net].time_chunk == 3
+
+
 def test_speed_ratios_against_the_fastest_peer():
     def row(library, mode, speed, mem):
         return dict(net="n", library=library, mode=mode, samples_steps_per_s=speed, peak_mem_mb=mem)

@@ -54,6 +54,7 @@ from torch.nn import functional as F
 
 from .._deprecation import renamed_parameters, warn_deprecated
 from ..fusion import fold_batchnorm, prepare_for_inference
+from ..neurons import SpikingNetwork
 from ..speed import (
     M_MMAP_THRESHOLD,
     M_TRIM_THRESHOLD,
@@ -275,9 +276,10 @@ def measure_simulation(
         keep_large_allocations()
     rows: list[dict] = []
     missing: dict[str, str] = {}
-    for net, mode, group in _groups(cfg, device, missing, log):
+    chunked: dict[str, SpikingNetwork] = {}
+    for net, mode, group in _groups(cfg, device, missing, log, chunked=chunked):
         for _, call in group:
-            call()  # first call: lazy initialisation
+            call()  # first call: lazy initialisation (and "auto" time chunks resolved)
         seconds = timing.best_seconds_interleaved(
             [call for _, call in group], device, cfg.repeats, cfg.warmup
         )
@@ -293,7 +295,10 @@ def measure_simulation(
             )
     measured = {(r["net"], r["mode"], r["library"]) for r in rows}
     present = tuple(lib for lib in cfg.libraries if any(k[2] == lib for k in measured))
-    memory = _memory_in_child(replace(cfg, libraries=present))
+    # the child runs spikecut's inference in the chunks timed here: their size depends on
+    # the allocator setting, which the child's memory measurement cannot share
+    chunks = {net: _resolved_chunk(model) for net, model in chunked.items()}
+    memory = _memory_in_child(replace(cfg, libraries=present), chunks)
     for row in rows:
         row["peak_mem_mb"] = memory.get((row["net"], row["mode"], row["library"]))
         mem = "n/a" if row["peak_mem_mb"] is None else f"{row['peak_mem_mb']:.1f} MiB"
@@ -302,16 +307,17 @@ def measure_simulation(
     return rows, missing
 
 
-def measure_memory(cfg: SimulationConfig) -> list[dict]:
-    """Peak memory of every (net, mode, library) of ``cfg``, measured in *this* process.
+def measure_memory(cfg: SimulationConfig, chunks: dict[str, int] | None = None) -> list[dict]:
+    """Peak memory of every (net, mode, library) of ``cfg``, measured in *this* process;
+    spikecut's inference runs in ``chunks[net]`` steps a call where given (else "auto").
 
     It changes glibc's allocation settings for the rest of the process; call it through
-    :func:`_memory_in_child` (``python -m spikecut.bench.simulation CONFIG_JSON``).
+    :func:`_memory_in_child` (``python -m spikecut.bench.simulation CONFIG_JSON CHUNKS``).
     """
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     rows = []
-    for net, mode, group in _groups(cfg, device, {}, lambda _: None):
+    for net, mode, group in _groups(cfg, device, {}, lambda _: None, chunks=chunks):
         for library, call in group:
             call()
             measured = [peak_memory_mb(call, device) for _ in range(2)]
@@ -320,9 +326,17 @@ def measure_memory(cfg: SimulationConfig) -> list[dict]:
     return rows
 
 
-def _memory_in_child(cfg: SimulationConfig) -> dict[tuple[str, str, str], float | None]:
+def _memory_in_child(
+    cfg: SimulationConfig, chunks: dict[str, int] | None = None
+) -> dict[tuple[str, str, str], float | None]:
     """:func:`measure_memory` run in a fresh Python process; keyed by (net, mode, library)."""
-    command = [sys.executable, "-m", "spikecut.bench.simulation", json.dumps(cfg.to_dict())]
+    command = [
+        sys.executable,
+        "-m",
+        "spikecut.bench.simulation",
+        json.dumps(cfg.to_dict()),
+        json.dumps(chunks or {}),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(
@@ -332,8 +346,27 @@ def _memory_in_child(cfg: SimulationConfig) -> dict[tuple[str, str, str], float 
     return {(r["net"], r["mode"], r["library"]): r["peak_mem_mb"] for r in json.loads(done.stdout)}
 
 
-def _groups(cfg: SimulationConfig, device: torch.device, missing: dict[str, str], log):
-    """``(net, mode, [(library, call), ...])`` for every (net, mode), in a fixed order."""
+def _resolved_chunk(network: SpikingNetwork) -> int | None:
+    """The steps per call a network's ``time_chunk`` came to after its first call."""
+    chunk = network.time_chunk
+    if chunk == "auto":
+        cached = getattr(network, "_auto_chunk_cache", None)
+        return None if cached is None else cached[1]
+    return chunk
+
+
+def _groups(
+    cfg: SimulationConfig,
+    device: torch.device,
+    missing: dict[str, str],
+    log,
+    *,
+    chunks: dict[str, int] | None = None,
+    chunked: dict[str, SpikingNetwork] | None = None,
+):
+    """``(net, mode, [(library, call), ...])`` for every (net, mode), in a fixed order.
+    spikecut's inference network runs in ``chunks[net]`` steps a call where given, and is
+    put into ``chunked[net]`` (to read the chunks its "auto" came to)."""
     for net in cfg.nets:
         ann = build_ann(net, cfg.scale, cfg.seed)
         x, labels = _inputs(cfg, net, device)
@@ -349,6 +382,11 @@ def _groups(cfg: SimulationConfig, device: torch.device, missing: dict[str, str]
                     log(f"{library}: MISSING ({err})")
                     continue
                 if mode == "inference":
+                    if isinstance(model, SpikecutSimulator):
+                        if chunks and chunks.get(net) is not None:
+                            model.net.time_chunk = chunks[net]
+                        if chunked is not None:
+                            chunked[net] = model.net
                     group.append((library, _inference_call(model, x)))
                 else:
                     group.append((library, _training_call(model, x, labels)))
@@ -472,4 +510,5 @@ def machine_info(device: str = "cpu") -> dict:
 
 if __name__ == "__main__":  # the memory measurement's child process: config JSON in, rows out
     _config = SimulationConfig.from_dict(json.loads(sys.argv[1]))
-    print(json.dumps(measure_memory(_config)))
+    _chunks = json.loads(sys.argv[2]) if len(sys.argv) > 2 else None
+    print(json.dumps(measure_memory(_config, _chunks)))
