@@ -366,43 +366,6 @@ def test_batch_of_one_explores_on_until_the_fastest_has_proved_itself_or_the_cap
         StrategyChooser(small_trials=6, max_small_trials=5)
 
 
-def test_batch_of_one_reads_the_gain_at_the_typical_exit_from_its_line_against_the_exits():
-    """Masking costs 0.3 a step, full inference 1.0 a sample. With exits 1, 1, 1, 8 the gain
-    swings from 0.7 to -1.4 around a mean of 0.175: as noise, 32 samples do not prove it;
-    set against the exits that explain it, 4 do."""
-    key = StrategyChooser.key(torch.device("cpu"), 1, False)
-    jitter = [0.0, 0.004, -0.003, 0.002, -0.001]
-
-    def explore(exit_of, with_exits=True):
-        chooser = StrategyChooser(small_trials=4, candidates=("mask", "full"), warmup_runs=0)
-        for batch in range(32):
-            step = exit_of(batch)
-            exits = torch.tensor([step if with_exits else 2])
-            chooser.record(key, "mask", 0.3 * step + jitter[batch % 5], exits, 8)
-            chooser.record(key, "full", 1.0 + jitter[(batch + 2) % 5], exits, 8)
-            if chooser.settled(key):
-                return batch + 1, chooser.to_run(key)
-        raise AssertionError("not settled at the cap")
-
-    mostly_early = (1, 1, 1, 8)
-    assert explore(lambda batch: mostly_early[batch % 4]) == (4, ("mask",))
-    # the same times with the exits unknown: a plain mean, whose noise the swing is
-    assert explore(lambda batch: mostly_early[batch % 4], with_exits=False) == (32, ("full",))
-    # exits 1 and 8 in turn: the mean exit 4.5 costs 1.35 masked, so full is proven faster
-    taken, choice = explore(lambda batch: (1, 8)[batch % 2])
-    assert choice == ("full",) and taken <= 6
-
-
-def test_a_line_needs_four_batches_and_works_that_differ():
-    from spikecut._anytime_costs import _predicted
-
-    assert _predicted([1.0, 3.0], [1.0, 8.0], 1.0) == pytest.approx((2.0, 1.0, 1))
-    estimate, error, dof = _predicted([0.3, 0.6, 0.9, 2.4], [1.0, 2.0, 3.0, 8.0], 2.0)
-    assert (estimate, error, dof) == (pytest.approx(0.6), pytest.approx(0.0, abs=1e-9), 2)
-    estimate, error, dof = _predicted([0.3, 0.5, 0.4, 0.6], [2.0] * 4, 5.0)
-    assert (estimate, dof) == (pytest.approx(0.45), 3)  # equal works: the plain mean
-
-
 def test_a_half_recorded_pair_does_not_settle_the_key():
     """``record`` asks whether the key has settled between the two halves of a pair: the
     test must compare the pairs batch by batch, not the latest time of each."""

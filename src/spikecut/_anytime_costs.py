@@ -65,11 +65,8 @@ class StrategyChooser:
     Batches of 1 or 2 are *paired* instead (:meth:`to_run`): while they are explored, every
     candidate runs the same batch (in an order that rotates from batch to batch, so that
     none is always first on a fresh sample), ``small_trials`` times, and the strategies are
-    compared on those same samples: each one's times (and the time one saves against
-    another) on a line against its work on each sample, read at the typical work, once four
-    samples with different exits are in; the plain mean before that. A sample's gain swings
-    with its exit step, and the line keeps that swing out of the noise the test weighs. The
-    warm-up batches matter
+    compared by their mean time on those same samples, with no scaling (one sample's exit
+    says little about the next one's, and a trial is cheap). The warm-up batches matter
     there too: one such time in a mean of six once made a strategy twice as slow
     as the best look the fastest. A strategy that exits early is taken over ``full`` only
     when it was faster on the same batches beyond their noise (a one-sided paired t-test
@@ -121,7 +118,6 @@ class StrategyChooser:
         self._plans: dict[tuple, tuple[int, ...]] = {}
         self._runs: dict[tuple, int] = {}
         self._paired: dict[tuple, dict[str, list[float]]] = {}  # seconds on the same batches
-        self._paired_work: dict[tuple, dict[str, list[float]]] = {}  # and each one's work
         self._choice: dict[tuple, str] = {}  # the fastest, once settled
         self._exit_batches: dict[tuple, int] = {}  # batches whose exits were counted
         self._settled: set[tuple] = set()  # keys whose choice is made (kept for good)
@@ -181,14 +177,8 @@ class StrategyChooser:
         return self._faster(key, strategy, "full")
 
     def _faster(self, key: tuple, strategy: str, than: str) -> bool:
-        """Whether ``strategy`` beat ``than`` on the same batches beyond their noise.
-
-        The time saved on a batch is set against the work it saved (steps, :func:`_work`)
-        and read off that line at the typical work of the bucket (:func:`_predicted`): a
-        sample that exits at step 1 gains much, one that runs to T loses, and that swing,
-        explained by the exits, is not noise. On the tet RCS network the plain mean gave
-        t = 1.78 after 32 samples for a strategy 1.58× faster than full inference."""
-        timings, works = self._paired.get(key, {}), self._paired_work.get(key, {})
+        """Whether ``strategy`` beat ``than`` on the same batches beyond their noise."""
+        timings = self._paired.get(key, {})
         base, other = timings.get(than, []), timings.get(strategy, [])
         n = min(len(base), len(other))
         if n < 2:
@@ -196,11 +186,9 @@ class StrategyChooser:
         # per batch, from the first: in the middle of a paired batch (record() asks whether
         # the key has settled) one list holds the batch's time and the other not yet
         saved = [b - o for b, o in zip(base[:n], other[:n], strict=True)]
-        work_base, work_other = works.get(than, []), works.get(strategy, [])
-        work_saved = [b - o for b, o in zip(work_base[:n], work_other[:n], strict=True)]
-        typical = self._typical_work(key, than) - self._typical_work(key, strategy)
-        mean, error, dof = _predicted(saved, work_saved, typical)
-        return mean > student_t_ppf(self.confidence, dof) * error
+        mean = sum(saved) / n
+        spread = math.sqrt(sum((d - mean) ** 2 for d in saved) / (n - 1) / n)
+        return mean > student_t_ppf(self.confidence, n - 1) * spread
 
     def wants_record(self, key: tuple) -> bool:
         """Whether this run of ``key`` should be timed: every run until the key has settled,
@@ -289,31 +277,24 @@ class StrategyChooser:
         times.append(seconds_per_sample / max(work[strategy], 1e-12))
         del times[: -self.trials_for(key)]  # the latest timings: a drifting load is followed
         if self.paired(key):
-            for store, value in ((self._paired, seconds_per_sample), (self._paired_work, work)):
-                kept = store.setdefault(key, {}).setdefault(strategy, [])
-                kept.append(value if store is self._paired else value[strategy])
-                del kept[: -self.max_small_trials]
+            pairs = self._paired.setdefault(key, {}).setdefault(strategy, [])
+            pairs.append(seconds_per_sample)
+            del pairs[: -self.max_small_trials]
         self._choice.pop(key, None)
 
     def expected(self, key: tuple, strategy: str) -> float:
         """Expected seconds per sample of ``strategy`` at the bucket's typical work (for a
-        paired key, its times on the batches every candidate ran, read off their line
-        against the work at the typical work, :func:`_predicted`)."""
+        paired key, its mean on the batches every candidate ran)."""
         pairs = self._paired.get(key, {}).get(strategy)
         if pairs:
-            works = self._paired_work[key][strategy]
-            return _predicted(pairs, works, self._typical_work(key, strategy))[0]
+            return sum(pairs) / len(pairs)
         units = sorted(self._unit[key][strategy])
         unit = units[len(units) // 2] if len(units) >= 3 else units[0]
-        return unit * self._typical_work(key, strategy)
-
-    def _typical_work(self, key: tuple, strategy: str) -> float:
-        """Mean steps of ``strategy`` on a batch of the bucket, over every batch seen."""
         work = self._chunked_work(key) if strategy == "chunked" else None
         if work is None:
             total, count = self._work[key][strategy]
             work = total / count
-        return work
+        return unit * work
 
     def _chunked_work(self, key: tuple) -> float | None:
         """Mean steps a sample spends under the current chunk plan, over every exit counted:
@@ -354,32 +335,6 @@ class StrategyChooser:
             str(key): {name: self.expected(key, name) for name, times in seen.items() if times}
             for key, seen in self._unit.items()
         }
-
-
-_LINE_MIN = 4
-"""Batches a line of time against work needs before it replaces the plain mean."""
-
-
-def _predicted(values: list[float], works: list[float], at: float) -> tuple[float, float, int]:
-    """``(estimate, standard error, degrees of freedom)`` of ``values`` at work ``at``: the
-    least-squares line of the values against their works, read at ``at``, once there are
-    :data:`_LINE_MIN` of them and the works differ; else their plain mean."""
-    n = len(values)
-    mean_v = sum(values) / n
-    mean_w = sum(works) / n
-    sxx = sum((w - mean_w) ** 2 for w in works)
-    if n >= _LINE_MIN and sxx > 1e-12 * max(1.0, mean_w * mean_w):
-        slope = sum((w - mean_w) * (v - mean_v) for w, v in zip(works, values, strict=True)) / sxx
-        residual = sum(
-            (v - mean_v - slope * (w - mean_w)) ** 2 for w, v in zip(works, values, strict=True)
-        )
-        variance = residual / (n - 2)
-        error = math.sqrt(variance * (1.0 / n + (at - mean_w) ** 2 / sxx))
-        return mean_v + slope * (at - mean_w), error, n - 2
-    if n < 2:
-        return mean_v, math.inf, 1
-    spread = math.sqrt(sum((v - mean_v) ** 2 for v in values) / (n - 1) / n)
-    return mean_v, spread, n - 1
 
 
 def _work(
