@@ -198,12 +198,14 @@ def test_memory_is_measured_in_a_child_process_for_each_library():
 
 
 def test_the_memory_child_runs_spikecut_in_the_chunks_the_timing_resolved():
-    cfg = SimulationConfig(**{**TINY, "libraries": ("spikecut",), "modes": ("inference",)})
+    libraries = ("spikecut", "spikecut-stepwise")  # the stepwise one resolves no chunk
+    cfg = SimulationConfig(**{**TINY, "libraries": libraries, "modes": ("inference",)})
     chunked = {}
-    ((net, _, ((_, call),)),) = simulation._groups(
+    ((net, _, ((_, call), (_, stepwise))),) = simulation._groups(
         cfg, torch.device("cpu"), {}, print, chunked=chunked
     )
     assert chunked[net].time_chunk == "auto" and simulation._resolved_chunk(chunked[net]) is None
+    stepwise()
     call()  # the first call resolves "auto"
     resolved = simulation._resolved_chunk(chunked[net])
     assert resolved >= 1 and resolved & (resolved - 1) == 0  # a power of two

@@ -382,7 +382,7 @@ def _groups(
                     log(f"{library}: MISSING ({err})")
                     continue
                 if mode == "inference":
-                    if isinstance(model, SpikecutSimulator):
+                    if library == "spikecut":  # not the stepwise one: it calls one step
                         if chunks and chunks.get(net) is not None:
                             model.net.time_chunk = chunks[net]
                         if chunked is not None:
