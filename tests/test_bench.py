@@ -204,10 +204,10 @@ def test_the_memory_child_runs_spikecut_in_the_chunks_the_timing_resolved():
     ((net, _, ((_, call), (_, stepwise))),) = simulation._groups(
         cfg, torch.device("cpu"), {}, print, chunked=chunked
     )
-    assert chunked[net].time_chunk == "auto" and simulation._resolved_chunk(chunked[net]) is None
+    assert chunked[net].time_chunk == "auto" and chunked[net].resolved_time_chunk is None
     stepwise()
     call()  # the first call resolves "auto"
-    resolved = simulation._resolved_chunk(chunked[net])
+    resolved = chunked[net].resolved_time_chunk
     assert resolved >= 1 and resolved & (resolved - 1) == 0  # a power of two
     chunked = {}
     list(simulation._groups(cfg, torch.device("cpu"), {}, print, chunks={net: 3}, chunked=chunked))

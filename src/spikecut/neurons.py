@@ -618,6 +618,16 @@ class SpikingNetwork(nn.Module):
         self._time_chunk = value
 
     @property
+    def resolved_time_chunk(self) -> int | None:
+        """Steps per call that ``time_chunk`` comes to: itself, or what ``"auto"`` sized from
+        its last probe (``None`` before the first call, and with no chunking)."""
+        chunk = self.time_chunk
+        if chunk == "auto":
+            cached = getattr(self, "_auto_chunk_cache", None)
+            return None if cached is None else cached[1]
+        return chunk
+
+    @property
     def time_checkpoint(self) -> int | None:
         return getattr(self, "_time_checkpoint", None)
 

@@ -297,7 +297,7 @@ def measure_simulation(
     present = tuple(lib for lib in cfg.libraries if any(k[2] == lib for k in measured))
     # the child runs spikecut's inference in the chunks timed here: their size depends on
     # the allocator setting, which the child's memory measurement cannot share
-    chunks = {net: _resolved_chunk(model) for net, model in chunked.items()}
+    chunks = {net: network.resolved_time_chunk for net, network in chunked.items()}
     memory = _memory_in_child(replace(cfg, libraries=present), chunks)
     for row in rows:
         row["peak_mem_mb"] = memory.get((row["net"], row["mode"], row["library"]))
@@ -344,15 +344,6 @@ def _memory_in_child(
             f"{done.stderr.strip()[-2000:]}"
         )
     return {(r["net"], r["mode"], r["library"]): r["peak_mem_mb"] for r in json.loads(done.stdout)}
-
-
-def _resolved_chunk(network: SpikingNetwork) -> int | None:
-    """The steps per call a network's ``time_chunk`` came to after its first call."""
-    chunk = network.time_chunk
-    if chunk == "auto":
-        cached = getattr(network, "_auto_chunk_cache", None)
-        return None if cached is None else cached[1]
-    return chunk
 
 
 def _groups(
