@@ -10,6 +10,7 @@ from spikecut.neurons import (
     ArcTan,
     Sigmoid,
     SpikingNetwork,
+    Surrogate,
     Triangle,
     private_state,
     reset,
@@ -83,6 +84,47 @@ def test_other_surrogates_peak_at_threshold():
         d = surrogate.derivative(x)
         assert d[0].item() == pytest.approx(peak)
         assert d[1] < d[0]
+
+
+class Quadratic(Surrogate):
+    """A user's surrogate that defines only ``derivative``: the default in-place slope."""
+
+    def derivative(self, x):
+        return (1.0 - x * x).clamp_min(0.0)
+
+
+@pytest.mark.parametrize(
+    "surrogate", [Triangle(1.0), Triangle(0.4), Sigmoid(4.0), ArcTan(2.0), Quadratic()]
+)
+def test_in_place_slope_equals_the_derivative(surrogate):
+    u = torch.linspace(-2.0, 4.0, 601)
+    out = torch.full_like(u, float("nan"))
+    returned = surrogate.slope(u, 1.3, out)
+    assert returned is out
+    assert torch.allclose(out, surrogate.derivative(u - 1.3), rtol=1e-6, atol=1e-7)
+    assert out.max() > 0 and (out >= 0).all()
+
+
+@pytest.mark.parametrize("surrogate", [Triangle(0.6), Quadratic()])
+def test_training_with_any_surrogate_matches_the_definition(surrogate):
+    x = random_drive(4).requires_grad_()
+    weights = torch.randn_like(x)
+    neuron = LIF(threshold=1.0, leak=0.7, reset="hard", surrogate=surrogate)
+    (neuron(x) * weights).sum().backward()
+    fast = x.grad.clone()
+    x.grad = None
+    expected, _, _ = reference_lif(
+        x,
+        torch.zeros_like(x[0]),
+        threshold=1.0,
+        leak=0.7,
+        reset="hard",
+        amplitude=1.0,
+        surrogate=surrogate,
+    )
+    (expected * weights).sum().backward()
+    assert torch.allclose(fast, x.grad, atol=1e-5, rtol=1e-5)
+    assert fast.abs().sum() > 0
 
 
 def test_gradient_flows_from_spikes_to_input_current():

@@ -59,6 +59,12 @@ class Surrogate:
     def derivative(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def slope(self, u: Tensor, threshold: float, out: Tensor) -> Tensor:
+        """``derivative(u - threshold)`` written into ``out`` (and returned): the BPTT
+        backward's per-step slope. Subclasses compute it in place, without the temporaries
+        of :meth:`derivative` (which a training step pays per neuron and step)."""
+        return out.copy_(self.derivative(u - threshold))
+
     def __call__(self, x: Tensor) -> Tensor:
         return _SpikeFunction.apply(x, self)
 
@@ -93,6 +99,11 @@ class Triangle(Surrogate):
     def derivative(self, x: Tensor) -> Tensor:
         return (self.gamma - x.abs()).clamp_min(0.0) / (self.gamma * self.gamma)
 
+    def slope(self, u: Tensor, threshold: float, out: Tensor) -> Tensor:
+        torch.sub(u, threshold, out=out).abs_()
+        torch.sub(out.new_full((), self.gamma), out, out=out)  # γ − |x|, as derivative()
+        return out.clamp_min_(0.0).div_(self.gamma * self.gamma)
+
 
 class Sigmoid(Surrogate):
     """Derivative of ``sigmoid(alpha·x)``: ``alpha·σ(αx)·(1 − σ(αx))``."""
@@ -106,6 +117,10 @@ class Sigmoid(Surrogate):
         sig = torch.sigmoid(self.alpha * x)
         return self.alpha * sig * (1.0 - sig)
 
+    def slope(self, u: Tensor, threshold: float, out: Tensor) -> Tensor:
+        torch.sub(u, threshold, out=out).mul_(self.alpha).sigmoid_()
+        return out.addcmul_(out, out, value=-1.0).mul_(self.alpha)  # α·(σ − σ²)
+
 
 class ArcTan(Surrogate):
     """Derivative of ``arctan(π/2·αx)/π + 1/2``: ``(α/2) / (1 + (π/2·αx)²)``."""
@@ -117,6 +132,10 @@ class ArcTan(Surrogate):
 
     def derivative(self, x: Tensor) -> Tensor:
         return (self.alpha / 2.0) / (1.0 + (math.pi / 2.0 * self.alpha * x) ** 2)
+
+    def slope(self, u: Tensor, threshold: float, out: Tensor) -> Tensor:
+        torch.sub(u, threshold, out=out).mul_(math.pi / 2.0 * self.alpha).square_().add_(1.0)
+        return torch.div(out.new_full((), self.alpha / 2.0), out, out=out)
 
 
 SURROGATES: dict[str, type[Surrogate]] = {
@@ -430,6 +449,8 @@ def _lif_step(
     if soft:  # the spikes just written serve the reset, else the test goes into target
         s = spikes if spikes is not None else torch.gt(u, threshold, out=target)
         torch.add(u, s, alpha=-threshold, out=target)  # u − θ·s (θ·s is exact)
+    elif spikes is not None:  # u − u·s in one pass: equal to u·(1 − s), as u·s is exact
+        torch.addcmul(u, u, spikes, value=-1.0, out=target)
     else:
         torch.le(u, threshold, out=target)
         target.mul_(u)  # (1 − s)·u = u·(1 − s)
@@ -445,15 +466,17 @@ class _LIFSequence(torch.autograd.Function):
 
     Forward saves only the membranes ``u(t)`` before reset; backward runs BPTT step by
     step (each step's tensors stay in cache) with the surrogate slope ``σ' = σ'(u(t) − θ)``
-    recomputed from ``u(t)``::
+    recomputed from ``u(t)`` (:meth:`Surrogate.slope`, in place)::
 
         g_u(t) = g_v(t) + σ'·(g_s(t) − θ·g_v(t))                 (soft reset)
-        g_u(t) = g_v(t)·(1 − s(t)) + σ'·(g_s(t) − u(t)·g_v(t))   (hard reset)
+        g_u(t) = σ'·g_s(t) + g_v(t)·((1 − s(t)) − σ'·u(t))       (hard reset)
         g_I(t) = g_u(t),   g_v(t−1) = λ·g_u(t)
 
     where ``g_s(t)`` is the gradient of the spikes and ``g_v(T)`` that of the final state.
     The gradient flows through the reset term, as autograd through the per-step definition
-    does.
+    does. ``g_v(t−1)`` is never formed: λ rides on the operations that read ``g_u(t)``, so a
+    hard-reset step makes four passes over the state besides the slope (it made seven, and
+    the slope six temporaries, a third of a small network's training step).
     """
 
     @staticmethod
@@ -469,28 +492,31 @@ class _LIFSequence(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, grad_v):
         (u_all,) = ctx.saved_tensors
-        theta, leak, soft = ctx.threshold, ctx.leak, ctx.soft
+        theta, soft, surrogate = ctx.threshold, ctx.soft, ctx.surrogate
         if grad_out is None:  # only the final state was used
             grad_out = torch.zeros_like(u_all)
         grad = torch.empty_like(u_all)
-        g_v = grad_v if grad_v is not None else torch.zeros_like(u_all[0])
-        carried = torch.empty_like(g_v)  # λ·g_u(t), the next g_v
-        keep = torch.empty_like(g_v)  # 1 − s(t)
+        slope = torch.empty_like(u_all[0])
+        through = None if soft else torch.empty_like(slope)  # (1 − s) − σ'·u
+        # g_v(t) = scale·later: the final state's gradient, then λ·g_u(t+1); None for zero
+        later, scale = grad_v, 1.0
         for t in range(u_all.shape[0] - 1, -1, -1):
-            u = u_all[t]
-            slope = ctx.surrogate.derivative(u - theta)
-            g_u = grad[t]
-            if soft:
-                torch.add(grad_out[t], g_v, alpha=-theta, out=g_u)
-                g_u.mul_(slope).add_(g_v)
+            u, g_u = u_all[t], grad[t]
+            surrogate.slope(u, theta, out=slope)
+            if later is None:  # no gradient reaches the state: only the spikes'
+                torch.mul(slope, grad_out[t], out=g_u)
+            elif soft:
+                torch.add(grad_out[t], later, alpha=-theta * scale, out=g_u)
+                g_u.mul_(slope).add_(later, alpha=scale)
             else:
-                torch.mul(u, g_v, out=g_u)
-                torch.sub(grad_out[t], g_u, out=g_u)
-                g_u.mul_(slope)
-                torch.le(u, theta, out=keep)
-                g_u.addcmul_(g_v, keep)
-            g_v = g_u if leak == 1.0 else torch.mul(g_u, leak, out=carried)
-        grad_v0 = g_v if ctx.needs_input_grad[1] else None
+                torch.le(u, theta, out=through)
+                through.addcmul_(slope, u, value=-1.0)
+                torch.mul(slope, grad_out[t], out=g_u)
+                g_u.addcmul_(through, later, value=scale)
+            later, scale = g_u, ctx.leak
+        grad_v0 = None
+        if ctx.needs_input_grad[1]:
+            grad_v0 = torch.zeros_like(slope) if later is None else later * scale
         return grad, grad_v0, None, None, None, None
 
 
