@@ -366,6 +366,94 @@ def test_batch_of_one_explores_on_until_the_fastest_has_proved_itself_or_the_cap
         StrategyChooser(small_trials=6, max_small_trials=5)
 
 
+def _capped_at_full(paired_exits, mask_seconds, cap=12):
+    """A batch-1 chooser explored to its cap without proof (mask: ``mask_seconds(exit)``,
+    full: 1.0 a sample, a little noise on both), each batch's exit counted as the engine
+    does."""
+    key = StrategyChooser.key(torch.device("cpu"), 1, False)
+    chooser = StrategyChooser(
+        small_trials=6, max_small_trials=cap, candidates=("mask", "full"), warmup_runs=0
+    )
+    noise = [0.01, -0.02, 0.015, 0.0, -0.01, 0.02]
+    for batch, exit_step in enumerate(paired_exits):
+        exits = torch.tensor([exit_step])
+        chooser.record(key, "mask", mask_seconds(exit_step) + noise[batch % 6], exits, 8)
+        chooser.record(key, "full", 1.0 - noise[(batch + 2) % 6], exits, 8)
+        chooser.observe_exits(key, exits)
+    return chooser, key
+
+
+def _stream(chooser, key, exits):
+    for exit_step in exits:
+        chooser.observe_exits(key, torch.tensor([exit_step]))
+
+
+def test_a_choice_capped_at_full_is_revisited_with_the_exits_of_the_stream():
+    """Masking costs 0.05 + 0.15 per step run; the timed samples were mostly late exits, so
+    its gain did not show by the cap, but the stream's exits are mostly early ones."""
+
+    def mask(exit_step):
+        return 0.05 + 0.15 * exit_step
+
+    paired = [8, 1, 8, 8, 1, 8, 8, 1, 8, 8, 1, 8]  # paired saving: mean 0.1, spread 0.5
+    chooser, key = _capped_at_full(paired, mask)
+    assert chooser.settled(key) and chooser.pick(key) == "full"
+    mean, error, dof = chooser.gain(key, "mask")
+    assert mean == pytest.approx(0.1, abs=0.02) and dof == 10
+    _stream(chooser, key, [1, 1, 1, 8] * 3)  # 24 batches counted: not a revisit yet
+    assert chooser.pick(key) == "full"
+    _stream(chooser, key, [1, 1, 1, 8] * 2)  # the 32nd: revisited
+    mean, error, dof = chooser.gain(key, "mask")
+    stream_mean = (sum(paired) + 5 * (1 + 1 + 1 + 8)) / 32
+    assert mean == pytest.approx(1.0 - mask(stream_mean), abs=0.03)
+    assert mean > 3 * error
+    assert chooser.pick(key) == "mask"
+    assert chooser.to_run(key) == ("mask",)
+
+
+def test_a_revisit_does_not_leave_full_for_a_stream_it_is_faster_on():
+    paired = [8, 1, 8, 8, 1, 8, 8, 1, 8, 8, 1, 8]
+    chooser, key = _capped_at_full(paired, lambda e: 0.05 + 0.15 * e)
+    _stream(chooser, key, [8] * 160)  # late exits: masking would lose
+    mean, error, _ = chooser.gain(key, "mask")
+    assert mean < 0
+    assert chooser.pick(key) == "full"
+
+
+def test_a_revisit_goes_back_to_full_when_the_stream_shows_the_choice_slower():
+    # the timed samples exited early (masking proven faster), the stream runs late
+    key = StrategyChooser.key(torch.device("cpu"), 1, False)
+    chooser = StrategyChooser(small_trials=6, candidates=("mask", "full"), warmup_runs=0)
+    for batch, exit_step in enumerate([1, 2, 1, 3, 1, 2, 1, 8]):
+        exits = torch.tensor([exit_step])
+        chooser.record(key, "mask", 0.05 + 0.15 * exit_step + 0.01 * (batch % 3), exits, 8)
+        chooser.record(key, "full", 1.0, exits, 8)
+        chooser.observe_exits(key, exits)
+        if chooser.settled(key):
+            break
+    assert chooser.pick(key) == "mask"
+    _stream(chooser, key, [8] * 200)
+    assert chooser.pick(key) == "full"
+
+
+def test_every_streamed_sample_counts_its_exit_for_the_revisits():
+    snn = MODELS["converted"]()
+    rule = make_rule("topk", snn)
+    x = inputs(3, 40)
+    engine = AnytimeClassifier(snn, rule, T, count_ops=False)
+    engine.chooser.small_trials = engine.chooser.max_small_trials = 3
+    steps = torch.cat([engine.run(x[i : i + 1]).exit_steps for i in range(40)])
+    key = StrategyChooser.key(torch.device("cpu"), 1, False)
+    count, total, squares = engine.chooser._stream[key]
+    assert engine.chooser.settled(key)
+    assert count == 40  # explored or not, each sample once
+    assert total == pytest.approx(steps.double().sum().item())
+    assert squares == pytest.approx((steps.double() ** 2).sum().item())
+    batched = AnytimeClassifier(snn, rule, T, count_ops=False)
+    batched.run(x)  # a batch of 40 is not paired: nothing counted
+    assert batched.chooser._stream == {}
+
+
 def test_a_half_recorded_pair_does_not_settle_the_key():
     """``record`` asks whether the key has settled between the two halves of a pair: the
     test must compare the pairs batch by batch, not the latest time of each."""

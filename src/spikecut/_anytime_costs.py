@@ -79,7 +79,11 @@ class StrategyChooser:
     loses) needs many samples to show, either way: with six, a few late exits in a row made
     ``full`` look proven for networks that masking ran 2× faster, in half the batch-1 rows of
     a bench run. Hence ``small_trials`` = 16 pairs before any choice. After the cap the
-    fastest proven strategy, or ``full``, is kept.
+    fastest proven strategy, or ``full``, is taken. It is revisited every ``recheck_every``
+    batches from then on (:meth:`observe_exits`): every batch's exit is counted whichever
+    strategy ran it, and the paired timings, regressed on their exits, are read at the
+    stream's mean exit, so a gain hidden by the few timed samples' exits shows without
+    timing more of them.
 
     While a key is being learned, every network call's time (:meth:`observe_call`) and
     every batch's exit steps are kept, and :meth:`plan` turns them into the chunks of the
@@ -122,6 +126,8 @@ class StrategyChooser:
         self._exit_batches: dict[tuple, int] = {}  # batches whose exits were counted
         self._settled: set[tuple] = set()  # keys whose choice is made (kept for good)
         self._explored: dict[tuple, int] = {}  # paired batches handed out, for the order
+        self._paired_exits: dict[tuple, dict[str, list[float]]] = {}  # each pair's mean exit
+        self._stream: dict[tuple, list[float]] = {}  # n, Σe, Σe² of every paired-key batch
 
     @staticmethod
     def key(device: torch.device, batch: int, frames: bool) -> tuple:
@@ -188,7 +194,7 @@ class StrategyChooser:
         saved = [b - o for b, o in zip(base[:n], other[:n], strict=True)]
         mean = sum(saved) / n
         spread = math.sqrt(sum((d - mean) ** 2 for d in saved) / (n - 1) / n)
-        return mean > student_t_ppf(self.confidence, n - 1) * spread
+        return mean > _t_quantile(self.confidence, n - 1) * spread
 
     def wants_record(self, key: tuple) -> bool:
         """Whether this run of ``key`` should be timed: every run until the key has settled,
@@ -280,6 +286,10 @@ class StrategyChooser:
             pairs = self._paired.setdefault(key, {}).setdefault(strategy, [])
             pairs.append(seconds_per_sample)
             del pairs[: -self.max_small_trials]
+            mean_exit = None if exits is None else float(exits.sum()) / exits.numel()
+            paired_exits = self._paired_exits.setdefault(key, {}).setdefault(strategy, [])
+            paired_exits.append(mean_exit)
+            del paired_exits[: -self.max_small_trials]
         self._choice.pop(key, None)
 
     def expected(self, key: tuple, strategy: str) -> float:
@@ -329,12 +339,96 @@ class StrategyChooser:
             self._settled.add(key)
         return done
 
+    def observe_exits(self, key: tuple, exits: torch.Tensor) -> None:
+        """Count a batch's mean exit step for a paired key, whichever strategy ran it, and
+        every ``recheck_every`` batches after the key settled revisit its choice
+        (:meth:`_revisit`): the paired timings are few, the exits of the stream many."""
+        if not self.paired(key):
+            return
+        exit_step = float(exits.sum()) / exits.numel()
+        stats = self._stream.setdefault(key, [0, 0.0, 0.0])
+        stats[0] += 1
+        stats[1] += exit_step
+        stats[2] += exit_step * exit_step
+        if key in self._settled and stats[0] % self.recheck_every == 0:
+            self._revisit(key)
+
+    def _revisit(self, key: tuple) -> None:
+        """Take the strategy that saves the most against ``full`` at the stream's mean exit
+        (:meth:`gain`) when that saving is beyond its error (one-sided at ``confidence``);
+        go back to ``full`` when the current choice is as surely slower than it.
+
+        The exploring cap ends on ``full`` when a gain that swings with the exit step has
+        not shown in 32 pairs (tet with RCS: masking at 0.82 of full T's time, kept as full
+        in one stream order of eight). The timings, regressed on their exits, say what each
+        strategy costs at any exit; the stream's mean exit, over far more samples than were
+        timed, says where to read them. Where the truth is a loss the estimate converges to
+        it, so later looks do not add false switches beyond near-ties."""
+        if "full" not in self.candidates:
+            return
+        gains = {name: self.gain(key, name) for name in self.candidates if name != "full"}
+        proven = {
+            name: mean
+            for name, (mean, error, dof) in ((n, g) for n, g in gains.items() if g is not None)
+            if mean > _t_quantile(self.confidence, dof) * error
+        }
+        current = self._choice.get(key, "full")
+        if proven:
+            self._choice[key] = max(proven, key=proven.__getitem__)
+        elif current != "full" and gains.get(current) is not None:
+            mean, error, dof = gains[current]
+            if -mean > _t_quantile(self.confidence, dof) * error:
+                self._choice[key] = "full"
+
+    def gain(self, key: tuple, strategy: str) -> tuple[float, float, int] | None:
+        """Seconds per sample ``strategy`` saves against ``full`` at the mean exit of every
+        batch of a paired key counted so far, its standard error and degrees of freedom; or
+        ``None`` before four pairs with their exits.
+
+        The paired savings ``d`` are regressed on the pairs' exits ``e`` (``d = a + b·e``),
+        read at the stream's mean exit ``ē``; the error adds the line's (residual noise)
+        and ``ē``'s own, ``b²·var(e)/N`` over the ``N`` batches counted."""
+        timings = self._paired.get(key, {})
+        base, other = timings.get("full", []), timings.get(strategy, [])
+        exits = self._paired_exits.get(key, {}).get("full", [])
+        n = min(len(base), len(other), len(exits))
+        stats = self._stream.get(key)
+        if n < 4 or stats is None or any(e is None for e in exits[:n]):
+            return None
+        es = exits[:n]
+        saved = [b - o for b, o in zip(base[:n], other[:n], strict=True)]
+        mean_e, mean_d = sum(es) / n, sum(saved) / n
+        sxx = sum((e - mean_e) ** 2 for e in es)
+        sxy = sum((e - mean_e) * (d - mean_d) for e, d in zip(es, saved, strict=True))
+        slope = sxy / sxx if sxx > 0 else 0.0
+        residual = sum(
+            (d - mean_d - slope * (e - mean_e)) ** 2 for e, d in zip(es, saved, strict=True)
+        ) / (n - 2)
+        count, total, squares = stats
+        stream_mean = total / count
+        stream_var = max(0.0, squares - count * stream_mean**2) / max(count - 1, 1)
+        shift = stream_mean - mean_e
+        variance = residual * (1.0 / n + (shift * shift / sxx if sxx > 0 else 0.0))
+        variance += slope * slope * stream_var / count
+        return mean_d + slope * shift, math.sqrt(variance), n - 2
+
     def table(self) -> dict[str, dict[str, float]]:
         """Expected seconds per sample of every strategy timed, by key (for reports)."""
         return {
             str(key): {name: self.expected(key, name) for name, times in seen.items() if times}
             for key, seen in self._unit.items()
         }
+
+
+_T_QUANTILES: dict[tuple[float, int], float] = {}
+
+
+def _t_quantile(confidence: float, dof: int) -> float:
+    """Student's t quantile, kept (the bisection is a revisit's main cost)."""
+    key = (confidence, dof)
+    if key not in _T_QUANTILES:
+        _T_QUANTILES[key] = student_t_ppf(confidence, dof)
+    return _T_QUANTILES[key]
 
 
 def _work(

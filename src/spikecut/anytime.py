@@ -475,6 +475,8 @@ class AnytimeClassifier:
                 chooser.record(key, strategy, seconds, answer.exit_steps, self.T)
             elif learning:  # an explicit strategy still teaches the planner the exits
                 chooser.record_exits(key, answer.exit_steps, self.T)
+        if auto:  # a batch of one or two: its exits weigh the paired timings (revisits)
+            chooser.observe_exits(key, result.exit_steps)
         if clock is not None:  # every path has refused non-finite logits (_require_finite)
             clock.lap("other")
         return result
