@@ -209,6 +209,9 @@ NEURON_CASES = [
     dict(threshold=1.0, leak=1.0, reset="hard", v_init=0.2, amplitude=1.0, surrogate=Sigmoid()),
     dict(threshold=0.7, leak=0.5, reset="soft", v_init=0.35, amplitude=0.7, surrogate=ArcTan()),
     dict(threshold=1.3, leak=1.0, reset="soft", v_init=0.65, amplitude=1.3, surrogate=Triangle()),
+    # a leak whose product is inexact (two operations) and another power of two (one)
+    dict(threshold=1.0, leak=0.7, reset="hard", v_init=0.1, amplitude=1.0, surrogate=Triangle()),
+    dict(threshold=0.8, leak=0.25, reset="soft", v_init=0.0, amplitude=1.0, surrogate=Sigmoid()),
 ]
 
 

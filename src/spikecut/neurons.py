@@ -406,6 +406,19 @@ def _lif_loop(
     return v
 
 
+def _integrate(v: Tensor, x_t: Tensor, leak: float, out: Tensor) -> None:
+    """``u = v·λ + I`` into ``out`` (which may be ``v``): in one pass where ``λ·v`` is exact
+    (λ = 1, or a power of two such as the usual 0.5), so that adding ``λ·v`` inside the
+    addition rounds as the definition's two operations do; in two otherwise."""
+    if leak == 1.0:
+        torch.add(v, x_t, out=out)
+    elif math.frexp(leak)[0] == 0.5:  # λ = 2^k: λ·v is exact
+        torch.add(x_t, v, alpha=leak, out=out)
+    else:
+        torch.mul(v, leak, out=out)
+        out.add_(x_t)
+
+
 def _lif_step(
     v: Tensor,
     x_t: Tensor,
@@ -424,11 +437,7 @@ def _lif_step(
     if spikes_in_place and spikes is None:
         # inference: u(t) is built in target and the spikes go straight into u, so the
         # spike test runs once (four passes over the state instead of five)
-        if leak == 1.0:
-            torch.add(v, x_t, out=target)
-        else:
-            torch.mul(v, leak, out=target)
-            target.add_(x_t)
+        _integrate(v, x_t, leak, target)
         torch.gt(target, threshold, out=u)
         if soft:
             target.add_(u, alpha=-threshold)  # u − θ·s: the operands and order below
@@ -437,11 +446,7 @@ def _lif_step(
         if amplitude != 1.0:
             u.mul_(amplitude)
         return target
-    if leak == 1.0:
-        torch.add(v, x_t, out=u)
-    else:
-        torch.mul(v, leak, out=u)
-        u.add_(x_t)
+    _integrate(v, x_t, leak, u)
     # The new membrane is written over the old one (no longer needed) or into v_out[t];
     # the spike test is computed into that same buffer, so no temporary is allocated.
     if spikes is not None:
