@@ -65,3 +65,31 @@ def test_channels_last_weights_compute_the_same_function():
     other = nn.Sequential(nn.Conv2d(3, 8, 3))
     prepare_for_training(other, "meta")  # not the CPU: nothing changes
     assert other[0].weight.is_contiguous()
+
+
+def test_the_gradient_through_a_flatten_comes_back_channels_last():
+    """Flattening a channels-last map copies it to NCHW; without the flatten's hook its
+    gradient came back NCHW and the pooling before it converted both ways."""
+    torch.manual_seed(0)
+
+    def net():
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8 * 9, 2)
+        )
+
+    plain, fast = net(), net()
+    fast.load_state_dict(plain.state_dict())
+    channels_last_convolutions(fast)
+    channels_last_convolutions(fast)  # applied twice: one hook
+    assert len(fast[2]._forward_pre_hooks) == 1
+    x = torch.randn(4, 3, 6, 6)
+    seen = []
+    pooled = fast[1](fast[0](x))
+    pooled.register_hook(seen.append)
+    fast[3](fast[2](pooled)).square().sum().backward()
+    plain(x).square().sum().backward()
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    for a, b in zip(fast.parameters(), plain.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5)
+    with torch.no_grad():  # no gradient, no hook's function: the flatten's own output
+        assert torch.allclose(fast(x), plain(x), atol=1e-6)

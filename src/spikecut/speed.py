@@ -111,11 +111,47 @@ def channels_last_convolutions(model: nn.Module) -> nn.Module:
             module.to(memory_format=torch.channels_last)
             if module.in_channels == 1 and _to_channels_last not in module._forward_hooks.values():
                 module.register_forward_hook(_to_channels_last)
+        elif isinstance(module, nn.Flatten) and (
+            _gradient_channels_last not in module._forward_pre_hooks.values()
+        ):
+            module.register_forward_pre_hook(_gradient_channels_last)
     return model
 
 
 def _to_channels_last(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
     return output.contiguous(memory_format=torch.channels_last) if output.dim() == 4 else output
+
+
+class _ChannelsLastGradient(torch.autograd.Function):
+    """Identity whose backward lays the gradient out channels-last.
+
+    Flattening a channels-last map copies it to NCHW, so the gradient that comes back through
+    the flatten is NCHW; the pooling before it, whose input is channels-last, then converted
+    both ways: its backward took 23 ms instead of 2.9 ms on [512, 64, 14, 14] (the conv28
+    bench network's second pooling; 5.0 ms with this conversion)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous(memory_format=torch.channels_last)
+
+
+def _gradient_channels_last(_module: nn.Module, args: tuple) -> tuple | None:
+    """Forward pre-hook of a flatten: a channels-last input's gradient comes back so."""
+    x = args[0] if args else None
+    if (
+        isinstance(x, torch.Tensor)
+        and x.requires_grad
+        and torch.is_grad_enabled()
+        and x.dim() == 4
+        and not x.is_contiguous()  # where both layouts are one (C = 1 or 1×1 maps), nothing
+        and x.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return (_ChannelsLastGradient.apply(x), *args[1:])
+    return None
 
 
 def prepare_for_training(model: nn.Module, device: torch.device | str) -> nn.Module:
