@@ -345,7 +345,8 @@ class StrategyChooser:
         (:meth:`_revisit`): the paired timings are few, the exits of the stream many."""
         if not self.paired(key):
             return
-        exit_step = float(exits.sum()) / exits.numel()
+        steps = exits.tolist()  # one or two values: no tensor operation per sample
+        exit_step = sum(steps) / len(steps)
         stats = self._stream.setdefault(key, [0, 0.0, 0.0])
         stats[0] += 1
         stats[1] += exit_step
