@@ -232,6 +232,13 @@ def test_inference_path_is_bit_identical_to_the_definition(case):
     assert torch.equal(out, expected)
     assert torch.equal(neuron.v, v_last)
     assert 0 < out.count_nonzero() < out.numel()  # the case exercises spikes and silence
+    # one step per call (a network streamed step by step), the first from the constant v_init
+    neuron.reset()
+    neuron.folded_steps = 1
+    with torch.no_grad():
+        stepped = torch.stack([neuron(x_t) for x_t in x])
+    assert torch.equal(stepped, expected)
+    assert torch.equal(neuron.v, v_last)
 
 
 @pytest.mark.parametrize("case", NEURON_CASES)

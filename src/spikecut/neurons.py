@@ -17,6 +17,7 @@ one step at a time gives identical outputs.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -273,12 +274,14 @@ class LIF(TemporalModule):
         the recurrence of :func:`_lif_loop` without its sequence views, output buffer and
         reshapes, which were half of a small layer's step."""
         v = self.v
-        if v is None:
-            v = torch.full_like(x, self.v_init)
+        if v is None:  # the first step starts from the constant v_init: no state to fill
+            v, target = float(self.v_init), torch.empty_like(x)
         elif v.shape != x.shape:
             self._initial_state(x)  # raises: the state belongs to another batch
         elif not self.state_private:
             v = v.clone()  # a state carried from an earlier call may be held by the caller
+        if not isinstance(v, float):
+            target = v
         u = torch.empty_like(x)
         self.__dict__["v"] = _lif_step(
             v,
@@ -287,7 +290,7 @@ class LIF(TemporalModule):
             self.leak,
             self.threshold,
             self.reset_mode == "soft",
-            v,
+            target,
             spikes_in_place=True,
             amplitude=self.amplitude,
         )
@@ -311,6 +314,12 @@ class LIF(TemporalModule):
         backward in training, and the per-step autograd loop when membranes are recorded
         in training (RCS-SNN differentiates through the recorded membranes).
         """
+        if self.v is None and not (torch.is_grad_enabled() and seq.requires_grad):
+            # no state yet and no gradient: the first step starts from the constant v_init
+            if not torch.is_grad_enabled():
+                return self._run_inference(seq, None)
+            with torch.no_grad():
+                return self._run_inference(seq, None)
         v = self._initial_state(seq[0])
         needs_grad = torch.is_grad_enabled() and (seq.requires_grad or v.requires_grad)
         if needs_grad and self.membrane_record is not None:
@@ -326,17 +335,22 @@ class LIF(TemporalModule):
         with torch.no_grad():
             return self._run_inference(seq, v)
 
-    def _run_inference(self, seq: Tensor, v: Tensor) -> Tensor:
+    def _run_inference(self, seq: Tensor, v: Tensor | None) -> Tensor:
         """Graph-free recurrence: each step's membrane ``u(t)`` is written into the output
-        buffer and turned into that step's spikes in place."""
+        buffer and turned into that step's spikes in place. Without a state (``v`` None)
+        the first step starts from the constant ``v_init`` (a pass over the state saved)."""
         out = torch.empty_like(seq)
         record = self.membrane_record
         membranes = torch.empty_like(seq) if record is not None else None
+        if v is None:
+            initial, v = float(self.v_init), torch.empty_like(seq[0])
+        else:  # a state carried from an earlier call may be held by the caller: copy it
+            initial = None
+            v = v if v is not self.v or self.state_private else v.clone()
         # the plain attribute set directly: nn.Module.__setattr__ costs per streamed step
         self.__dict__["v"] = _lif_loop(
             seq,
-            # a state carried from an earlier call may be held by the caller: copy it
-            v if v is not self.v or self.state_private else v.clone(),
+            v,
             self.leak,
             self.threshold,
             self.reset_mode == "soft",
@@ -344,6 +358,7 @@ class LIF(TemporalModule):
             membranes,
             spikes_in_place=True,
             amplitude=self.amplitude,
+            initial=initial,
         )
         if record is not None:
             record.extend(membranes.unbind(0))
@@ -378,6 +393,7 @@ def _lif_loop(
     spikes_in_place: bool = False,
     amplitude: float = 1.0,
     spikes_out: Tensor | None = None,
+    initial: float | None = None,
 ) -> Tensor:
     """Run the LIF recurrence without autograd, writing ``u(t)`` into ``u_out[t]``.
 
@@ -385,20 +401,22 @@ def _lif_loop(
     given, each step's membrane after reset is written to ``v_out[t]``. With
     ``spikes_in_place`` each ``u_out[t]`` becomes that step's output ``amplitude·s(t)`` as
     soon as the step is done (while it is still in cache); otherwise ``spikes_out[t]``, when
-    given, receives ``s(t)``. Returns the final membrane. The
+    given, receives ``s(t)``. With ``initial``, the membrane before the first step is that
+    constant and ``v`` only a buffer (its values unread). Returns the final membrane. The
     arithmetic is that of the per-step definition, operation for operation (``v·λ + I``,
     ``u − θ·s``, ``u·(1 − s)``; in place of the last, ``u − u·s`` when the spikes are
     written in place, equal since ``u·s`` is exact), so the results are bit-identical to it.
     """
+    state = v
     for t in range(seq.shape[0]):
         v = _lif_step(
-            v,
+            initial if t == 0 and initial is not None else v,
             seq[t],
             u_out[t],
             leak,
             threshold,
             soft,
-            v if v_out is None else v_out[t],
+            state if v_out is None else v_out[t],
             spikes_in_place=spikes_in_place,
             amplitude=amplitude,
             spikes=None if spikes_out is None else spikes_out[t],
@@ -406,11 +424,14 @@ def _lif_loop(
     return v
 
 
-def _integrate(v: Tensor, x_t: Tensor, leak: float, out: Tensor) -> None:
+def _integrate(v: Tensor | float, x_t: Tensor, leak: float, out: Tensor) -> None:
     """``u = v·λ + I`` into ``out`` (which may be ``v``): in one pass where ``λ·v`` is exact
     (λ = 1, or a power of two such as the usual 0.5), so that adding ``λ·v`` inside the
-    addition rounds as the definition's two operations do; in two otherwise."""
-    if leak == 1.0:
+    addition rounds as the definition's two operations do; in two otherwise. A float ``v``
+    is the constant initial membrane: ``I + fl(v·λ)``, the same numbers in one pass."""
+    if isinstance(v, float):
+        torch.add(x_t, _initial_drive(v, leak, x_t.dtype), out=out)
+    elif leak == 1.0:
         torch.add(v, x_t, out=out)
     elif math.frexp(leak)[0] == 0.5:  # λ = 2^k: λ·v is exact
         torch.add(x_t, v, alpha=leak, out=out)
@@ -419,8 +440,15 @@ def _integrate(v: Tensor, x_t: Tensor, leak: float, out: Tensor) -> None:
         out.add_(x_t)
 
 
+@functools.lru_cache(maxsize=256)
+def _initial_drive(v_init: float, leak: float, dtype: torch.dtype) -> float:
+    """``v_init·λ`` rounded as a state of ``dtype`` filled with ``v_init`` computes it."""
+    v = torch.full((), v_init, dtype=dtype)
+    return float(v if leak == 1.0 else v * leak)
+
+
 def _lif_step(
-    v: Tensor,
+    v: Tensor | float,
     x_t: Tensor,
     u: Tensor,
     leak: float,
