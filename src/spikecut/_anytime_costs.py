@@ -23,6 +23,7 @@ per-step outputs), so the choice changes only the time.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -126,7 +127,7 @@ class StrategyChooser:
         self._exit_batches: dict[tuple, int] = {}  # batches whose exits were counted
         self._settled: set[tuple] = set()  # keys whose choice is made (kept for good)
         self._explored: dict[tuple, int] = {}  # paired batches handed out, for the order
-        self._paired_exits: dict[tuple, dict[str, list[float]]] = {}  # each pair's mean exit
+        self._paired_exits: dict[tuple, list[float | None]] = {}  # full's pairs' mean exits
         self._stream: dict[tuple, list[float]] = {}  # n, Σe, Σe² of every paired-key batch
 
     @staticmethod
@@ -286,10 +287,10 @@ class StrategyChooser:
             pairs = self._paired.setdefault(key, {}).setdefault(strategy, [])
             pairs.append(seconds_per_sample)
             del pairs[: -self.max_small_trials]
-            mean_exit = None if exits is None else float(exits.sum()) / exits.numel()
-            paired_exits = self._paired_exits.setdefault(key, {}).setdefault(strategy, [])
-            paired_exits.append(mean_exit)
-            del paired_exits[: -self.max_small_trials]
+            if strategy == "full":  # the batch's exits, aligned with full's times (gain())
+                paired_exits = self._paired_exits.setdefault(key, [])
+                paired_exits.append(None if exits is None else _mean_exit(exits))
+                del paired_exits[: -self.max_small_trials]
         self._choice.pop(key, None)
 
     def expected(self, key: tuple, strategy: str) -> float:
@@ -345,8 +346,7 @@ class StrategyChooser:
         (:meth:`_revisit`): the paired timings are few, the exits of the stream many."""
         if not self.paired(key):
             return
-        steps = exits.tolist()  # one or two values: no tensor operation per sample
-        exit_step = sum(steps) / len(steps)
+        exit_step = _mean_exit(exits)
         stats = self._stream.setdefault(key, [0, 0.0, 0.0])
         stats[0] += 1
         stats[1] += exit_step
@@ -391,7 +391,7 @@ class StrategyChooser:
         and ``ē``'s own, ``b²·var(e)/N`` over the ``N`` batches counted."""
         timings = self._paired.get(key, {})
         base, other = timings.get("full", []), timings.get(strategy, [])
-        exits = self._paired_exits.get(key, {}).get("full", [])
+        exits = self._paired_exits.get(key, [])
         n = min(len(base), len(other), len(exits))
         stats = self._stream.get(key)
         if n < 4 or stats is None or any(e is None for e in exits[:n]):
@@ -421,15 +421,14 @@ class StrategyChooser:
         }
 
 
-_T_QUANTILES: dict[tuple[float, int], float] = {}
+_t_quantile = functools.lru_cache(maxsize=None)(student_t_ppf)
+"""Student's t quantile, kept (the bisection is a revisit's main cost)."""
 
 
-def _t_quantile(confidence: float, dof: int) -> float:
-    """Student's t quantile, kept (the bisection is a revisit's main cost)."""
-    key = (confidence, dof)
-    if key not in _T_QUANTILES:
-        _T_QUANTILES[key] = student_t_ppf(confidence, dof)
-    return _T_QUANTILES[key]
+def _mean_exit(exits: torch.Tensor) -> float:
+    """A paired batch's (one or two samples) mean exit step, read without tensor operations."""
+    steps = exits.tolist()
+    return sum(steps) / len(steps)
 
 
 def _work(

@@ -276,11 +276,11 @@ class LIF(TemporalModule):
         v = self.v
         if v is None:  # the first step starts from the constant v_init: no state to fill
             v, target = float(self.v_init), torch.empty_like(x)
-        elif v.shape != x.shape:
-            self._initial_state(x)  # raises: the state belongs to another batch
-        elif not self.state_private:
-            v = v.clone()  # a state carried from an earlier call may be held by the caller
-        if not isinstance(v, float):
+        else:
+            if v.shape != x.shape:
+                self._initial_state(x)  # raises: the state belongs to another batch
+            if not self.state_private:
+                v = v.clone()  # a state carried from an earlier call may be held by the caller
             target = v
         u = torch.empty_like(x)
         self.__dict__["v"] = _lif_step(
@@ -314,14 +314,13 @@ class LIF(TemporalModule):
         backward in training, and the per-step autograd loop when membranes are recorded
         in training (RCS-SNN differentiates through the recorded membranes).
         """
-        if self.v is None and not (torch.is_grad_enabled() and seq.requires_grad):
-            # no state yet and no gradient: the first step starts from the constant v_init
-            if not torch.is_grad_enabled():
-                return self._run_inference(seq, None)
-            with torch.no_grad():
-                return self._run_inference(seq, None)
-        v = self._initial_state(seq[0])
-        needs_grad = torch.is_grad_enabled() and (seq.requires_grad or v.requires_grad)
+        # without a state yet, inference starts from the constant v_init (v None)
+        v = None if self.v is None else self._initial_state(seq[0])
+        needs_grad = torch.is_grad_enabled() and (
+            seq.requires_grad or (v is not None and v.requires_grad)
+        )
+        if needs_grad and v is None:
+            v = self._initial_state(seq[0])
         if needs_grad and self.membrane_record is not None:
             return self._run_autograd(seq, v)
         if needs_grad:
