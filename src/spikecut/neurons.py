@@ -103,7 +103,8 @@ class Triangle(Surrogate):
     def slope(self, u: Tensor, threshold: float, out: Tensor) -> Tensor:
         torch.sub(u, threshold, out=out).abs_()
         torch.sub(out.new_full((), self.gamma), out, out=out)  # γ − |x|, as derivative()
-        return out.clamp_min_(0.0).div_(self.gamma * self.gamma)
+        out.clamp_min_(0.0)
+        return out if self.gamma == 1.0 else out.div_(self.gamma * self.gamma)  # x/1 = x
 
 
 class Sigmoid(Surrogate):
@@ -135,7 +136,11 @@ class ArcTan(Surrogate):
         return (self.alpha / 2.0) / (1.0 + (math.pi / 2.0 * self.alpha * x) ** 2)
 
     def slope(self, u: Tensor, threshold: float, out: Tensor) -> Tensor:
-        torch.sub(u, threshold, out=out).mul_(math.pi / 2.0 * self.alpha).square_().add_(1.0)
+        # three passes: x, then 1 + (π/2·α)²·x·x, then (α/2) / that (rounded as x·x times
+        # the squared constant rather than the square of the scaled x: equal to ~1 ulp)
+        torch.sub(u, threshold, out=out)
+        one = out.new_ones(())
+        torch.addcmul(one, out, out, value=(math.pi / 2.0 * self.alpha) ** 2, out=out)
         return torch.div(out.new_full((), self.alpha / 2.0), out, out=out)
 
 
@@ -319,13 +324,16 @@ class LIF(TemporalModule):
         needs_grad = torch.is_grad_enabled() and (
             seq.requires_grad or (v is not None and v.requires_grad)
         )
-        if needs_grad and v is None:
-            v = self._initial_state(seq[0])
         if needs_grad and self.membrane_record is not None:
-            return self._run_autograd(seq, v)
-        if needs_grad:
+            return self._run_autograd(seq, self._initial_state(seq[0]) if v is None else v)
+        if needs_grad:  # without a state, from the constant v_init (no state filled, copied)
             out, v = _LIFSequence.apply(
-                seq, v, self.leak, self.threshold, self.reset_mode == "soft", self.surrogate
+                seq,
+                self.v_init if v is None else v,
+                self.leak,
+                self.threshold,
+                self.reset_mode == "soft",
+                self.surrogate,
             )
             self.v = v
             return out * self.amplitude if self.amplitude != 1.0 else out
@@ -513,8 +521,19 @@ class _LIFSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, seq, v0, leak, threshold, soft, surrogate):
+        """``v0``: the membrane before the first step, a tensor or the constant v_init."""
         u_all, spikes = torch.empty_like(seq), torch.empty_like(seq)
-        v = _lif_loop(seq, v0.clone(), leak, threshold, soft, u_all, spikes_out=spikes)
+        constant = isinstance(v0, float)
+        v = _lif_loop(
+            seq,
+            torch.empty_like(seq[0]) if constant else v0.clone(),
+            leak,
+            threshold,
+            soft,
+            u_all,
+            spikes_out=spikes,
+            initial=v0 if constant else None,
+        )
         ctx.save_for_backward(u_all)
         ctx.leak, ctx.threshold, ctx.soft, ctx.surrogate = leak, threshold, soft, surrogate
         ctx.set_materialize_grads(False)
