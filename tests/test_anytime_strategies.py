@@ -9,6 +9,7 @@ from test_anytime import MODELS, RULE_NAMES, T, inputs, make_rule, offline
 
 from spikecut import anytime
 from spikecut._anytime_costs import STRATEGIES, CompactionCosts, StrategyChooser, plan_chunks
+from spikecut._anytime_graphs import EagerReplay
 from spikecut.anytime import AnytimeClassifier
 from spikecut.cutoff import exit_predictions
 
@@ -504,7 +505,7 @@ def test_one_step_criterion_equals_the_stacked_one(rule_name):
         assert not rule._criterion_at(cum[0], 1).any()
 
 
-@pytest.mark.parametrize("strategy", [*STRATEGIES, "auto"])
+@pytest.mark.parametrize("strategy", [*STRATEGIES, "graphed", "auto"])
 @pytest.mark.parametrize("batch", [1, 5])
 def test_non_finite_outputs_are_a_clear_error_on_every_path(strategy, batch):
     snn = MODELS["converted"]()
@@ -513,6 +514,7 @@ def test_non_finite_outputs_are_a_clear_error_on_every_path(strategy, batch):
     with torch.no_grad():
         last.bias[0] = float("nan")
     engine = AnytimeClassifier(snn, rule, T, count_ops=False, strategy=strategy)
+    engine._graph_backend = EagerReplay  # the graphed path replays its steps on the CPU
     with pytest.raises(ValueError, match="expected finite values, found"):
         engine.run(inputs(2, batch))
 

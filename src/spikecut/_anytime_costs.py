@@ -31,9 +31,19 @@ import torch
 
 from .stats import student_t_ppf
 
-__all__ = ["STRATEGIES", "CompactionCosts", "StrategyChooser", "now", "plan_chunks"]
+__all__ = [
+    "GRAPHED",
+    "STRATEGIES",
+    "CompactionCosts",
+    "StrategyChooser",
+    "now",
+    "plan_chunks",
+]
 
 STRATEGIES = ("compact", "mask", "full", "chunked")
+GRAPHED = "graphed"
+"""The masked step loop replayed from CUDA graphs (:mod:`spikecut._anytime_graphs`): a
+candidate on CUDA devices only."""
 
 
 def now(device: torch.device) -> float:
@@ -134,6 +144,12 @@ class StrategyChooser:
     def key(device: torch.device, batch: int, frames: bool) -> tuple:
         return (device.type, max(1, batch - 1).bit_length(), frames)
 
+    def candidates_for(self, key: tuple) -> tuple[str, ...]:
+        """The candidates for ``key``: ``graphed`` only on a CUDA device."""
+        if key[0] == "cuda":
+            return self.candidates
+        return tuple(name for name in self.candidates if name != GRAPHED)
+
     def trials_for(self, key: tuple) -> int:
         """Timings wanted per strategy for ``key`` (more for batches of 1 or 2)."""
         return self.small_trials if self.paired(key) else self.trials
@@ -146,10 +162,11 @@ class StrategyChooser:
     def to_run(self, key: tuple) -> tuple[str, ...]:
         """The strategies to run the next batch with: every candidate while a paired key is
         explored, else :meth:`pick`'s one."""
+        candidates = self.candidates_for(key)
         if self.paired(key) and not self.settled(key):
             turn = self._explored[key] = self._explored.get(key, -1) + 1
-            turn %= len(self.candidates)
-            return self.candidates[turn:] + self.candidates[:turn]
+            turn %= len(candidates)
+            return candidates[turn:] + candidates[:turn]
         return (self.pick(key),)
 
     def pick(self, key: tuple) -> str:
@@ -159,19 +176,20 @@ class StrategyChooser:
         choice = self._choice.get(key)
         if choice is not None:
             return choice
+        candidates = self.candidates_for(key)
         seen = self._unit.setdefault(key, {})
         runs = {
             name: len(seen.get(name, ())) + self._warmed.get((key, name), 0)
-            for name in self.candidates
+            for name in candidates
             if len(seen.get(name, ())) < self.trials_for(key)
         }
         if runs:
             # the fewest runs first; each round starts one candidate later, so that batches
             # that alternate (two per pass over a split) are not always met by the same ones
-            start = min(runs.values()) % len(self.candidates)
-            order = self.candidates[start:] + self.candidates[:start]
+            start = min(runs.values()) % len(candidates)
+            order = candidates[start:] + candidates[:start]
             return min(order, key=lambda name: runs.get(name, math.inf))
-        eligible = self.candidates
+        eligible = candidates
         if self.paired(key) and "full" in eligible:
             eligible = [name for name in eligible if name == "full" or self._beats_full(key, name)]
         choice = min(eligible, key=lambda name: self.expected(key, name))
@@ -325,13 +343,14 @@ class StrategyChooser:
             return True
         seen = self._unit.get(key, {})
         wanted = self.trials_for(key)
-        done = all(len(seen.get(name, ())) >= wanted for name in self.candidates)
-        if done and self.paired(key) and "full" in self.candidates:
+        candidates = self.candidates_for(key)
+        done = all(len(seen.get(name, ())) >= wanted for name in candidates)
+        if done and self.paired(key) and "full" in candidates:
             pairs = self._paired.get(key, {})
-            explored = min(len(pairs.get(name, ())) for name in self.candidates)
-            fastest = min(self.candidates, key=lambda name: self.expected(key, name))
+            explored = min(len(pairs.get(name, ())) for name in candidates)
+            fastest = min(candidates, key=lambda name: self.expected(key, name))
             if fastest == "full":  # settled early only if full beat every other one too
-                others = [name for name in self.candidates if name != "full"]
+                others = [name for name in candidates if name != "full"]
                 proven = all(self._faster(key, "full", name) for name in others)
             else:
                 proven = self._beats_full(key, fastest)
@@ -365,9 +384,10 @@ class StrategyChooser:
         strategy costs at any exit; the stream's mean exit, over far more samples than were
         timed, says where to read them. Where the truth is a loss the estimate converges to
         it, so later looks do not add false switches beyond near-ties."""
-        if "full" not in self.candidates:
+        candidates = self.candidates_for(key)
+        if "full" not in candidates:
             return
-        gains = {name: self.gain(key, name) for name in self.candidates if name != "full"}
+        gains = {name: self.gain(key, name) for name in candidates if name != "full"}
         proven = {
             name: mean
             for name, (mean, error, dof) in ((n, g) for n, g in gains.items() if g is not None)
@@ -435,15 +455,17 @@ def _work(
     exits: torch.Tensor | None, T: int | None, plan: tuple[int, ...] | None = None
 ) -> dict[str, float]:
     """Steps each strategy spends on a batch with these exit steps (1 each without them);
-    ``chunked`` runs each sample to the end of the chunk its exit falls in."""
+    ``chunked`` runs each sample to the end of the chunk its exit falls in; ``mask`` and
+    ``graphed`` run every row until the last one exits."""
     if exits is None or T is None or exits.numel() == 0:
-        return dict.fromkeys(STRATEGIES, 1.0)
+        return dict.fromkeys((*STRATEGIES, GRAPHED), 1.0)
     exits = exits.detach().float()
     mean = float(exits.mean())
     chunked = mean
     if plan is not None and sum(plan) == T and max(plan) > 1:
         chunked = float(_chunk_ends(plan, exits).mean())
-    return {"compact": mean, "mask": float(exits.max()), "full": float(T), "chunked": chunked}
+    last = float(exits.max())
+    return {"compact": mean, "mask": last, "full": float(T), "chunked": chunked, GRAPHED: last}
 
 
 def _chunk_ends(plan: tuple[int, ...], steps: torch.Tensor) -> torch.Tensor:

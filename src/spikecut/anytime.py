@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from array import array
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,7 +48,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ._anytime_costs import STRATEGIES, CompactionCosts, StrategyChooser, now
+from ._anytime_costs import GRAPHED, STRATEGIES, CompactionCosts, StrategyChooser, now
+from ._anytime_graphs import CudaGraphBackend, StepGraphs, bucket
 from ._deprecation import warn_deprecated
 from .cutoff import ExitRule
 from .layout import to_time_major
@@ -68,6 +70,10 @@ __all__ = [
 _PLAN_BATCHES = 16
 """Batches of each size an explicitly chunked engine learns its plan from (calls timed,
 exits counted); after them the plan stays and the run carries no bookkeeping."""
+
+_GRAPH_SETS = 8
+"""Step-graph sets kept per engine (one per padded batch size and input shape); the oldest
+goes when a new one is captured (each holds its own device memory)."""
 
 _NUMPY_BATCH = 16
 """Batches up to this size decide the rule in NumPy on the CPU (``_numpy_rule``)."""
@@ -376,7 +382,10 @@ class AnytimeClassifier:
             call, then the rule offline (not with ``count_ops``); ``"chunked"``: several
             steps per call, in the chunks planned from the measured call cost and the exits
             seen (:func:`spikecut._anytime_costs.plan_chunks`; not with ``count_ops``);
-            ``"auto"`` (default): times the candidates on the first batches of each size
+            ``"graphed"``: the masked step loop replayed from CUDA graphs captured per
+            padded batch size (:mod:`spikecut._anytime_graphs`; CUDA only, elsewhere the
+            masked loop runs; not with ``count_ops``); ``"auto"`` (default): times the
+            candidates (``graphed`` on CUDA devices only) on the first batches of each size
             and device and keeps the fastest
             (:class:`spikecut._anytime_costs.StrategyChooser`).
     """
@@ -394,11 +403,12 @@ class AnytimeClassifier:
             raise TypeError(f"rule: expected a spikecut.cutoff.ExitRule, got {type(rule).__name__}")
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"T: expected an integer >= 1, got {T!r}")
-        if strategy not in ("auto", *STRATEGIES):
+        if strategy not in ("auto", *STRATEGIES, GRAPHED):
             raise ValueError(
-                f"strategy: expected 'auto' or one of {', '.join(STRATEGIES)}, got {strategy!r}"
+                f"strategy: expected 'auto' or one of {', '.join((*STRATEGIES, GRAPHED))}, "
+                f"got {strategy!r}"
             )
-        if strategy in ("full", "chunked") and count_ops:
+        if strategy in ("full", "chunked", GRAPHED) and count_ops:
             raise ValueError(
                 f"strategy {strategy!r} does not count operations; use count_ops=False"
             )
@@ -408,9 +418,18 @@ class AnytimeClassifier:
         self.T = T
         self.count_ops = count_ops
         self.strategy = strategy
-        # counting operations per sample needs one step per call
-        candidates = tuple(s for s in STRATEGIES if not (count_ops and s in ("full", "chunked")))
+        # counting operations per sample needs one step per call, outside any graph
+        candidates = tuple(
+            s
+            for s in (*STRATEGIES, GRAPHED)
+            if not (count_ops and s in ("full", "chunked", GRAPHED))
+        )
         self.chooser = StrategyChooser(candidates=candidates)
+        # the step graphs per (padded batch, input, device); a backend other than CUDA's
+        # (spikecut._anytime_graphs.EagerReplay) lets the tests run them on the CPU
+        self._graphs: dict[tuple, StepGraphs] = {}
+        self._graph_backend: type | None = None
+        self._graph_failures: dict[tuple, str] = {}
         self._costs: dict[tuple[str, bool], CompactionCosts] = {}
         # id(snn), temporal, neurons, the body's temporal, (module, name) of a parameter
         self._modules: tuple | None = None
@@ -700,6 +719,75 @@ class AnytimeClassifier:
             if stop:
                 break
         return _result(logits, exit_steps, tally)
+
+    def _run_graphed(
+        self, snn, x, frames, batch, device, counter, clock, observe=None
+    ) -> AnytimeResult:
+        """The masked step loop replayed from CUDA graphs (:mod:`spikecut._anytime_graphs`):
+        one launch and one host sync per step. Where graphs cannot serve (no CUDA device and
+        no test backend, a rule that overrides ``fires``, a capture that failed) the masked
+        loop itself runs: the same answers, by construction."""
+        graphs = self._step_graphs(snn, x, frames, batch, device)
+        if graphs is None:
+            return self._run_mask(snn, x, frames, batch, device, counter, clock, observe)
+        exit_steps, logits = graphs.run(x, batch)
+        if clock is not None:
+            clock.lap("network")
+        return _result(logits, exit_steps, None)
+
+    def _step_graphs(self, snn, x, frames, batch, device) -> StepGraphs | None:
+        """The step graphs for this batch's bucket, captured on first use and kept."""
+        backend = self._graph_backend
+        if backend is None and device.type == "cuda":
+            backend = CudaGraphBackend
+        if backend is None or type(self.rule).fires is not ExitRule.fires:
+            return None
+        rows = bucket(batch)
+        sample_shape = tuple(x.shape[2:] if frames else x.shape[1:])
+        parameters = tuple(p.data_ptr() for p in snn.parameters())
+        key = (rows, sample_shape, x.dtype, device, frames)
+        if key in self._graph_failures:
+            return None
+        graphs = self._graphs.get(key)
+        if graphs is not None and graphs.parameters == parameters:
+            return graphs
+        temporal = self._temporal_modules(snn)[0]
+        example = x[:, :1] if frames else x[:1]
+        try:
+            graphs = StepGraphs(
+                snn,
+                temporal,
+                self._graph_criterion(device),
+                self.T,
+                rows,
+                example,
+                frames,
+                backend(temporal),
+            )
+        except Exception as err:  # noqa: BLE001 - a capture refused: the masked loop serves
+            self._graph_failures[key] = f"{type(err).__name__}: {err}"
+            warnings.warn(
+                f"spikecut: CUDA graphs could not capture this network's step ({err}); "
+                "the 'graphed' strategy runs the masked step loop instead",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return None
+        graphs.parameters = parameters
+        if len(self._graphs) >= _GRAPH_SETS:
+            self._graphs.pop(next(iter(self._graphs)))
+        self._graphs[key] = graphs
+        return graphs
+
+    def _graph_criterion(self, device: torch.device) -> Callable[[Tensor, int], Tensor]:
+        """The rule at step ``t`` without a host-to-device copy (which a capture refuses):
+        a rule's own ``_criterion_at`` (Top-K's compares with β as a number), else its
+        ``_criterion`` on a kept device tensor of step numbers. Identical decisions."""
+        rule = self.rule
+        if type(rule)._criterion_at is not ExitRule._criterion_at:
+            return rule._criterion_at
+        steps = self._arange(1, self.T + 1, device)
+        return lambda y, t: rule._criterion(y.unsqueeze(0), steps[t - 1 : t])[0]
 
     def _numpy_rule(self, device: torch.device, batch: int) -> bool:
         """Whether the rule is decided in NumPy: on the CPU, for a batch small enough that
