@@ -474,6 +474,12 @@ def _lif_step(
         # spike test runs once (four passes over the state instead of five)
         _integrate(v, x_t, leak, target)
         torch.gt(target, threshold, out=u)
+        if soft and amplitude == threshold:
+            # a converted net's neuron: its output θ·s is also what the reset subtracts,
+            # so the reset reads the output (three passes over the state instead of four)
+            if amplitude != 1.0:
+                u.mul_(amplitude)
+            return target.sub_(u)  # u − θ·s, the operands and order below (θ·s exact)
         if soft:
             target.add_(u, alpha=-threshold)  # u − θ·s: the operands and order below
         else:  # u − u·s: equal to u·(1 − s) below, as u·s is exact for s ∈ {0, 1}
