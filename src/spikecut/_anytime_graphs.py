@@ -16,8 +16,9 @@ graphs are kept per (bucket, input shape, dtype, frames) and captured again when
 network's parameters were replaced (not when they were updated in place: the graphs read
 them where they are).
 
-A graph backend is ``backend(pool) -> recorder`` with ``recorder.capture(fn)`` (records
-``fn``'s work) and ``recorder.replay()``. :class:`CudaGraphBackend` is the real one.
+A graph backend is built for a network's time-aware modules, ``backend(modules)``, and
+makes one recorder per step, ``backend() -> recorder``, with ``recorder.capture(fn)``
+(records ``fn``'s work) and ``recorder.replay()``. :class:`CudaGraphBackend` is the real one.
 :class:`EagerReplay` is a CPU stand-in for the tests: it runs ``fn`` again on replay, after
 putting back the state references ``fn`` found at capture and moving the state it leaves
 into the tensors the capture left, which is what replaying a captured graph amounts to.

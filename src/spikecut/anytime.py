@@ -75,6 +75,10 @@ _GRAPH_SETS = 8
 """Step-graph sets kept per engine (one per padded batch size and input shape); the oldest
 goes when a new one is captured (each holds its own device memory)."""
 
+_ALL_STRATEGIES = (*STRATEGIES, GRAPHED)
+_UNCOUNTED = ("full", "chunked", GRAPHED)
+"""Strategies that cannot count operations up to each sample's own exit."""
+
 _NUMPY_BATCH = 16
 """Batches up to this size decide the rule in NumPy on the CPU (``_numpy_rule``)."""
 
@@ -403,12 +407,12 @@ class AnytimeClassifier:
             raise TypeError(f"rule: expected a spikecut.cutoff.ExitRule, got {type(rule).__name__}")
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"T: expected an integer >= 1, got {T!r}")
-        if strategy not in ("auto", *STRATEGIES, GRAPHED):
+        if strategy not in ("auto", *_ALL_STRATEGIES):
             raise ValueError(
-                f"strategy: expected 'auto' or one of {', '.join((*STRATEGIES, GRAPHED))}, "
+                f"strategy: expected 'auto' or one of {', '.join(_ALL_STRATEGIES)}, "
                 f"got {strategy!r}"
             )
-        if strategy in ("full", "chunked", GRAPHED) and count_ops:
+        if strategy in _UNCOUNTED and count_ops:
             raise ValueError(
                 f"strategy {strategy!r} does not count operations; use count_ops=False"
             )
@@ -419,11 +423,7 @@ class AnytimeClassifier:
         self.count_ops = count_ops
         self.strategy = strategy
         # counting operations per sample needs one step per call, outside any graph
-        candidates = tuple(
-            s
-            for s in (*STRATEGIES, GRAPHED)
-            if not (count_ops and s in ("full", "chunked", GRAPHED))
-        )
+        candidates = tuple(s for s in _ALL_STRATEGIES if not (count_ops and s in _UNCOUNTED))
         self.chooser = StrategyChooser(candidates=candidates)
         # the step graphs per (padded batch, input, device); a backend other than CUDA's
         # (spikecut._anytime_graphs.EagerReplay) lets the tests run them on the CPU
@@ -744,10 +744,10 @@ class AnytimeClassifier:
             return None
         rows = bucket(batch)
         sample_shape = tuple(x.shape[2:] if frames else x.shape[1:])
-        parameters = tuple(p.data_ptr() for p in snn.parameters())
         key = (rows, sample_shape, x.dtype, device, frames)
         if key in self._graph_failures:
             return None
+        parameters = tuple(p.data_ptr() for p in snn.parameters())
         graphs = self._graphs.get(key)
         if graphs is not None and graphs.parameters == parameters:
             return graphs
