@@ -455,6 +455,12 @@ def test_measure_anytime_reports_speedups_from_the_engines_exits():
     )
     assert got["strategy"] in STRATEGIES
     assert got["step_cost_ratio"] > 0
+    assert got["oracle_seconds"] > 0
+    assert got["oracle_ratio"] == pytest.approx(
+        min(got["full_seconds"], got["stepwise_seconds"])
+        / got["oracle_seconds"]
+        / got["steps_speedup"]
+    )
     # one wall / steps per turn: with one turn, the best pass's
     assert got["ratio_turns"] == [pytest.approx(got["ratio"])]
     assert got["faster_turns"] == (got["ratio_turns"][0] * got["steps_speedup"] > 1.0)
@@ -480,7 +486,8 @@ def test_measure_anytime_pairs_the_turns_and_takes_the_best_of_each(monkeypatch)
     def fake_turns(calls, device, repeats, warmup):
         for call in calls:  # each variant runs once, so the outputs are there to compare
             call()
-        return turns
+        oracles = [[0.25, 0.125, 0.3]] + [[0.2, 0.2, 0.2]] * (len(calls) - 5)
+        return turns + oracles  # the exit oracle's passes come last
 
     monkeypatch.setattr(bench, "interleaved_seconds", fake_turns)
     snn = trained_snn()
@@ -492,6 +499,8 @@ def test_measure_anytime_pairs_the_turns_and_takes_the_best_of_each(monkeypatch)
     assert best == (0.6, 0.2, 0.5)
     assert got["wall_speedup"] == pytest.approx(0.5 / 0.2)  # the faster baseline's best
     assert got["step_cost_ratio"] == pytest.approx(0.1 / (0.6 / T))
+    assert got["oracle_seconds"] == 0.125  # the best pass of the best oracle
+    assert got["oracle_ratio"] == pytest.approx(0.5 / 0.125 / speedup)
     # turn by turn: min(0.8, 0.9) / 0.2, min(0.6, 0.5) / 0.3, min(0.9, 1.0) / 0.5
     expected = [4.0 / speedup, (0.5 / 0.3) / speedup, 1.8 / speedup]
     assert got["ratio_turns"] == pytest.approx(expected)
@@ -588,19 +597,22 @@ def test_compaction_keeps_a_channels_last_state_channels_last():
     assert torch.equal(lif.v, expected)
 
 
-def test_anytime_bench_table_shows_the_cost_of_one_step_alone():
+def test_anytime_bench_table_shows_one_step_alone_and_the_exit_oracle():
     from spikecut.bench.anytime import render_markdown
 
     row = dict(
         experiment="digits", run="alpha=0", batch_size=1, rule="topk", epsilon=0.0,
         steps_speedup=2.0, wall_speedup=0.9, ratio=0.45, stepwise_speedup=1.1,
-        agreement=1.0, strategy="full", device="cpu", step_cost_ratio=2.5,
+        agreement=1.0, strategy="full", device="cpu", step_cost_ratio=2.5, oracle_ratio=0.48,
     )  # fmt: skip
-    old = {k: v for k, v in row.items() if k != "step_cost_ratio"}  # a row from before it
-    lines = render_markdown([row, old]).splitlines()
-    assert "One step alone" in lines[0]
-    assert "| 0.45 | n/a | n/a | 1.10× | 2.50× | 100.00 | full |" in lines[2]
-    assert "| 0.45 | n/a | n/a | 1.10× | n/a | 100.00 | full |" in lines[3]
+    # rows from before the exit oracle, and before one step alone
+    old = {k: v for k, v in row.items() if k != "oracle_ratio"}
+    older = {k: v for k, v in old.items() if k != "step_cost_ratio"}
+    lines = render_markdown([row, old, older]).splitlines()
+    assert "| One step alone | Exit oracle |" in lines[0]
+    assert "| 0.45 | n/a | n/a | 1.10× | 2.50× | 0.48 | 100.00 | full |" in lines[2]
+    assert "| 0.45 | n/a | n/a | 1.10× | 2.50× | n/a | 100.00 | full |" in lines[3]
+    assert "| 0.45 | n/a | n/a | 1.10× | n/a | n/a | 100.00 | full |" in lines[4]
 
 
 def test_anytime_bench_table_shows_the_spread_over_turns():

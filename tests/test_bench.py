@@ -98,6 +98,7 @@ def test_runner_calls_the_anytime_driver_with_the_results_dirs(tmp_path, monkeyp
                     batch_size=500,
                     strategy="compact",
                     step_cost_ratio=2.5,
+                    oracle_ratio=0.97,
                     ratio_turns=[0.9, 0.7, 0.85],
                     faster_turns=2,
                     split=dict(network=0.6, rule=0.2, compaction=0.1, other=0.1, total=1.0),
@@ -120,7 +121,7 @@ def test_runner_calls_the_anytime_driver_with_the_results_dirs(tmp_path, monkeyp
     assert results["anytime"][0]["wall_speedup"] == 1.8
     assert (
         "| digits | alpha=0 | 500 | topk | 0 | 2.00× | 1.80× | 0.90 | 0.70–0.90 | 2/3 | 2.50× "
-        "| compact "
+        "| 0.97 | compact "
         "| 60% / 20% / 10% / 10% |" in (tmp_path / "r.md").read_text()
     )
 

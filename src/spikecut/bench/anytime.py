@@ -57,6 +57,7 @@ from ..cutoff import (
 from ..fusion import prepare_for_inference
 from ..neurons import reset
 from ..speed import keep_large_allocations
+from .oracle import exit_oracle
 from .timing import PhaseClock, interleaved_seconds
 
 __all__ = [
@@ -110,7 +111,10 @@ def measure_anytime(
     (fraction of samples whose anytime exit step and prediction equal the offline rule on
     the full-T outputs), ``strategy`` (the engine's choice for the first batch's size),
     ``step_cost_ratio`` (each batch's first step alone against a step of the full-T call,
-    its time ÷ T), ``split`` (:func:`time_split`, with ``profile``), ``samples``, ``batch_size``,
+    its time ÷ T), ``oracle_ratio`` (the wall / steps of the exit oracle,
+    :mod:`spikecut.bench.oracle`: the network alone on exactly the rows still running, one
+    step a call or in the engine's chunks, whichever was faster; ``oracle_seconds`` its
+    time), ``split`` (:func:`time_split`, with ``profile``), ``samples``, ``batch_size``,
     ``device``, ``repeats``. With
     ``prepare`` (the default) every variant runs the network as
     :func:`~spikecut.fusion.prepare_for_inference` returns it.
@@ -159,9 +163,12 @@ def measure_anytime(
         if all(engine.chooser.settled(k) for k in _keys(engine, batches, frames, device)):
             break
         early()
+    oracles = _oracles(snn, engine, batches, full, full_outputs, rule, T, frames, device)
     # taking turns, so that a load drifting over the run weighs on every variant alike
-    turns = interleaved_seconds([full, early, stepwise, first_step], device, repeats, warmup)
-    full_seconds, anytime_seconds, stepwise_seconds, step_seconds = (min(t) for t in turns)
+    calls = [full, early, stepwise, first_step, *oracles]
+    turns = interleaved_seconds(calls, device, repeats, warmup)
+    full_seconds, anytime_seconds, stepwise_seconds, step_seconds = (min(t) for t in turns[:4])
+    oracle_seconds = min(min(t) for t in turns[4:])
     split = None
     if profile:  # the step-by-step path: compacting, or for one sample the single-sample path
         path = "mask" if batch_size == 1 else "compact"
@@ -194,6 +201,10 @@ def measure_anytime(
         # one step alone against one step of the full-T call: a step-by-step run's wall /
         # steps is at most its inverse before any cost of the engine (chunks can do better)
         "step_cost_ratio": step_seconds / (full_seconds / T),
+        # the network alone on exactly the rows still running (bench.oracle): the wall /
+        # steps no engine calling the network in these shapes can pass on this machine
+        "oracle_ratio": min(full_seconds, stepwise_seconds) / oracle_seconds / steps_speedup,
+        "oracle_seconds": oracle_seconds,
         "full_speedup": full_seconds / anytime_seconds,
         "agreement": agreement,
         "strategy": _chosen(engine, batches, frames, device),
@@ -203,6 +214,24 @@ def measure_anytime(
         "device": str(device),
         "repeats": repeats,
     }
+
+
+def _oracles(snn, engine, batches, full, full_outputs, rule, T, frames, device) -> list:
+    """The exit-oracle passes (:mod:`spikecut.bench.oracle`) for the offline rule's exits:
+    one step a call, and, where the engine chose chunks for a batch's size, its chunks."""
+    full()  # untimed: the outputs whose offline exits the oracle is given
+    exits = [rule.exit_steps(out.float().cumsum(0)) for out in full_outputs]
+    schedules = []
+    for x in batches:
+        key = engine.chooser.key(device, x.shape[1 if frames else 0], frames)
+        chunked = engine.chooser.pick(key) == "chunked"
+        schedules.append(
+            engine.chooser.plan(key, T, x.shape[1 if frames else 0], False) if chunked else (1,) * T
+        )
+    oracles = [exit_oracle(snn, batches, exits, T, frames=frames)]
+    if any(schedule != (1,) * T for schedule in schedules):
+        oracles.append(exit_oracle(snn, batches, exits, T, frames=frames, schedules=schedules))
+    return oracles
 
 
 _SETTLE_PASSES = 20  # 4 strategies × (1 untimed + 3 timed) runs, at one batch per pass (digits)
@@ -410,18 +439,19 @@ def render_markdown(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
         "| Experiment | Run | Batch | Rule | ε | Steps speed-up | Wall-clock speed-up "
         "| Wall / steps | Per turn | Turns faster | vs stepwise full-T | One step alone "
-        "| Agreement % | Strategy | Device |",
+        "| Exit oracle | Agreement % | Strategy | Device |",
         "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | --- | --- |",
+        "| ---: | ---: | --- | --- |",
     ]
     for r in rows:
-        step = r.get("step_cost_ratio")
+        step, oracle = r.get("step_cost_ratio"), r.get("oracle_ratio")
         lines.append(
             f"| {r['experiment']} | {r['run']} | {r['batch_size']} | {r['rule']} | "
             f"{r['epsilon']:g} | {r['steps_speedup']:.2f}× | {r['wall_speedup']:.2f}× | "
             f"{r['ratio']:.2f} | {turn_range(r)} | {turns_faster(r)} | "
             f"{r['stepwise_speedup']:.2f}× | "
-            f"{'n/a' if step is None else f'{step:.2f}×'} | {100 * r['agreement']:.2f} | "
+            f"{'n/a' if step is None else f'{step:.2f}×'} | "
+            f"{'n/a' if oracle is None else f'{oracle:.2f}'} | {100 * r['agreement']:.2f} | "
             f"{r.get('strategy', '')} | {r['device']} |"
         )
     return "\n".join(lines) + "\n"

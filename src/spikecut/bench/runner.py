@@ -259,7 +259,12 @@ def render_markdown(results: dict) -> str:
             "profiled pass of the step-by-step path (compacting; at batch 1 the single-sample "
             "path). One step alone: a one-step call of the network against a step of the "
             "full-T call (its time ÷ T); a step-by-step run's wall / steps is at most its "
-            "inverse before any cost of the engine, and only chunks can beat that. Per turn: "
+            "inverse before any cost of the engine, and only chunks can beat that. Exit "
+            "oracle: the wall / steps of the network alone run on exactly the rows still "
+            "running (their exits known in advance: no rule, no compaction, no bookkeeping), "
+            "one step a call or in the engine's chunks, whichever was faster; what early exit "
+            "could deliver on this network and machine, set against what the engine "
+            "delivers. Per turn: "
             "the lowest and highest wall / steps when each of the interleaved turns' anytime "
             "pass is set against the same turn's full-T passes; turns faster: in how many of "
             "them the anytime pass was the faster (the machine's noise, made visible).",
@@ -278,6 +283,7 @@ def render_markdown(results: dict) -> str:
                 turn_range(r),
                 turns_faster(r),
                 _fmt(r.get("step_cost_ratio"), 2) + ("×" if r.get("step_cost_ratio") else ""),
+                _fmt(r.get("oracle_ratio"), 2),
                 r.get("strategy", ""),
                 _split(r.get("split")),
             ]
@@ -285,7 +291,7 @@ def render_markdown(results: dict) -> str:
         ]
         header = ["experiment", "run", "batch", "rule", "ε", "steps speed-up"]
         header += ["wall-clock speed-up", "wall / steps", "per turn", "turns faster"]
-        header += ["one step alone", "strategy"]
+        header += ["one step alone", "exit oracle", "strategy"]
         header += ["step path: network / rule / compaction / rest"]
         lines.append(markdown_table(header, rows, numeric_from=4))
     else:
