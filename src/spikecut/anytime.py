@@ -135,6 +135,28 @@ def compact(model: nn.Module, keep: Tensor) -> None:
 
 def _compact_modules(modules: list[TemporalModule], index: Tensor, rows: int | None) -> None:
     """:func:`compact` on an already collected module list (the engine's, walked once)."""
+
+    def keep(module: TemporalModule, name: str, value: Tensor) -> Tensor:
+        if rows is not None and value.shape[0] != rows:
+            raise ValueError(
+                f"keep: mask over {rows} rows, but {type(module).__name__}.{name} has "
+                f"{value.shape[0]} rows"
+            )
+        return _keep_rows(value, index.to(value.device))
+
+    _map_row_states(modules, index, keep)
+
+
+def _map_row_states(
+    modules: list[TemporalModule],
+    index: Tensor,
+    keep: Callable[[TemporalModule, str, Tensor], Tensor],
+) -> None:
+    """Replace every per-row state of ``modules`` (a tensor in a declared state attribute)
+    by ``keep(module, name, value)``, the rows ``index`` of it in their new order; a module
+    with its own ``compact_state(index)`` is handed ``index`` instead. The walk
+    :func:`compact` makes, with the taking of the rows left to ``keep`` (a copy there, a
+    view of a leading block in :mod:`spikecut.bench.oracle`)."""
     for module in modules:
         custom = getattr(module, "compact_state", None)
         if callable(custom):
@@ -142,14 +164,8 @@ def _compact_modules(modules: list[TemporalModule], index: Tensor, rows: int | N
             continue
         for name in state_names(module):
             value = getattr(module, name, None)
-            if not isinstance(value, Tensor):
-                continue
-            if rows is not None and value.shape[0] != rows:
-                raise ValueError(
-                    f"keep: mask over {rows} rows, but {type(module).__name__}.{name} has "
-                    f"{value.shape[0]} rows"
-                )
-            setattr(module, name, _keep_rows(value, index.to(value.device)))
+            if isinstance(value, Tensor):
+                setattr(module, name, keep(module, name, value))
 
 
 def _keep_rows(value: Tensor, index: Tensor) -> Tensor:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..anytime import state_names
+from ..anytime import _map_row_states
 from ..neurons import SpikingNetwork, TemporalModule, private_state, reset, temporal_modules
 
 __all__ = ["exit_oracle", "running_rows"]
@@ -41,19 +41,10 @@ def running_rows(exits: Tensor, schedule: Sequence[int]) -> list[int]:
     return counts
 
 
-def _narrow(modules: list[TemporalModule], rows: int) -> None:
+def _narrow(modules: list[TemporalModule], rows: int, device: torch.device) -> None:
     """Keep the first ``rows`` rows of every per-row state: a view of the leading block
     where the state is a plain tensor, the module's own ``compact_state`` otherwise."""
-    for module in modules:
-        custom = getattr(module, "compact_state", None)
-        for name in state_names(module):
-            value = getattr(module, name, None)
-            if not isinstance(value, Tensor) or value.shape[0] <= rows:
-                continue
-            if callable(custom):
-                custom(torch.arange(rows, device=value.device))
-                break
-            setattr(module, name, value[:rows])
+    _map_row_states(modules, torch.arange(rows, device=device), lambda _m, _n, v: v[:rows])
 
 
 def exit_oracle(
@@ -94,10 +85,11 @@ def exit_oracle(
             for x, schedule, running in prepared:
                 reset(snn)
                 start = 0
-                for steps, rows in zip(schedule, running, strict=True):
+                for i, (steps, rows) in enumerate(zip(schedule, running, strict=True)):
                     if rows == 0:
                         break
-                    _narrow(modules, rows)
+                    if i and rows < running[i - 1]:  # rows left since the last call
+                        _narrow(modules, rows, x.device)
                     if frames:
                         seq = x[start : start + steps, :rows]
                     else:
