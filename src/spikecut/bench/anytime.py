@@ -163,7 +163,10 @@ def measure_anytime(
         if all(engine.chooser.settled(k) for k in _keys(engine, batches, frames, device)):
             break
         early()
-    oracles = _oracles(snn, engine, batches, full, full_outputs, rule, T, frames, device)
+    full()  # untimed: the full-T outputs whose offline exits the oracle and the agreement read
+    cums = [out.float().cumsum(0) for out in full_outputs]
+    exits = [rule.exit_steps(cum) for cum in cums]
+    oracles = _oracles(snn, engine, batches, exits, T, frames, device)
     # taking turns, so that a load drifting over the run weighs on every variant alike
     calls = [full, early, stepwise, first_step, *oracles]
     turns = interleaved_seconds(calls, device, repeats, warmup)
@@ -174,8 +177,7 @@ def measure_anytime(
         path = "mask" if batch_size == 1 else "compact"
         split = time_split(snn, rule, T, batches, frames, device, strategy=path)
 
-    cum = torch.cat([o.float().cumsum(0) for o in full_outputs], dim=1)
-    offline_steps = rule.exit_steps(cum)
+    cum, offline_steps = torch.cat(cums, dim=1), torch.cat(exits)
     offline_pred = cum[offline_steps - 1, torch.arange(cum.shape[1], device=cum.device)].argmax(-1)
     steps = torch.cat([r.exit_steps for r in anytime_results])
     pred = torch.cat([r.predictions for r in anytime_results])
@@ -216,18 +218,16 @@ def measure_anytime(
     }
 
 
-def _oracles(snn, engine, batches, full, full_outputs, rule, T, frames, device) -> list:
-    """The exit-oracle passes (:mod:`spikecut.bench.oracle`) for the offline rule's exits:
-    one step a call, and, where the engine chose chunks for a batch's size, its chunks."""
-    full()  # untimed: the outputs whose offline exits the oracle is given
-    exits = [rule.exit_steps(out.float().cumsum(0)) for out in full_outputs]
+def _oracles(snn, engine, batches, exits, T, frames, device) -> list:
+    """The exit-oracle passes (:mod:`spikecut.bench.oracle`) for the offline rule's
+    ``exits``: one step a call, and, where the engine chose chunks for a batch's size, its
+    chunks."""
     schedules = []
     for x in batches:
-        key = engine.chooser.key(device, x.shape[1 if frames else 0], frames)
+        rows = x.shape[1 if frames else 0]
+        key = engine.chooser.key(device, rows, frames)
         chunked = engine.chooser.pick(key) == "chunked"
-        schedules.append(
-            engine.chooser.plan(key, T, x.shape[1 if frames else 0], False) if chunked else (1,) * T
-        )
+        schedules.append(engine.chooser.plan(key, T, rows, False) if chunked else (1,) * T)
     oracles = [exit_oracle(snn, batches, exits, T, frames=frames)]
     if any(schedule != (1,) * T for schedule in schedules):
         oracles.append(exit_oracle(snn, batches, exits, T, frames=frames, schedules=schedules))
