@@ -1,26 +1,17 @@
 """benchmarks/anytime_batch1.py: plain full-T inference against the engine at batch 1, paired."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from benchmark_script import load_benchmark
 from torch import nn
 
 from spikecut._anytime_costs import STRATEGIES
 from spikecut.cutoff import TopKCutoff
 from spikecut.neurons import LIF, SpikingNetwork
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "anytime_batch1.py"
 T = 4
-
-
-def load():
-    spec = importlib.util.spec_from_file_location("anytime_batch1", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_snn() -> SpikingNetwork:
@@ -29,7 +20,7 @@ def tiny_snn() -> SpikingNetwork:
 
 
 def test_each_turn_is_one_ratio_of_plain_over_engine(monkeypatch):
-    script = load()
+    script = load_benchmark("anytime_batch1")
     times = [[0.6, 0.4, 0.9], [0.5, 0.5, 1.0]]  # plain, engine; three turns
     monkeypatch.setattr(
         script,
@@ -50,7 +41,7 @@ def test_each_turn_is_one_ratio_of_plain_over_engine(monkeypatch):
 
 
 def test_frames_run_and_the_report_is_written_whole(tmp_path, monkeypatch, capsys):
-    script = load()
+    script = load_benchmark("anytime_batch1")
     rule = TopKCutoff(epsilon=0.0)
     rule.beta = torch.full((T,), float("inf"))  # never fires: every sample runs all T steps
     samples = [torch.randn(T, 1, 4) for _ in range(3)]

@@ -1,23 +1,13 @@
 """benchmarks/anytime_overhead.py: the engine's own cost per sample, at toy size."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "anytime_overhead.py"
-
-
-def load():
-    spec = importlib.util.spec_from_file_location("anytime_overhead", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_script import load_benchmark
 
 
 def test_overhead_is_each_strategy_less_the_bare_call(tmp_path, capsys):
-    script = load()
+    script = load_benchmark("anytime_overhead")
     out = tmp_path / "overhead.json"
     assert script.main(["--T", "3", "--samples", "4", "--repeats", "1", "--out", str(out)]) == 0
     result = json.loads(out.read_text())

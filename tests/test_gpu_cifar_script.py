@@ -1,24 +1,16 @@
 """The full-scale GPU script, run on the CPU at toy size: it unpacks zips in the shared copy's
 layout, runs the config's pipeline per (model, T), resumes, and writes its summary."""
 
-import importlib.util
 import io
 import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
+from benchmark_script import load_benchmark
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_cifar10jpeg.py"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_cifar10jpeg", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_zips(folder: Path, train: int, test: int) -> None:
@@ -42,7 +34,7 @@ def write_zips(folder: Path, train: int, test: int) -> None:
 
 
 def test_gpu_script_runs_resumes_and_summarises(tmp_path, capsys):
-    script = load_script()
+    script = load_benchmark("gpu_cifar10jpeg")
     write_zips(tmp_path / "zips", train=8, test=3)
     out = tmp_path / "out"
     options = ["--epochs", "1", "--device", "cpu", "--workers", "0", "--batch-size", "16"]

@@ -1,24 +1,14 @@
 """benchmarks/gpu_graphs.py (the owed GPU check of the graphed strategy), run on the CPU
 at toy size with the captured steps replayed eagerly: the same code the GPU run takes."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_graphs.py"
-
-
-def load():
-    spec = importlib.util.spec_from_file_location("gpu_graphs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_script import load_benchmark
 
 
 def test_every_strategy_is_timed_against_full_t_and_agrees_with_the_offline_rule(tmp_path):
-    script = load()
+    script = load_benchmark("gpu_graphs")
     argv = ["--out", str(tmp_path), "--device", "cpu", "--models", "digits-cnn"]
     argv += ["--batches", "1,5", "--samples", "10", "--repeats", "1", "--eager-graphs"]
     assert script.main(argv) == 0
